@@ -1,0 +1,47 @@
+# bitconvert: set-up, tests, demo, benchmarks. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install test demo lint bench constraints clean
+
+help:
+	@echo "make install   create $(VENV) (Python 3.11) with pinned dependencies and bitconvert"
+	@echo "make test      install, then run the whole test suite"
+	@echo "make demo      install, then fetch+export a synthetic r50x1-160 over loopback"
+	@echo "make lint      ruff over convert/ scripts/ tests/"
+	@echo "make bench     benchmarks, printed as a table"
+	@echo "make clean     remove $(VENV), caches and exports"
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@test -x $(BIN)/bitconvert
+	@touch $@
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check convert scripts tests
+	$(BIN)/ruff format --check convert scripts tests
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+bench: install
+	$(BIN)/python scripts/bench.py
+
+constraints: install
+	$(BIN)/pip freeze --exclude-editable | grep -vi '^bitconvert' > constraints.txt.new
+	@echo "review and move constraints.txt.new over constraints.txt"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache exports demo-work bench-results *.egg-info

@@ -1,0 +1,159 @@
+"""The ``bitconvert`` command line: thin click commands over the library.
+
+Data goes to stdout, logs and progress to stderr. Every expected failure is a
+:class:`convert.errors.BitconvertError` and ends as one line on stderr with
+its own exit status (see ``convert.errors``); ``--debug`` shows tracebacks.
+TensorFlow and JAX are imported only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, BitconvertError
+from .options import checkpoint_option, json_option, model_option, source_options
+
+EXIT_INTERNAL = 70
+
+EPILOG = """\b
+Exit status: 0 ok; 1 bad input (damaged checkpoint, parity failure,
+failed verification); 2 usage; 3 registry; 4 download; 5 offline and
+not cached; 6 local I/O (disk full); 130 interrupted.
+"""
+
+
+def _debug_enabled(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.obj or {}).get("debug")) or os.environ.get("BITCONVERT_DEBUG") == "1"
+
+
+class BitconvertGroup(click.Group):
+    """A group that turns library errors into one stderr line and an exit status."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BitconvertError as exc:
+            if _debug_enabled(ctx):
+                raise
+            click.echo(f"bitconvert: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except BrokenPipeError:  # `bitconvert list | head`: the reader left, not an error
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            click.echo("bitconvert: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # a bug: say so in one line, traceback on request
+            if _debug_enabled(ctx):
+                raise
+            click.echo(
+                f"bitconvert: internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)", err=True
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=BitconvertGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EPILOG)
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors [env BITCONVERT_DEBUG=1].")
+@click.version_option(__version__, prog_name="bitconvert")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool):
+    """Convert Big Transfer (BiT) ResNetV2 checkpoints to verified TensorFlow SavedModels.
+
+    \b
+    Typical use:
+      bitconvert list                        # the models it knows
+      bitconvert fetch r50x1-160             # download and verify a checkpoint
+      bitconvert verify --model r50x1-160    # TF vs JAX parity report
+      bitconvert export --model r50x1-160    # TF Hub-style SavedModels
+    """
+    ctx.obj = {"debug": debug}
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+@cli.command("list")
+@json_option
+@click.option("--collection", is_flag=True, help="Only the four entries of the TF Hub collection.")
+def list_cmd(as_json: bool, collection: bool):
+    """List the models in the registry (checkpoints.yaml)."""
+    from .registry import load_registry
+
+    reg = load_registry()
+    entries = reg.collection() if collection else list(reg.entries)
+    if as_json:
+        emit_json([e.as_dict() for e in entries])
+        return
+    rows = [("ID", "ARCH", "CLASSES", "RES", "SOURCE")]
+    rows += [(e.id, e.arch_name, str(e.classes), str(e.resolution), e.source) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--model", "model_id", metavar="ID", help="Check against this registry entry instead of inferring.")
+@click.option("--allow-nonstandard", is_flag=True, help="Accept block layouts other than R50/R101/R152 (test files).")
+@json_option
+def inspect_cmd(path: str, model_id: str | None, allow_nonstandard: bool, as_json: bool):
+    """Say what a checkpoint is (depth, width, classes, arrays), or every problem with it.
+
+    Reads headers first and never unpickles. Exits 1 when anything is wrong,
+    after listing each problem (- missing, + unexpected, ~ wrong).
+    """
+    from .inspect_report import inspect_command
+
+    inspect_command(path, model_id, allow_nonstandard, as_json)
+
+
+@cli.command("fetch")
+@click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
+@click.option("--all", "fetch_all", is_flag=True, help="Every model in the registry.")
+@click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
+@source_options
+def fetch_cmd(model_ids, fetch_all, force, cache_dir, base_url, offline, quiet):
+    """Download official checkpoints into the cache, verified and resumable.
+
+    Prints the local path of each checkpoint on stdout, one per line.
+    """
+    raise BitconvertError("fetch is not implemented yet (issue 3)")
+
+
+@cli.command("verify")
+@model_option
+@checkpoint_option
+@click.option("--resolution", type=click.IntRange(min=32), help="Input size (default: the model's native one).")
+@click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True, help="Random images per batch.")
+@json_option
+@source_options
+def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, base_url, offline, quiet):
+    """Prove the TensorFlow graph computes what the JAX (Flax) model computes."""
+    raise BitconvertError("verify is not implemented yet (issue 4)")
+
+
+@cli.command("export")
+@model_option
+@checkpoint_option
+def export_cmd(model_ids, checkpoint):
+    """Write TF Hub-style SavedModels (classifier and feature extractor)."""
+    raise BitconvertError("export is not implemented yet (issue 5)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="bitconvert")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Click options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import click
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+model_option = click.option(
+    "--model",
+    "-m",
+    "model_ids",
+    multiple=True,
+    metavar="ID",
+    help="Registry id (see `bitconvert list`); repeatable.",
+)
+
+checkpoint_option = click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Use this local .npz instead of fetching the model's checkpoint.",
+)
+
+cache_dir_option = click.option(
+    "--cache-dir",
+    envvar="BITCONVERT_CACHE",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Checkpoint cache [env BITCONVERT_CACHE; default $XDG_CACHE_HOME/bitconvert].",
+)
+
+base_url_option = click.option(
+    "--base-url",
+    envvar="BITCONVERT_BASE_URL",
+    metavar="URL",
+    help="Mirror of the BiT bucket [env BITCONVERT_BASE_URL; default https://storage.googleapis.com/bit_models/].",
+)
+
+offline_option = click.option(
+    "--offline",
+    is_flag=True,
+    envvar="BITCONVERT_OFFLINE",
+    help="Never touch the network; use cached files only [env BITCONVERT_OFFLINE=1].",
+)
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
+
+
+def source_options(f):
+    """The options that say where a checkpoint comes from (fetch, verify, export)."""
+    for opt in reversed((cache_dir_option, base_url_option, offline_option, quiet_option)):
+        f = opt(f)
+    return f

@@ -1,0 +1,47 @@
+"""Shared fixtures: a CliRunner, synthetic checkpoints in the official layout."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from convert.architecture import Architecture
+from convert.synthetic import write_synthetic_checkpoint
+
+#: A reduced block layout for fast end-to-end tests (depth 14, width 1).
+TINY = Architecture((1, 1, 1, 1), width=1, classes=10)
+R50X1 = Architecture.from_depth(50, 1, 1000)
+R152X2 = Architecture.from_depth(152, 2, 1000)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def invoke(runner):
+    """Run the CLI in-process: ``invoke("list", "--json")`` -> click Result."""
+    from convert.cli import cli
+
+    def _invoke(*args, **kwargs):
+        return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return _invoke
+
+
+@pytest.fixture(scope="session")
+def r50x1_npz(tmp_path_factory):
+    """A full-size synthetic R50x1 checkpoint (1000 classes), written once per session."""
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "R50x1.npz", R50X1, seed=1)
+
+
+@pytest.fixture(scope="session")
+def r152x2_npz(tmp_path_factory):
+    """A full-size synthetic R152x2 checkpoint (0.95 GB), written once per session."""
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "R152x2.npz", R152X2, seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory):
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.npz", TINY, seed=3)
