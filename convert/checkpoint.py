@@ -156,7 +156,7 @@ def _nearest_standard(units: tuple[int, ...]) -> tuple[int, ...] | None:
     """Smallest official layout that has at least ``units`` units in every block."""
     for depth in sorted(STANDARD_UNITS):
         cand = STANDARD_UNITS[depth]
-        if all(c >= u for c, u in zip(cand, units)):
+        if all(c >= u for c, u in zip(cand, units, strict=True)):
             return cand
     return None
 

@@ -98,7 +98,7 @@ def list_cmd(as_json: bool, collection: bool):
     rows += [(e.id, e.arch_name, str(e.classes), str(e.resolution), e.source) for e in entries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 @cli.command("inspect")

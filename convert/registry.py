@@ -150,18 +150,42 @@ def _parse_entry(model_id: str, raw) -> ModelEntry:
     )
 
 
+def _unique_key_loader():
+    """A SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
 def parse_registry(text: str, path: Path) -> Registry:
     import yaml  # local: keeps `import convert.registry` cheap for tools that only need types
 
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise RegistryError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        detail = " ".join(str(exc).split())
+        raise RegistryError(f"{path}: not valid YAML: {detail}") from exc
     if not isinstance(doc, dict) or set(doc) != {"models"} or not isinstance(doc["models"], dict):
         raise RegistryError(f"{path}: expected a single top-level 'models:' mapping")
     entries = tuple(_parse_entry(str(k), v) for k, v in doc["models"].items())
     if not entries:
         raise RegistryError(f"{path}: no models")
+    sources = [e.source for e in entries]
+    dup = sorted({s for s in sources if sources.count(s) > 1})
+    if dup:
+        raise RegistryError(f"{path}: several models share the source file(s) {', '.join(dup)}")
     return Registry(entries, path)
 
 

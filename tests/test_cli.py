@@ -1,0 +1,129 @@
+"""The CLI skeleton: help, list, inspect, errors as one line, no heavy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import R152X2
+
+from convert.registry import load_registry
+from convert.synthetic import synthetic_arrays
+
+
+def test_help_lists_every_command(invoke):
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("list", "fetch", "inspect", "verify", "export"):
+        assert f"\n  {command} " in result.output
+    assert "Exit status" in result.output
+
+
+def test_list_prints_every_registry_entry(invoke):
+    result = invoke("list")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "ARCH", "CLASSES", "RES", "SOURCE"]
+    reg = load_registry()
+    assert len(lines) == 1 + len(reg.entries)
+    assert lines[4].split() == ["r50x1-160", "R50x1", "1000", "160", "distill/R50x1_160.npz"]
+    assert result.stderr == ""
+
+
+def test_list_json_is_the_registry(invoke):
+    result = invoke("list", "--json")
+    data = json.loads(result.stdout)
+    assert [d["id"] for d in data] == load_registry().ids
+    r152 = next(d for d in data if d["id"] == "r152x2-384")
+    assert (r152["architecture"], r152["classes"], r152["resolution"], r152["source"]) == (
+        "R152x2",
+        1000,
+        384,
+        "distill/R152x2_T_384.npz",
+    )
+
+
+def test_list_collection_only(invoke):
+    data = json.loads(invoke("list", "--json", "--collection").stdout)
+    assert sorted(d["id"] for d in data) == ["r152x2-224", "r152x2-384", "r50x1-160", "r50x1-224"]
+
+
+def test_inspect_r50x1(invoke, r50x1_npz):
+    result = invoke("inspect", r50x1_npz, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["depth"], data["width"], data["classes"]) == (50, 1, 1000)
+    assert (data["arrays"], data["parameters"], data["ok"]) == (153, 25549352, True)
+    text = invoke("inspect", r50x1_npz).stdout
+    assert "R50x1 (depth 50, width 1, units 3,4,6,3)" in text and "25,549,352" in text
+
+
+@pytest.mark.slow
+def test_inspect_r152x2(invoke, r152x2_npz):
+    data = json.loads(invoke("inspect", r152x2_npz, "--json").stdout)
+    assert (data["depth"], data["width"], data["classes"], data["arrays"]) == (152, 2, 1000, 459)
+    assert data["parameters"] == load_registry().get("r152x2-384").params
+
+
+def test_inspect_against_a_registry_entry(invoke, r50x1_npz):
+    assert invoke("inspect", r50x1_npz, "--model", "r50x1-160").exit_code == 0
+    result = invoke("inspect", r50x1_npz, "--model", "bit-m-r50x1")
+    assert result.exit_code == 1
+    assert "wrong shape resnet/head/conv2d/bias: got (1000,), expected (21843,)" in result.stderr
+
+
+def test_inspect_reports_every_problem_and_exits_1(invoke, tmp_path):
+    arrays = synthetic_arrays(R152X2.__class__.from_depth(50, 1, 1000), seed=0)
+    del arrays["resnet/block4/unit03/c/group_norm/gamma"]
+    arrays["resnet/extra"] = np.zeros(2, np.float32)
+    arrays["resnet/group_norm/beta"] = arrays["resnet/group_norm/beta"].astype(np.float64)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    result = invoke("inspect", path)
+    assert result.exit_code == 1
+    assert "  - missing resnet/block4/unit03/c/group_norm/gamma (expected float32 (512,))" in result.stdout
+    assert "  + unexpected resnet/extra float32 (2,)" in result.stdout
+    assert "  ~ wrong dtype resnet/group_norm/beta: got float64, expected float32" in result.stdout
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bitconvert: error: ") and "3 problems" in err[0]
+    data = json.loads(invoke("inspect", path, "--json").stdout)
+    assert data["ok"] is False and len(data["problems"]) == 3
+
+
+def test_unknown_model_is_a_usage_error_with_a_suggestion(invoke, r50x1_npz):
+    result = invoke("inspect", r50x1_npz, "--model", "r50x1_160")
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("bitconvert: error: unknown model id 'r50x1_160'; did you mean r50x1-160")
+
+
+def test_errors_are_one_line_without_traceback(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"not a zip")
+    proc = subprocess.run([sys.executable, "-m", "convert", "inspect", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "not a readable .npz (zip) file" in proc.stderr
+    debug = subprocess.run([sys.executable, "-m", "convert", "--debug", "inspect", str(bad)], capture_output=True, text=True)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_list_imports_neither_tensorflow_nor_jax():
+    code = (
+        "import sys; from convert.cli import main\n"
+        "try:\n    main(['list', '--json'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('tensorflow', 'jax', 'flax') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in proc.stderr, proc.stderr
+
+
+def test_console_script_is_installed():
+    from importlib.metadata import entry_points
+
+    (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "bitconvert"]
+    assert ep.value == "convert.cli:main"
