@@ -1,0 +1,257 @@
+"""Model cards in the tfhub.dev / Kaggle Models markdown format, as pure text.
+
+One card per exported variant. Everything a card says comes from the
+arguments (registry entry, input range, parity figures), so the text cannot
+drift from what was exported: the task tag follows the variant, the usage
+example loads this variant's own directory, the input range and resolution
+are the ones the graph was built with, and parity is claimed only when it
+was measured. No TensorFlow needed: testable on its own.
+
+Defects of the published collection this avoids (collection-card.md):
+feature extractors tagged ``image-classification``, wrong titles and
+resolutions, usage examples loading the other variant, mixed handle names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .registry import ModelEntry
+
+VARIANTS = ("classification", "feature_extraction")
+#: tfhub.dev task tag of each variant (tags/task.yaml).
+TASKS = {"classification": "image-classification", "feature_extraction": "image-feature-vector"}
+#: Output key of each variant's serving_default signature.
+OUTPUT_KEYS = {"classification": "logits", "feature_extraction": "feature_vector"}
+#: ``--input-range`` choices: the value range the exported graph takes.
+INPUT_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+
+DEFAULT_PUBLISHER = "bitconvert"
+#: tfhub.dev network-architecture tag (tags/network_architecture.yaml): "Big Transfer".
+#: Used for every depth and width; the list has no tag for R50x1 or R152x2 as such.
+NETWORK_ARCHITECTURE = "bit"
+#: The BiT weights are released under Apache-2.0 (google-research/big_transfer).
+LICENSE = "apache-2.0"
+LABELS_URL = "https://storage.googleapis.com/bit_models/ilsvrc2012_wordnet_lemmas.txt"
+
+_META = re.compile(r"^<!--\s*([a-z-]+)\s*:\s*(.*?)\s*-->$")
+
+
+@dataclass(frozen=True)
+class ParityFigures:
+    """The post-export parity check of one variant, as the card reports it."""
+
+    output: str  # "logits" or "pre_logits"
+    max_abs_error: float
+    relative_l2_error: float
+    threshold: float  # the relative L2 bound the check applied
+    resolution: int
+    batch: int
+
+
+def hub_model_name(entry: ModelEntry, variant: str) -> str:
+    """One naming scheme for every handle: ``bit_<id>_<variant>`` (``bit_r50x1_160_classification``)."""
+    _check_variant(variant)
+    stem = entry.id.removeprefix("bit-").replace("-", "_")
+    return f"bit_{stem}_{variant}"
+
+
+def archive_name(entry: ModelEntry, variant: str) -> str:
+    """File name of the variant's ``--archive`` tarball, also the card's asset-path."""
+    return f"{hub_model_name(entry, variant)}.tar.gz"
+
+
+def card_file_name(variant: str) -> str:
+    _check_variant(variant)
+    return f"{variant}.md"
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+
+
+def _range_text(input_range: str) -> str:
+    if input_range == "unit":
+        return (
+            "values in **[0, 1]** (the TF Hub image convention); the graph rescales them to the [-1, 1] "
+            "the BiT weights were trained on, so do not rescale yourself"
+        )
+    if input_range == "symmetric":
+        return (
+            "values in **[-1, 1]**, that is `(pixel - 127.5) / 127.5`, as the BiT weights were trained on "
+            "(and as the earlier published collection took them); this is *not* the TF Hub [0, 1] convention"
+        )
+    raise ValueError(f"input_range must be one of {tuple(INPUT_RANGES)}, got {input_range!r}")
+
+
+def _labels_text(classes: int) -> str:
+    if classes == 1000:
+        return f"the 1000 ImageNet-1k (ILSVRC-2012) classes, in the order of [{LABELS_URL.rsplit('/', 1)[-1]}]({LABELS_URL})"
+    if classes == 21843:
+        return "the 21843 ImageNet-21k classes of the BiT-M release"
+    return f"the checkpoint's {classes} classes"
+
+
+def _references(entry: ModelEntry) -> list[str]:
+    refs = ["[Big Transfer (BiT): General Visual Representation Learning, Kolesnikov et al.](https://arxiv.org/abs/1912.11370)"]
+    if entry.source.startswith("distill/"):
+        refs.append(
+            "[Knowledge distillation: A good teacher is patient and consistent, Beyer et al.](https://arxiv.org/abs/2106.05237)"
+        )
+    refs.append("[BiT on GitHub](https://github.com/google-research/big_transfer)")
+    return refs
+
+
+def render_card(
+    entry: ModelEntry,
+    variant: str,
+    *,
+    input_range: str,
+    source_url: str,
+    sha256: str,
+    parity: ParityFigures | None,
+    features: int,
+    publisher: str = DEFAULT_PUBLISHER,
+    version: int = 1,
+    export_dir: str | None = None,
+) -> str:
+    """The markdown card of one exported variant.
+
+    ``parity`` is None when the export skipped the JAX check: the card then
+    says so instead of claiming equality. ``export_dir`` is the path the usage
+    examples load (default ``exports/<id>/<variant>``, the CLI's default).
+    """
+    _check_variant(variant)
+    _range_text(input_range)  # validates
+    res = entry.resolution
+    arch = f"ResNetV2-{entry.depth}x{entry.width}"
+    path = export_dir or f"exports/{entry.id}/{variant}"
+    lo, hi = INPUT_RANGES[input_range]
+    classifier = variant == "classification"
+    what = "image classifier" if classifier else "image feature vector"
+    key = OUTPUT_KEYS[variant]
+    model_name = hub_model_name(entry, variant)
+
+    lines = [
+        f"# Module {publisher}/{model_name}/{version}",
+        "",
+        f"BiT {arch} {what}, converted from the authors' JAX checkpoint: {entry.description}.",
+        "",
+        f"<!-- asset-path: {archive_name(entry, variant)} -->",
+        f"<!-- task: {TASKS[variant]} -->",
+        f"<!-- network-architecture: {NETWORK_ARCHITECTURE} -->",
+        f"<!-- dataset: {entry.dataset} -->",
+        "<!-- fine-tunable: true -->",
+        "<!-- format: saved_model_2 -->",
+        f"<!-- license: {LICENSE} -->",
+        "",
+        "## Overview",
+        "",
+        f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
+        + (
+            f"This SavedModel computes the classification logits over {_labels_text(entry.classes)}."
+            if classifier
+            else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
+            "(after the final group norm, ReLU and global average pooling), for transfer learning."
+        ),
+        "",
+        f"Weights: `{source_url}` (sha256 `{sha256}`), converted by bitconvert. "
+        "Architecture: pre-activation ResNetV2 with weight-standardised convolutions and group norm (32 groups); "
+        "no batch norm and no dropout, so training and inference behave the same.",
+        "",
+        "## Inputs",
+        "",
+        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {_range_text(input_range)}. "
+        f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
+        f"resize (or crop) to {res}x{res} for the accuracy of the original model.",
+        "",
+        "## Outputs",
+        "",
+        (
+            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised (apply `tf.nn.softmax` for probabilities); "
+            f"index i is class i of {_labels_text(entry.classes)}."
+            if classifier
+            else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
+        ),
+        "",
+        "The `serving_default` signature takes `images` and returns the dict "
+        f'`{{"{key}": ...}}`; calling the model object directly returns the tensor.',
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import tensorflow as tf",
+        "",
+        f'model = tf.saved_model.load("{path}")',
+        f"images = tf.random.uniform([2, {res}, {res}, 3], {lo:g}, {hi:g})  # your images, in [{lo:g}, {hi:g}]",
+        f"{'logits' if classifier else 'features'} = model(images)  # [2, {entry.classes if classifier else features}]",
+        "```",
+        "",
+        "Fine-tuning with `tensorflow_hub` (a tf-keras layer: `pip install tf-keras tensorflow-hub`):",
+        "",
+        "```python",
+        "import tensorflow_hub as hub",
+        "import tf_keras",
+        "",
+        "model = tf_keras.Sequential([",
+        f"    tf_keras.Input(({res}, {res}, 3)),",
+        f'    hub.KerasLayer("{path}", trainable=True),',
+        *(["    tf_keras.layers.Dense(num_classes),"] if not classifier else []),
+        "])",
+        "```",
+        "",
+        "With Keras 3 (TensorFlow backend):",
+        "",
+        "```python",
+        "import keras",
+        "",
+        f'layer = keras.layers.TFSMLayer("{path}", call_endpoint="serving_default")',
+        f'outputs = layer(images)["{key}"]',
+        "```",
+        "",
+        "## Verification",
+        "",
+    ]
+    if parity is None:
+        lines.append(
+            "This export was written with `--skip-parity`: it was **not** compared with the JAX forward pass "
+            "of the checkpoint. Run `bitconvert export` without that flag (or `bitconvert verify`) for a checked export."
+        )
+    else:
+        lines.append(
+            f"After writing, this SavedModel was reloaded from disk and its `{parity.output}` compared with the "
+            f"JAX (Flax) forward pass of the same checkpoint on {parity.batch} random images at "
+            f"{parity.resolution}x{parity.resolution}: maximum absolute error {parity.max_abs_error:.3g}, "
+            f"relative L2 error {parity.relative_l2_error:.3g} (bound {parity.threshold:.3g})."
+        )
+    published = entry.hub.classification if classifier else entry.hub.feature_extraction
+    if published:
+        lines += [
+            "",
+            f"The same checkpoint was published earlier as `{published}`, which takes [-1, 1] inputs.",
+        ]
+    lines += ["", "## References", ""]
+    lines += [f"{i}. {ref}" for i, ref in enumerate(_references(entry), start=1)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_card(text: str) -> tuple[str, dict[str, str]]:
+    """(handle from the ``# Module`` line, metadata dict) of a card; for tests and checks.
+
+    Raises ValueError when the first line is not ``# Module publisher/model/version``
+    or a metadata key repeats.
+    """
+    lines = text.splitlines()
+    m = re.match(r"^# Module (\S+/\S+/\d+)$", lines[0] if lines else "")
+    if not m:
+        raise ValueError("first line must be '# Module <publisher>/<model>/<version>'")
+    meta: dict[str, str] = {}
+    for line in lines[1:]:
+        mm = _META.match(line.strip())
+        if mm:
+            if mm.group(1) in meta:
+                raise ValueError(f"metadata {mm.group(1)!r} given twice")
+            meta[mm.group(1)] = mm.group(2)
+    return m.group(1), meta
