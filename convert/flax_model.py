@@ -1,0 +1,187 @@
+"""The reference: BiT ResNetV2 in Flax (linen), as the authors' JAX model computes it.
+
+Faithful to google-research/big_transfer ``bit_jax/models.py`` as summarised in
+shared/reference/bit-format.md: weight-standardised convolutions (eps
+``WS_EPS``), ``flax.linen.GroupNorm`` (``GN_GROUPS`` groups, eps ``GN_EPS``,
+Flax's own statistics), explicit symmetric zero padding with VALID
+convolutions, a zero-padded max-pool, the stride on the 3x3 conv and on the
+projection. Every constant comes from :mod:`convert.numerics`, like the TF graph.
+
+Parameter tree (the authors' names)::
+
+    params/root_block/conv_root/kernel                 (7, 7, 3, 64w)
+    params/block{b}/unit{u:02d}/gn1|gn2|gn3/scale|bias
+    params/block{b}/unit{u:02d}/conv1|conv2|conv3/kernel
+    params/block{b}/unit01/conv_proj/kernel
+    params/norm-pre-head/scale|bias
+    params/conv_head/kernel (2048w, classes), params/conv_head/bias
+
+The model returns every named stage (``STAGES``), so one forward pass gives
+the per-stage comparison. Convolutions and the head use
+``precision=HIGHEST``: on CPU that is what float32 does anyway, but on GPU/TPU
+JAX's default lets float32 convs/matmuls run in TF32/bfloat16 passes, which
+would make the "reference" worse than the graph it judges. Running it in
+float64 needs only float64 params and inputs under ``jax.enable_x64(True)``:
+no layer pins a dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from .architecture import Architecture
+from .numerics import (
+    BLOCK_STRIDES,
+    GN_EPS,
+    GN_GROUPS,
+    MID_KERNEL,
+    MID_PAD,
+    POOL_PAD,
+    POOL_PAD_VALUE,
+    POOL_STRIDE,
+    POOL_WINDOW,
+    ROOT_KERNEL,
+    ROOT_PAD,
+    ROOT_STRIDE,
+    WS_AXES,
+    WS_EPS,
+)
+from .tf_model import STAGES  # noqa: F401  (re-exported: one list of stage names)
+
+PRECISION = lax.Precision.HIGHEST
+
+
+def standardize(w, axis=WS_AXES, eps=WS_EPS):
+    """Weight standardisation as the authors write it: centre, then divide by sqrt(mean square + eps)."""
+    w = w - jnp.mean(w, axis=axis, keepdims=True)
+    return w / jnp.sqrt(jnp.mean(jnp.square(w), axis=axis, keepdims=True) + eps)
+
+
+def pad_hw(x, p: int, value: float = 0.0):
+    """Symmetric explicit padding of H and W by ``p`` (no TF 'SAME' asymmetry)."""
+    return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=value)
+
+
+class StdConv(nn.Module):
+    """Bias-free weight-standardised conv: explicit symmetric pad, then VALID."""
+
+    features: int
+    kernel: int
+    stride: int = 1
+    pad: int = 0
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.param("kernel", nn.initializers.lecun_normal(), (self.kernel, self.kernel, x.shape[-1], self.features))
+        w = standardize(jnp.asarray(k, x.dtype))
+        if self.pad:
+            x = pad_hw(x, self.pad)
+        return lax.conv_general_dilated(
+            x,
+            w,
+            window_strides=(self.stride, self.stride),
+            padding="VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=PRECISION,
+        )
+
+
+def group_norm(name: str) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=GN_GROUPS, epsilon=GN_EPS, name=name)
+
+
+class RootBlock(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = StdConv(self.width, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD, name="conv_root")(x)
+        x = pad_hw(x, POOL_PAD, POOL_PAD_VALUE)
+        return nn.max_pool(x, (POOL_WINDOW, POOL_WINDOW), strides=(POOL_STRIDE, POOL_STRIDE), padding="VALID")
+
+
+class ResidualUnit(nn.Module):
+    """Pre-activation bottleneck; the stride sits on conv2 (3x3) and conv_proj."""
+
+    mid: int
+    out: int
+    stride: int = 1
+    project: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        y = nn.relu(group_norm("gn1")(x))
+        shortcut = StdConv(self.out, 1, self.stride, name="conv_proj")(y) if self.project else x
+        y = StdConv(self.mid, 1, name="conv1")(y)
+        y = nn.relu(group_norm("gn2")(y))
+        y = StdConv(self.mid, MID_KERNEL, self.stride, MID_PAD, name="conv2")(y)
+        y = nn.relu(group_norm("gn3")(y))
+        y = StdConv(self.out, 1, name="conv3")(y)
+        return y + shortcut
+
+
+class ResNetStage(nn.Module):
+    units: int
+    mid: int
+    out: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        for u in range(1, self.units + 1):
+            first = u == 1
+            x = ResidualUnit(self.mid, self.out, self.stride if first else 1, first, name=f"unit{u:02d}")(x)
+        return x
+
+
+class BiTResNetV2Flax(nn.Module):
+    """The whole network; ``__call__`` returns {stage name: output} in ``STAGES`` order."""
+
+    arch: Architecture
+
+    @nn.compact
+    def __call__(self, x):
+        a = self.arch
+        out = {}
+        x = RootBlock(a.root_width, name="root_block")(x)
+        out["stem"] = x
+        for b, n in enumerate(a.units, start=1):
+            x = ResNetStage(n, a.mid_width(b), a.out_width(b), BLOCK_STRIDES[b - 1], name=f"block{b}")(x)
+            out[f"block{b}"] = x
+        x = nn.relu(group_norm("norm-pre-head")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        out["pre_logits"] = x
+        out["logits"] = nn.Dense(a.classes, precision=PRECISION, name="conv_head")(x)
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def param_shapes(arch: Architecture) -> dict:
+    """The model's ``params`` tree as nested dicts of ShapeDtypeStructs (no compute).
+
+    From ``jax.eval_shape(model.init, ...)``: the shapes the mapping must fill.
+    """
+    model = BiTResNetV2Flax(arch)
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    tree = jax.eval_shape(model.init, jax.random.key(0), x)
+    return _to_dict(tree["params"])
+
+
+def _to_dict(tree):
+    return {k: _to_dict(v) if hasattr(v, "items") else v for k, v in tree.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def make_apply(arch: Architecture):
+    """A jitted ``(params, images) -> {stage: output}`` for ``arch``.
+
+    Params are an argument (not captured constants), so the weights are not
+    baked into the compiled program; jit compiles once per (shape, dtype).
+    """
+    model = BiTResNetV2Flax(arch)
+    return jax.jit(model.apply)

@@ -1,0 +1,272 @@
+"""The name mapping as data: checkpoint key -> TF variable -> Flax parameter path.
+
+One pure function, :func:`mapping_rows`, derives every row from
+:func:`convert.architecture.checkpoint_layout` alone (never from a file), so
+the table can be printed, diffed and tested without loading anything.
+
+Each row says where one checkpoint array goes on both sides and which named
+transform turns the checkpoint array into the Flax parameter (the TF variables
+keep the checkpoint's shapes, so their transform is always the identity).
+
+Loading checks both sides before assigning anything (:func:`check_sides`):
+every checkpoint array used exactly once, every target set exactly once, equal
+shapes. A failure raises :class:`MappingError` whose message lists each
+difference (``-`` missing, ``+`` unexpected, ``~`` wrong shape, ``!`` used twice).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .architecture import CONV, PREFIX, UNIT_PARTS, Architecture, checkpoint_layout
+from .errors import MappingError
+
+#: How many differences a MappingError message spells out before "and N more".
+_DIFF_LIMIT = 12
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named array transform: how a checkpoint array becomes a Flax parameter."""
+
+    name: str
+    apply: Callable[[np.ndarray], np.ndarray]
+    shape: Callable[[tuple[int, ...]], tuple[int, ...]]
+    doc: str
+
+
+def _squeeze_head_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 4 or shape[:2] != (1, 1):
+        raise MappingError(f"squeeze_head expects a (1, 1, C, K) kernel, got {shape}")
+    return (shape[2], shape[3])
+
+
+#: Every transform a row may name, in one place.
+TRANSFORMS: dict[str, Transform] = {
+    "identity": Transform("identity", lambda a: a, lambda s: tuple(s), "used as is"),
+    "squeeze_head": Transform(
+        "squeeze_head",
+        lambda a: a.reshape(_squeeze_head_shape(a.shape)),
+        _squeeze_head_shape,
+        "1x1 conv head kernel (1, 1, C, K) -> Dense kernel (C, K)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class MappingRow:
+    """Where one checkpoint array goes.
+
+    ``shape`` is the checkpoint's (and the TF variable's) shape; the Flax
+    parameter has ``flax_shape`` = ``TRANSFORMS[transform].shape(shape)``.
+    ``tf_variable`` is the variable's name without TF's ``:0`` suffix.
+    ``flax_path`` is '/'-joined under the ``params`` collection.
+    """
+
+    checkpoint_key: str
+    tf_variable: str
+    flax_path: str
+    shape: tuple[int, ...]
+    transform: str = "identity"
+
+    @property
+    def flax_shape(self) -> tuple[int, ...]:
+        return TRANSFORMS[self.transform].shape(self.shape)
+
+    def as_dict(self) -> dict:
+        return {
+            "checkpoint_key": self.checkpoint_key,
+            "tf_variable": self.tf_variable,
+            "flax_path": self.flax_path,
+            "shape": list(self.shape),
+            "flax_shape": list(self.flax_shape),
+            "transform": self.transform,
+        }
+
+
+#: Checkpoint sub-layer letter -> the authors' JAX names (a, b, c map to 1, 2, 3).
+_PART_INDEX = {part: i for i, part in enumerate(UNIT_PARTS, start=1)}
+_LEAF = {"gamma": "scale", "beta": "bias", "kernel": "kernel", "bias": "bias"}
+
+
+def flax_path_for(key: str) -> tuple[str, str]:
+    """(Flax path, transform name) for one checkpoint key; KeyError-free for layout keys.
+
+    Raises :class:`MappingError` for a key that is not of the BiT layout.
+    """
+    if not key.startswith(PREFIX):
+        raise MappingError(f"no Flax name for {key!r}: not under {PREFIX}")
+    parts = key[len(PREFIX) :].split("/")
+    leaf = _LEAF.get(parts[-1])
+    if parts == ["root_block", CONV, "kernel"]:
+        return "root_block/conv_root/kernel", "identity"
+    if parts[:-1] == ["group_norm"] and leaf:
+        return f"norm-pre-head/{leaf}", "identity"
+    if parts == ["head", "conv2d", "kernel"]:
+        return "conv_head/kernel", "squeeze_head"
+    if parts == ["head", "conv2d", "bias"]:
+        return "conv_head/bias", "identity"
+    if len(parts) >= 5 and parts[0].startswith("block") and parts[1].startswith("unit") and parts[2] in _PART_INDEX and leaf:
+        block, unit, part, rest = parts[0], parts[1], parts[2], parts[3:]
+        n = _PART_INDEX[part]
+        if rest == [CONV, "kernel"]:
+            return f"{block}/{unit}/conv{n}/kernel", "identity"
+        if rest == ["group_norm", parts[-1]] and parts[-1] in ("gamma", "beta"):
+            return f"{block}/{unit}/gn{n}/{leaf}", "identity"
+        if part == "a" and rest == ["proj", CONV, "kernel"]:
+            return f"{block}/{unit}/conv_proj/kernel", "identity"
+    raise MappingError(f"no Flax name for {key!r}")
+
+
+def mapping_rows(arch: Architecture) -> tuple[MappingRow, ...]:
+    """Every row of ``arch``'s mapping, in checkpoint layout (forward) order. Pure."""
+    rows = []
+    for key, shape in checkpoint_layout(arch).items():
+        flax_path, transform = flax_path_for(key)
+        rows.append(MappingRow(key, key, flax_path, tuple(shape), transform))
+    return tuple(rows)
+
+
+def _fmt(shape) -> str:
+    shape = tuple(shape)
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def check_sides(
+    rows: Iterable[MappingRow],
+    source: Mapping[str, tuple[int, ...]],
+    target: Mapping[str, tuple[int, ...]],
+    *,
+    target_of: Callable[[MappingRow], str],
+    target_shape_of: Callable[[MappingRow], tuple[int, ...]],
+    target_label: str,
+) -> list[str]:
+    """Differences between (checkpoint arrays, rows, targets); empty when they match one to one.
+
+    ``source``: checkpoint key -> shape. ``target``: target name -> shape
+    (TF variables, or Flax parameter paths). Each difference is one line
+    starting with ``-`` (missing), ``+`` (unexpected), ``~`` (shape) or ``!``
+    (used more than once).
+    """
+    rows = list(rows)
+    diffs: list[str] = []
+    src_use = Counter(r.checkpoint_key for r in rows)
+    tgt_use = Counter(target_of(r) for r in rows)
+    for key, n in src_use.items():
+        if n > 1:
+            diffs.append(f"! checkpoint array {key} used by {n} rows")
+    for name, n in tgt_use.items():
+        if n > 1:
+            diffs.append(f"! {target_label} {name} set by {n} rows")
+    for r in rows:
+        if r.checkpoint_key not in source:
+            diffs.append(f"- checkpoint array {r.checkpoint_key} missing (expected {_fmt(r.shape)})")
+        elif tuple(source[r.checkpoint_key]) != tuple(r.shape):
+            diffs.append(f"~ checkpoint array {r.checkpoint_key}: got {_fmt(source[r.checkpoint_key])}, expected {_fmt(r.shape)}")
+        name = target_of(r)
+        if name not in target:
+            diffs.append(f"- {target_label} {name} missing (row for {r.checkpoint_key})")
+        elif tuple(target[name]) != tuple(target_shape_of(r)):
+            diffs.append(f"~ {target_label} {name}: has {_fmt(target[name])}, row gives {_fmt(target_shape_of(r))}")
+    for key in source:
+        if key not in src_use:
+            diffs.append(f"+ checkpoint array {key} {_fmt(source[key])} unused by the mapping")
+    for name in target:
+        if name not in tgt_use:
+            diffs.append(f"+ {target_label} {name} {_fmt(target[name])} set by no row")
+    return diffs
+
+
+def raise_on_diffs(diffs: list[str], what: str) -> None:
+    """Raise one :class:`MappingError` listing ``diffs`` (one line; ``.diffs`` holds them all)."""
+    if not diffs:
+        return
+    shown = "; ".join(diffs[:_DIFF_LIMIT])
+    more = f"; and {len(diffs) - _DIFF_LIMIT} more" if len(diffs) > _DIFF_LIMIT else ""
+    err = MappingError(f"{what}: {len(diffs)} difference{'s' if len(diffs) != 1 else ''}: {shown}{more}")
+    err.diffs = diffs
+    raise err
+
+
+def _shapes(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(np.shape(v)) for k, v in arrays.items()}
+
+
+def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow] | None = None) -> None:
+    """Assign checkpoint ``arrays`` to ``model``'s variables (a :class:`BiTResNetV2`) through ``rows``.
+
+    Both sides are checked first; nothing is assigned unless every array is
+    used exactly once and every variable is set exactly once, with equal shapes.
+    """
+    rows = tuple(mapping_rows(model.arch) if rows is None else rows)
+    variables = {v.name.removesuffix(":0"): v for v in model.variables_by_key.values()}
+    diffs = check_sides(
+        rows,
+        _shapes(arrays),
+        {name: tuple(v.shape) for name, v in variables.items()},
+        target_of=lambda r: r.tf_variable,
+        target_shape_of=lambda r: r.shape,
+        target_label="TF variable",
+    )
+    raise_on_diffs(diffs, f"checkpoint -> TF mapping for {model.arch.name} does not match")
+    for r in rows:
+        variables[r.tf_variable].assign(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
+
+
+def _flatten_tree(tree, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    out: dict[str, tuple[int, ...]] = {}
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten_tree(v, path + "/"))
+        else:
+            out[path] = tuple(v.shape)
+    return out
+
+
+def flax_params(
+    arrays: Mapping[str, np.ndarray],
+    arch: Architecture,
+    rows: Iterable[MappingRow] | None = None,
+    dtype=np.float32,
+) -> dict:
+    """The Flax ``{'params': ...}`` tree for ``arch`` built from checkpoint ``arrays``.
+
+    The expected tree comes from ``jax.eval_shape`` of the reference model's
+    ``init`` (no compute), so a row pointing at a parameter the model does not
+    have, or a parameter no row sets, is a :class:`MappingError` before any
+    array is copied. Arrays are cast to ``dtype`` (float64 for the reference run).
+    """
+    from .flax_model import param_shapes
+
+    rows = tuple(mapping_rows(arch) if rows is None else rows)
+    expected = _flatten_tree(param_shapes(arch))
+    diffs = check_sides(
+        rows,
+        _shapes(arrays),
+        expected,
+        target_of=lambda r: r.flax_path,
+        target_shape_of=lambda r: r.flax_shape,
+        target_label="Flax param",
+    )
+    raise_on_diffs(diffs, f"checkpoint -> Flax mapping for {arch.name} does not match")
+    tree: dict = {}
+    for r in rows:
+        node = tree
+        *parents, leaf = r.flax_path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.asarray(TRANSFORMS[r.transform].apply(np.asarray(arrays[r.checkpoint_key])), dtype=dtype)
+    return {"params": tree}
+
+
+def render_table(rows: Iterable[MappingRow]) -> str:
+    """The mapping as an aligned text table (for ``bitconvert mapping``)."""
+    head = ("CHECKPOINT KEY", "TF VARIABLE", "FLAX PATH", "SHAPE", "TRANSFORM")
+    body = [(r.checkpoint_key, r.tf_variable + ":0", r.flax_path, _fmt(r.shape), r.transform) for r in rows]
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])

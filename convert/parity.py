@@ -1,0 +1,370 @@
+"""Numerical parity: the TF graph (or a reloaded SavedModel) against the Flax reference.
+
+The expensive part, the JAX reference, is computed once and reused for any
+number of candidates::
+
+    images, names = make_inputs(resolution, batch, seed)
+    ref = reference_outputs(checkpoint, images)          # float32 and float64 JAX
+    report = compare(ref, {"logits": classifier(images)}, arch)   # any subset of stages
+    report.passed, report.as_dict(), report.render()
+
+:func:`run_parity` does all of it for ``bitconvert verify``.
+
+Metrics per stage (candidate = the TF side):
+
+* ``max_abs``: max |candidate - JAX float32|
+* ``rel_l2``: relative L2 error of the candidate against JAX float32
+* ``tf_rel_l2_f64`` / ``jax_rel_l2_f64``: each float32 side against the
+  float64 JAX run of the same inputs, so the report shows which side drifts
+* at ``logits``: top-1 agreement of each side with the float64 argmax.
+
+Relative L2 errors are computed per image and the worst image is reported
+(a border-only defect in one structured image is not averaged away).
+
+Pass criterion: at every stage present, the candidate's relative L2 error
+against the float64 reference is at most :func:`tolerance` of the
+architecture, and every value is finite. Top-1 agreement is reported, not
+judged: random weights produce near-ties that float32 noise may flip.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .architecture import STANDARD_UNITS, Architecture
+
+#: Stage names in forward order (the same tuple as ``convert.tf_model.STAGES``;
+#: repeated here so importing this module does not import TensorFlow).
+STAGES = ("stem", "block1", "block2", "block3", "block4", "pre_logits", "logits")
+
+#: The structured test images, after the random ones.
+STRUCTURED = ("flat", "gradient_h", "gradient_d", "checker_1", "checker_7")
+
+#: Tolerance on the candidate's worst per-image relative L2 error against the
+#: float64 reference, per official depth. See CALIBRATION for the measurements.
+TOLERANCES: dict[int, float] = {50: 1e-4, 101: 3e-4, 152: 5e-4}
+
+#: How the tolerances were calibrated (filled in from measurements on this machine).
+CALIBRATION = """to be measured"""
+
+
+def tolerance(arch: Architecture) -> float:
+    """The pass threshold for ``arch``: the official depth's entry, else interpolated by depth.
+
+    Reduced test layouts (fewer units) get the R50 value: error grows with
+    depth, so a shallower net is held to the tightest bound.
+    """
+    if arch.depth in TOLERANCES and arch.is_standard:
+        return TOLERANCES[arch.depth]
+    depths = sorted(TOLERANCES)
+    if arch.depth <= depths[0]:
+        return TOLERANCES[depths[0]]
+    if arch.depth >= depths[-1]:
+        return TOLERANCES[depths[-1]]
+    lo = max(d for d in depths if d <= arch.depth)
+    hi = min(d for d in depths if d >= arch.depth)
+    if lo == hi:
+        return TOLERANCES[lo]
+    t = (arch.depth - lo) / (hi - lo)
+    return TOLERANCES[lo] + t * (TOLERANCES[hi] - TOLERANCES[lo])
+
+
+assert set(TOLERANCES) == set(STANDARD_UNITS)
+
+
+# -- inputs -------------------------------------------------------------------
+
+
+def _size(resolution) -> tuple[int, int]:
+    if isinstance(resolution, int):
+        return resolution, resolution
+    h, w = resolution
+    return int(h), int(w)
+
+
+def structured_images(height: int, width: int) -> np.ndarray:
+    """The STRUCTURED images, float32 (len(STRUCTURED), H, W, 3) in [-1, 1].
+
+    flat: a constant colour; gradient_h: a left-to-right ramp; gradient_d: a
+    diagonal ramp, one direction per channel; checker_1: a one-pixel +-1
+    checkerboard (the highest frequency: any shift of the stride-2 sampling
+    grid changes everything); checker_7: 7-pixel cells, so cell edges fall on
+    odd offsets and reach the image border mid-cell.
+    """
+    yy, xx = np.meshgrid(np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij")
+    iy, ix = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    flat = np.broadcast_to(np.array([0.6, -0.2, 0.1]), (height, width, 3))
+    grad_h = np.stack([xx, 0.5 * xx, -xx], axis=-1)
+    grad_d = np.stack([(xx + yy) / 2, (xx - yy) / 2, -(xx + yy) / 2], axis=-1)
+    c1 = np.where((iy + ix) % 2 == 0, 1.0, -1.0)
+    c7 = np.where((iy // 7 + ix // 7) % 2 == 0, 1.0, -1.0)
+    checker_1 = np.stack([c1, -c1, c1], axis=-1)
+    checker_7 = np.stack([c7, c7, -c7], axis=-1)
+    return np.stack([flat, grad_h, grad_d, checker_1, checker_7]).astype(np.float32)
+
+
+def make_inputs(resolution, batch: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Deterministic parity inputs: ``batch`` uniform random images then the STRUCTURED ones.
+
+    ``resolution`` is an int (square) or (height, width). Returns float32 NHWC
+    images in [-1, 1] of shape (batch + 5, H, W, 3) and one name per image
+    (``random_0``.., then the STRUCTURED names).
+    """
+    h, w = _size(resolution)
+    rng = np.random.default_rng(seed)
+    rand = rng.uniform(-1.0, 1.0, size=(batch, h, w, 3)).astype(np.float32)
+    images = np.concatenate([rand, structured_images(h, w)])
+    names = [f"random_{i}" for i in range(batch)] + list(STRUCTURED)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    return images, names
+
+
+# -- reference ------------------------------------------------------------------
+
+
+@dataclass
+class Reference:
+    """JAX outputs for one set of images: ``f32`` and ``f64`` map stage -> array."""
+
+    arch: Architecture
+    images: np.ndarray
+    f32: dict[str, np.ndarray]
+    f64: dict[str, np.ndarray]
+    input_names: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | None = None) -> Reference:
+    """Run the Flax reference on ``images`` in float32 and in float64.
+
+    ``checkpoint`` is a :class:`convert.checkpoint.Checkpoint` (``.architecture``,
+    ``.arrays``). The params are built through the mapping (two-sided check).
+    One jitted function per architecture, so one XLA compilation per input
+    shape and dtype; the float64 run happens inside ``jax.enable_x64(True)``
+    only, leaving every other JAX computation float32. The float64 params are
+    dropped before returning (R152x2: 1.9 GB).
+    """
+    import jax
+
+    from .flax_model import make_apply
+    from .mapping import flax_params
+
+    arch = checkpoint.architecture
+    apply = make_apply(arch)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    params = flax_params(checkpoint.arrays, arch, dtype=np.float32)
+    out = apply(params, np.asarray(images, np.float32))
+    f32 = {k: np.asarray(v) for k, v in out.items()}
+    del params, out
+    timings["jax_f32_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with jax.enable_x64(True):
+        params = flax_params(checkpoint.arrays, arch, dtype=np.float64)
+        out = apply(params, np.asarray(images, np.float64))
+        f64 = {k: np.asarray(v) for k, v in out.items()}
+        del params, out
+    timings["jax_f64_s"] = time.perf_counter() - t
+    for k, v in f64.items():
+        assert v.dtype == np.float64, f"float64 reference ran in {v.dtype} at {k}"
+    return Reference(arch, np.asarray(images), f32, f64, list(input_names or []), timings)
+
+
+# -- comparison -----------------------------------------------------------------
+
+
+def _per_image_rel_l2(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+    num = np.linalg.norm(a - ref, axis=1)
+    den = np.linalg.norm(ref, axis=1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), num)
+
+
+@dataclass
+class StageResult:
+    stage: str
+    shape: tuple[int, ...]
+    max_abs: float  # candidate vs JAX float32
+    rel_l2: float  # candidate vs JAX float32, worst image
+    tf_rel_l2_f64: float  # candidate vs JAX float64, worst image (judged)
+    jax_rel_l2_f64: float  # JAX float32 vs JAX float64, worst image
+    worst_input: str  # image with the largest candidate-vs-float64 error
+    finite: bool
+    passed: bool
+    top1_tf: float | None = None  # share of images whose argmax matches the float64 one
+    top1_jax: float | None = None
+    top1_tf_vs_jax: float | None = None
+
+    def as_dict(self) -> dict:
+        d = {
+            "shape": list(self.shape),
+            "max_abs": self.max_abs,
+            "rel_l2": self.rel_l2,
+            "tf_rel_l2_f64": self.tf_rel_l2_f64,
+            "jax_rel_l2_f64": self.jax_rel_l2_f64,
+            "worst_input": self.worst_input,
+            "finite": self.finite,
+            "passed": self.passed,
+        }
+        if self.top1_tf is not None:
+            d.update(top1_tf=self.top1_tf, top1_jax=self.top1_jax, top1_tf_vs_jax=self.top1_tf_vs_jax)
+        return d
+
+
+@dataclass
+class ParityReport:
+    """Per-stage comparison of one candidate against a :class:`Reference`."""
+
+    arch: Architecture
+    tolerance: float
+    stages: dict[str, StageResult]
+    input_names: list[str]
+    image_shape: tuple[int, ...]
+    info: dict = field(default_factory=dict)  # model id, timings, tracing count...
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.stages) and all(s.passed for s in self.stages.values())
+
+    @property
+    def failed_stages(self) -> list[str]:
+        return [k for k, s in self.stages.items() if not s.passed]
+
+    def as_dict(self) -> dict:
+        """Stage names as top-level keys (in forward order), plus a ``summary`` entry."""
+        d: dict = {k: s.as_dict() for k, s in self.stages.items()}
+        d["summary"] = {
+            "passed": self.passed,
+            "architecture": self.arch.name,
+            "tolerance": self.tolerance,
+            "criterion": "per stage: worst-image relative L2 error of the TF graph vs the float64 JAX reference <= tolerance",
+            "images": list(self.image_shape),
+            "inputs": list(self.input_names),
+            "failed_stages": self.failed_stages,
+            **self.info,
+        }
+        return d
+
+    def render(self) -> str:
+        """A text table, one row per stage, and a verdict line."""
+        head = ("stage", "shape", "max|tf-jax|", "rel tf-jax", "rel tf-f64", "rel jax-f64", "worst input", "")
+        rows = [head]
+        for s in self.stages.values():
+            rows.append(
+                (
+                    s.stage,
+                    "x".join(map(str, s.shape[1:])),
+                    f"{s.max_abs:.2e}",
+                    f"{s.rel_l2:.2e}",
+                    f"{s.tf_rel_l2_f64:.2e}",
+                    f"{s.jax_rel_l2_f64:.2e}",
+                    s.worst_input,
+                    "ok" if s.passed else "FAIL",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        logits = self.stages.get("logits")
+        if logits is not None and logits.top1_tf is not None:
+            lines.append(
+                f"top-1 agreement with float64: tf {logits.top1_tf:.0%}, jax {logits.top1_jax:.0%}; tf vs jax {logits.top1_tf_vs_jax:.0%}"
+            )
+        n, h, w = self.image_shape[:3]
+        head_line = (
+            f"{self.info.get('model', self.arch.name)} ({self.arch.name}) {n} images {h}x{w}; tolerance {self.tolerance:.1e}"
+        )
+        verdict = "PASS" if self.passed else f"FAIL at {', '.join(self.failed_stages) or 'every stage (none compared)'}"
+        return "\n".join([head_line, *lines, f"parity: {verdict}"])
+
+
+def compare(
+    reference: Reference,
+    candidate: dict[str, np.ndarray],
+    arch: Architecture | None = None,
+    tol: float | None = None,
+) -> ParityReport:
+    """Compare ``candidate`` (stage -> array, any subset of STAGES) with ``reference``.
+
+    Unknown stage names are a ValueError; missing ones are simply not judged
+    (a classifier export has only ``logits``, a feature extractor only
+    ``pre_logits``). ``tol`` overrides :func:`tolerance` (tests only).
+    """
+    arch = arch or reference.arch
+    tol = tolerance(arch) if tol is None else tol
+    unknown = set(candidate) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; expected some of {STAGES}")
+    names = reference.input_names or [f"image_{i}" for i in range(len(reference.images))]
+    results: dict[str, StageResult] = {}
+    for stage in STAGES:
+        if stage not in candidate:
+            continue
+        c = np.asarray(candidate[stage])
+        r32, r64 = reference.f32[stage], reference.f64[stage]
+        if c.shape != r32.shape:
+            raise ValueError(f"{stage}: candidate shape {c.shape} != reference shape {r32.shape}")
+        finite = bool(np.isfinite(c).all())
+        tf64 = _per_image_rel_l2(c, r64)
+        worst = int(np.nanargmax(tf64)) if np.isfinite(tf64).any() else 0
+        res = StageResult(
+            stage=stage,
+            shape=tuple(c.shape),
+            max_abs=float(np.max(np.abs(c.astype(np.float64) - r32))),
+            rel_l2=float(np.max(_per_image_rel_l2(c, r32))),
+            tf_rel_l2_f64=float(np.max(tf64)),
+            jax_rel_l2_f64=float(np.max(_per_image_rel_l2(r32, r64))),
+            worst_input=names[worst],
+            finite=finite,
+            passed=False,
+        )
+        res.passed = finite and math.isfinite(res.tf_rel_l2_f64) and res.tf_rel_l2_f64 <= tol
+        if stage == "logits":
+            top64 = r64.argmax(-1)
+            res.top1_tf = float(np.mean(c.argmax(-1) == top64))
+            res.top1_jax = float(np.mean(r32.argmax(-1) == top64))
+            res.top1_tf_vs_jax = float(np.mean(c.argmax(-1) == r32.argmax(-1)))
+        results[stage] = res
+    return ParityReport(arch, tol, results, list(names), tuple(reference.images.shape), {})
+
+
+# -- the whole check --------------------------------------------------------------
+
+
+def tf_stage_function(model):
+    """``tf.function`` over ``model.stages`` with input signature [None, None, None, 3] float32."""
+    import tensorflow as tf
+
+    return tf.function(model.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+
+
+def run_parity(
+    checkpoint, resolution, batch: int = 2, seed: int = 0, *, tf_model=None, model_id: str | None = None
+) -> ParityReport:
+    """Build the TF graph (unless ``tf_model`` is given), run both sides, compare every stage.
+
+    ``checkpoint``: a loaded :class:`convert.checkpoint.Checkpoint`;
+    ``resolution``: int or (height, width). Timings (seconds) and the TF
+    tracing count land in ``report.info``.
+    """
+    from .tf_model import build_tf_model
+
+    info: dict = {"model": model_id} if model_id else {}
+    images, names = make_inputs(resolution, batch, seed)
+    t = time.perf_counter()
+    model = tf_model if tf_model is not None else build_tf_model(checkpoint)
+    info["tf_build_s"] = time.perf_counter() - t
+    fn = tf_stage_function(model)
+    t = time.perf_counter()
+    tf_out = {k: v.numpy() for k, v in fn(images).items()}
+    info["tf_run_s"] = time.perf_counter() - t
+    info["tf_tracing_count"] = int(fn.experimental_get_tracing_count())
+    ref = reference_outputs(checkpoint, images, names)
+    info.update(ref.timings)
+    report = compare(ref, tf_out)
+    report.info.update(info)
+    return report

@@ -1,0 +1,185 @@
+"""BiT ResNetV2 as a plain TensorFlow graph (tf.Module + raw ops, no Keras layers).
+
+One ``tf.Variable`` per checkpoint array, named after its checkpoint key, in
+the checkpoint's own shape (HWIO kernels; the head kept as a (1, 1, C, K)
+kernel and reshaped in the graph). Every constant and padding rule comes from
+:mod:`convert.numerics`; the same module feeds the Flax reference model.
+
+Variable names: TF keeps '/' in a variable's name verbatim when the variable
+is created outside any name scope, and appends the output index, so the
+variable for ``resnet/block1/unit01/a/group_norm/gamma`` has ``.name ==
+'resnet/block1/unit01/a/group_norm/gamma:0'``. (Created inside
+``self.name_scope`` it would gain a ``bit_resnetv2/`` prefix; we do not do
+that.) TF does not otherwise interpret the '/'; SavedModel and
+tf.train.Checkpoint key variables by object path, not by ``.name``.
+
+Shapes: everything spatial and the batch are dynamic (``tf.shape``), so the
+methods trace once with ``TensorSpec([None, None, None, 3], tf.float32)``.
+
+Mutation knobs (for the parity tests; the defaults are the correct model):
+
+* ``strided_padding="same"`` replaces the explicit symmetric pad + VALID of
+  the stride-2 convolutions (root 7x7, every strided 3x3) by TF ``'SAME'``,
+  which pads (0, 1) / (2, 3) asymmetrically on even inputs: the classic
+  port bug.
+* ``pool_pad="neg_inf"`` pads the root max-pool with -inf instead of zeros.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .architecture import CONV, PREFIX, Architecture, checkpoint_layout, unit_prefix
+from .numerics import (
+    BLOCK_STRIDES,
+    GN_EPS,
+    GN_GROUPS,
+    MID_PAD,
+    POOL_PAD,
+    POOL_PAD_VALUE,
+    POOL_STRIDE,
+    POOL_WINDOW,
+    ROOT_PAD,
+    ROOT_STRIDE,
+    WS_AXES,
+    WS_EPS,
+)
+
+#: Names of the intermediate outputs, in forward order (shared with the Flax model).
+STAGES = ("stem", "block1", "block2", "block3", "block4", "pre_logits", "logits")
+
+STRIDED_PADDING = ("explicit", "same")
+POOL_PADS = ("zero", "neg_inf")
+
+
+def _pad(x, p: int, value: float = 0.0):
+    return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=value)
+
+
+class BiTResNetV2(tf.Module):
+    """BiT ResNetV2 forward pass over variables named after the checkpoint keys.
+
+    Attributes:
+        arch: the :class:`Architecture`.
+        variables_by_key: checkpoint key -> ``tf.Variable`` (trainable,
+            float32, checkpoint shape), in checkpoint layout order.
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        name: str = "bit_resnetv2",
+        *,
+        strided_padding: str = "explicit",
+        pool_pad: str = "zero",
+    ):
+        super().__init__(name=name)
+        if strided_padding not in STRIDED_PADDING:
+            raise ValueError(f"strided_padding must be one of {STRIDED_PADDING}, got {strided_padding!r}")
+        if pool_pad not in POOL_PADS:
+            raise ValueError(f"pool_pad must be one of {POOL_PADS}, got {pool_pad!r}")
+        self.arch = arch
+        self.strided_padding = strided_padding
+        self.pool_pad = pool_pad
+        # Zeros, not random: an unloaded model must never look plausible.
+        self.variables_by_key = {
+            key: tf.Variable(tf.zeros(shape, tf.float32), trainable=True, name=key)
+            for key, shape in checkpoint_layout(arch).items()
+        }
+
+    # -- building blocks ----------------------------------------------------
+
+    def _std_kernel(self, key: str):
+        """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``."""
+        k = self.variables_by_key[key]
+        k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
+        return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+
+    def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
+        """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
+        w = self._std_kernel(key)
+        if pad and stride > 1 and self.strided_padding == "same":
+            return tf.nn.conv2d(x, w, strides=stride, padding="SAME")
+        if pad:
+            x = _pad(x, pad)
+        return tf.nn.conv2d(x, w, strides=stride, padding="VALID")
+
+    def _group_norm(self, x, prefix: str):
+        """GN_GROUPS groups, stats over (H, W, channels-in-group), eps GN_EPS, then gamma/beta."""
+        gamma = self.variables_by_key[prefix + "gamma"]
+        beta = self.variables_by_key[prefix + "beta"]
+        channels = gamma.shape[0]
+        dims = tf.shape(x)
+        g = tf.reshape(x, tf.stack([dims[0], dims[1], dims[2], GN_GROUPS, channels // GN_GROUPS]))
+        mean, var = tf.nn.moments(g, axes=[1, 2, 4], keepdims=True)
+        g = (g - mean) * tf.math.rsqrt(var + GN_EPS)
+        return tf.reshape(g, dims) * gamma + beta
+
+    def _unit(self, x, block: int, unit: int):
+        p = unit_prefix(block, unit)
+        stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        y = tf.nn.relu(self._group_norm(x, f"{p}a/group_norm/"))
+        shortcut = self._conv(y, f"{p}a/proj/{CONV}/kernel", stride=stride) if unit == 1 else x
+        y = self._conv(y, f"{p}a/{CONV}/kernel")
+        y = tf.nn.relu(self._group_norm(y, f"{p}b/group_norm/"))
+        y = self._conv(y, f"{p}b/{CONV}/kernel", stride=stride, pad=MID_PAD)
+        y = tf.nn.relu(self._group_norm(y, f"{p}c/group_norm/"))
+        y = self._conv(y, f"{p}c/{CONV}/kernel")
+        return y + shortcut
+
+    # -- public -------------------------------------------------------------
+
+    def stages(self, images) -> dict[str, tf.Tensor]:
+        """All named intermediate outputs for float32 NHWC ``images`` in [-1, 1].
+
+        Keys, in order: stem (after the root max-pool), block1..block4 (each
+        block's output, pre-activation), pre_logits (batch, 2048*width),
+        logits (batch, classes).
+        """
+        return self._forward(images, logits=True)
+
+    def _forward(self, images, logits: bool) -> dict[str, tf.Tensor]:
+        x = tf.convert_to_tensor(images, tf.float32)
+        out: dict[str, tf.Tensor] = {}
+        x = self._conv(x, f"{PREFIX}root_block/{CONV}/kernel", stride=ROOT_STRIDE, pad=ROOT_PAD)
+        pool_value = POOL_PAD_VALUE if self.pool_pad == "zero" else float("-inf")
+        x = _pad(x, POOL_PAD, pool_value)
+        x = tf.nn.max_pool2d(x, POOL_WINDOW, POOL_STRIDE, "VALID")
+        out["stem"] = x
+        for block, n in enumerate(self.arch.units, start=1):
+            for unit in range(1, n + 1):
+                x = self._unit(x, block, unit)
+            out[f"block{block}"] = x
+        x = tf.nn.relu(self._group_norm(x, f"{PREFIX}group_norm/"))
+        pre = tf.reduce_mean(x, axis=[1, 2])
+        out["pre_logits"] = pre
+        if not logits:
+            return out
+        kernel = self.variables_by_key[f"{PREFIX}head/conv2d/kernel"]
+        head = tf.reshape(kernel, [self.arch.features, self.arch.classes])
+        out["logits"] = tf.matmul(pre, head) + self.variables_by_key[f"{PREFIX}head/conv2d/bias"]
+        return out
+
+    def __call__(self, images):
+        """Logits (batch, classes) for float32 NHWC ``images`` in [-1, 1]."""
+        return self.stages(images)["logits"]
+
+    def features(self, images):
+        """Pre-logits feature vector (batch, 2048*width) for ``images`` in [-1, 1]."""
+        return self._forward(images, logits=False)["pre_logits"]
+
+
+def build_tf_model(checkpoint, rows=None, **knobs) -> BiTResNetV2:
+    """A :class:`BiTResNetV2` for ``checkpoint`` (a :class:`convert.checkpoint.Checkpoint`).
+
+    Arrays are assigned through the mapping (``rows``, default
+    :func:`convert.mapping.mapping_rows` of the checkpoint's architecture),
+    which checks both sides first and raises :class:`MappingError` listing
+    every difference before any variable is touched. ``knobs`` are the
+    mutation flags of :class:`BiTResNetV2` (tests only).
+    """
+    from .mapping import assign_tf
+
+    model = BiTResNetV2(checkpoint.architecture, **knobs)
+    assign_tf(model, checkpoint.arrays, rows)
+    return model
