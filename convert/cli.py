@@ -121,13 +121,36 @@ def inspect_cmd(path: str, model_id: str | None, allow_nonstandard: bool, as_jso
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--all", "fetch_all", is_flag=True, help="Every model in the registry.")
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is cached.")
+@click.option(
+    "--allow-unverified",
+    is_flag=True,
+    help="Accept a file checked by size only when the server sends no x-goog-hash and the registry pins no sha256.",
+)
 @source_options
-def fetch_cmd(model_ids, fetch_all, force, cache_dir, base_url, offline, quiet):
+def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url, offline, quiet):
     """Download official checkpoints into the cache, verified and resumable.
 
-    Prints the local path of each checkpoint on stdout, one per line.
+    Prints the local path of each checkpoint on stdout, one per line; progress
+    goes to stderr. Interrupted downloads resume on the next run.
     """
-    raise BitconvertError("fetch is not implemented yet (issue 3)")
+    from .fetch import fetch_checkpoint
+    from .registry import load_registry
+
+    if fetch_all == bool(model_ids):
+        raise click.UsageError("name one or more model ids, or pass --all (not both)")
+    registry = load_registry()
+    entries = list(registry.entries) if fetch_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
+    for entry in entries:
+        path = fetch_checkpoint(
+            entry,
+            cache_dir=cache_dir,
+            base_url=base_url,
+            offline=offline,
+            force=force,
+            quiet=quiet,
+            verify_hashes=not allow_unverified,
+        )
+        click.echo(str(path))
 
 
 @cli.command("verify")

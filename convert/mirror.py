@@ -103,9 +103,11 @@ class Reply:
     close_after: int | None = None
     #: Send this many body bytes, then reset the connection (RST).
     reset_after: int | None = None
-    #: Send this many body bytes, then send nothing for ``stall_seconds`` and close.
+    #: Send this many body bytes, then send nothing for ``stall_seconds`` and close; if ``resume``
+    #: is set during the stall, send the rest of the body instead (a pause, not a failure).
     stall_after: int | None = None
     stall_seconds: float = 0.0
+    resume: threading.Event | None = None
     #: A slow but moving body: ``(bytes, seconds)`` per step.
     trickle: tuple[int, float] | None = None
     #: Object offset of a byte to invert in the body.
@@ -306,20 +308,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_faulted(self, reply: Reply) -> None:
         limit = _first_limit(reply)
         total = reply.end - reply.start if limit is None else min(limit, reply.end - reply.start)
-        step, pause = reply.trickle or (_SEND_CHUNK, 0.0)
-        sent = 0
         with open(reply.file, "rb") as f:
-            f.seek(reply.start)
-            while sent < total and not self.server.stopping.is_set():
-                chunk = bytearray(f.read(min(step, total - sent)))
-                if reply.flip_at is not None and reply.start + sent <= reply.flip_at < reply.start + sent + len(chunk):
-                    chunk[reply.flip_at - reply.start - sent] ^= 0xFF
-                self.wfile.write(chunk)
+            sent = self._send_range(reply, f, 0, total)
+            if reply.stall_after is not None and sent >= reply.stall_after and reply.resume is not None:
                 self.wfile.flush()
-                sent += len(chunk)
-                if pause:
-                    time.sleep(pause)
+                self.server.stalled.set()
+                resumed = reply.resume.wait(reply.stall_seconds) and not self.server.stopping.is_set()
+                reply.stall_after = None  # the stall is over either way
+                if resumed:
+                    sent = self._send_range(reply, f, sent, reply.end - reply.start)
         self._finish_fault(reply, sent)
+
+    def _send_range(self, reply: Reply, f, sent: int, total: int) -> int:
+        step, pause = reply.trickle or (_SEND_CHUNK, 0.0)
+        f.seek(reply.start + sent)
+        while sent < total and not self.server.stopping.is_set():
+            chunk = bytearray(f.read(min(step, total - sent)))
+            if reply.flip_at is not None and reply.start + sent <= reply.flip_at < reply.start + sent + len(chunk):
+                chunk[reply.flip_at - reply.start - sent] ^= 0xFF
+            self.wfile.write(chunk)
+            self.wfile.flush()
+            sent += len(chunk)
+            if pause:
+                time.sleep(pause)
+        return sent
 
     def _finish_fault(self, reply: Reply, sent: int) -> None:
         self.wfile.flush()
@@ -331,8 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif reply.extra:
             self.wfile.write(reply.extra)
             self.wfile.flush()
-        if reply.faulted:
-            self.close_connection = True
+        self.close_connection = True
 
 
 def _first_limit(reply: Reply) -> int | None:
