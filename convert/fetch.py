@@ -32,6 +32,7 @@ import os
 import queue
 import random
 import select
+import socket
 import sys
 import threading
 import time
@@ -702,6 +703,14 @@ class _Transfer:
         self._verify(ident, received)
 
     def _stream_body(self, resp, fd: int, offset: int, ident: ObjectIdentity, hashes: _Hashes, flusher: _Flusher) -> int:
+        watch = _socket_watch(resp)
+        try:
+            return self._copy_body(resp, fd, offset, ident, hashes, flusher, watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    def _copy_body(self, resp, fd, offset, ident, hashes, flusher, watch) -> int:
         received = offset
         read = resp.raw.read1
         errors = _network_errors()
@@ -722,7 +731,7 @@ class _Transfer:
             self.progress.update(len(chunk))
         if received < ident.size:
             raise _Retry(f"body ended early at {received} of {ident.size} bytes")
-        if _trailing_bytes(resp):
+        if _trailing_bytes(watch):
             self.work.discard()
             raise _Retry("body longer than its Content-Length; discarded")
         return received
@@ -788,25 +797,40 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
         return None, None
 
 
-def _trailing_bytes(resp) -> bool:
-    """True when the server sent more than Content-Length (a broken proxy): bytes wait on the socket.
+def _socket_watch(resp) -> socket.socket | None:
+    """A duplicate of the response's socket, to look for bytes past the body once it is read.
 
-    Only bytes that reach the socket after the body can be seen; a few bytes
-    slurped into http.client's header buffer with a tiny body go unnoticed,
-    which is harmless because the connection is then discarded.
+    http.client closes its own file object (and, with ``Connection: close``,
+    the socket) as soon as Content-Length bytes are read, so the socket is
+    duplicated first. Reaching it needs urllib3/http.client internals; when
+    they move, the check is skipped (the hashes still guard the bytes).
     """
-    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    raw = resp.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
     if sock is None:
+        sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    try:
+        return socket.socket(fileno=os.dup(sock.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _trailing_bytes(watch: socket.socket | None) -> bool:
+    """True when bytes follow the body on the socket (a body longer than its Content-Length).
+
+    Bytes that arrive with the headers of a tiny body sit in http.client's
+    buffer and go unseen; checkpoints are far larger than that buffer.
+    """
+    if watch is None:
         return False
     try:
-        readable, _, _ = select.select([sock], [], [], 0.02)
-        if not readable:
-            return False
-        import socket
-
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (OSError, ValueError):
-        return False
+        readable, _, _ = select.select([watch], [], [], 0.02)
+        if readable and watch.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+            watch.shutdown(socket.SHUT_RDWR)  # the connection is poisoned: never reuse it
+            return True
+    except OSError:
+        pass
+    return False
 
 
 def _short(exc: BaseException) -> str:
