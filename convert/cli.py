@@ -167,10 +167,103 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
 
 @cli.command("export")
 @model_option
+@click.option(
+    "--all", "export_all", is_flag=True, help="The four models of the TF Hub collection (`bitconvert list --collection`)."
+)
 @checkpoint_option
-def export_cmd(model_ids, checkpoint):
-    """Write TF Hub-style SavedModels (classifier and feature extractor)."""
-    raise BitconvertError("export is not implemented yet (issue 5)")
+@click.option(
+    "--output-dir",
+    "-o",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=str),
+    default="exports",
+    show_default=True,
+    help="Exports go to DIR/<id>/.",
+)
+@click.option(
+    "--input-range",
+    type=click.Choice(["unit", "symmetric"]),
+    default="unit",
+    show_default=True,
+    help="Pixel range the SavedModels take: unit = [0, 1] (the TF Hub convention, rescaled in the graph); "
+    "symmetric = [-1, 1] (what the weights were trained on, as the published collection took it).",
+)
+@click.option("--archive", is_flag=True, help="Also write a deterministic .tar.gz of each SavedModel (the TF Hub upload format).")
+@click.option(
+    "--skip-parity", is_flag=True, help="Do not compare with the JAX forward pass (faster; the manifest and model cards say so)."
+)
+@click.option("--parity-resolution", type=click.IntRange(min=32), hidden=True, help="Parity input size (default: native).")
+@click.option("--parity-batch", type=click.IntRange(min=1), default=1, hidden=True, help="Random parity images.")
+@source_options
+def export_cmd(
+    model_ids,
+    export_all,
+    checkpoint,
+    output_dir,
+    input_range,
+    archive,
+    skip_parity,
+    parity_resolution,
+    parity_batch,
+    cache_dir,
+    base_url,
+    offline,
+    quiet,
+):
+    """Write TF Hub-style SavedModels (classifier and feature extractor), proven equal to JAX.
+
+    \b
+    For each model, under DIR/<id>/:
+      classification/, feature_extraction/   SavedModels: float32 [batch, h, w, 3]
+                                             images of any batch and size
+      classification.md, feature_extraction.md   tfhub.dev model cards
+      manifest.json                          source, sha256, parity, versions, fingerprints
+      bit_<id>_<variant>.tar.gz              with --archive
+
+    The checkpoint is fetched when not cached, unless --checkpoint is given.
+    After writing, each SavedModel is reloaded from disk and compared with the
+    JAX forward pass; a failure removes it and exits 1. Exports are written
+    to a temporary directory and renamed into place, so DIR/<id> is always a
+    complete export. Prints the path of each finished export on stdout.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from .export import ExportOptions, export_model
+    from .fetch import recorded_sha256, resolve_checkpoint, source_url
+    from .registry import load_registry
+
+    if bool(model_ids) == bool(export_all):
+        raise click.UsageError("give --model ID (repeatable) or --all")
+    registry = load_registry()
+    entries = registry.collection() if export_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
+    if checkpoint and len(entries) != 1:
+        raise click.UsageError("--checkpoint goes with exactly one --model")
+    options = ExportOptions(
+        output_dir=output_dir,
+        input_range=input_range,
+        archive=archive,
+        skip_parity=skip_parity,
+        parity_batch=parity_batch,
+        parity_resolution=parity_resolution,
+    )
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(f"export: {msg}", err=True)
+
+    for entry in entries:
+        path = resolve_checkpoint(
+            entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet
+        )
+        result = export_model(
+            entry,
+            path,
+            options,
+            source_url=source_url(entry, base_url),
+            sha256=recorded_sha256(path),
+            checkpoint_origin="--checkpoint" if checkpoint else "cache",
+            log=log,
+        )
+        click.echo(str(result.path))
 
 
 def main(argv: list[str] | None = None) -> None:

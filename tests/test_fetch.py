@@ -708,3 +708,59 @@ def test_quiet_progress_prints_nothing():
     progress.note("hello")
     progress.close()
     assert stream.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------------------------- lock and leftovers
+
+
+def test_busy_lock_past_timeout_downloads_privately(fetch, mirror, target, payload, cache, sleeps):
+    """Correctness does not depend on the lock: a lock held elsewhere costs a private download, nothing more."""
+    import fcntl
+
+    target.parent.mkdir(parents=True)
+    with open(target.parent / "obj.bin.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a hung process on another host or an old soft lock looks like
+        policy = RetryPolicy(lock_timeout=0.2, sleep=sleeps.append, read_timeout=1.0)
+        fetch(policy=policy)
+        names = sorted(p.name for p in target.parent.iterdir())
+        assert names == ["obj.bin", "obj.bin.lock", "obj.bin.verified.json"]  # no .part, no private temp left
+    assert_pass_rule(target, payload)
+
+
+def test_temp_files_of_dead_processes_are_removed(fetch, target, payload):
+    target.parent.mkdir(parents=True)
+    dead = target.parent / ".obj.bin.999999999.0badcafe.tmp"  # no such pid
+    dead.write_bytes(b"half renamed")
+    fetch()
+    assert not dead.exists()
+    assert_pass_rule(target, payload)
+
+
+def test_complete_partial_is_verified_without_a_request(fetch, mirror, target, payload):
+    """Killed after the last byte but before the rename: the rerun only verifies."""
+    crc, md5 = object_hashes(payload)
+    target.parent.mkdir(parents=True)
+    (target.parent / "obj.bin.part").write_bytes(payload)
+    etag = f'"{hashlib.md5(payload).hexdigest()}"'
+    meta = {"url": "x", "size": SIZE, "etag": etag, "generation": None, "crc32c": crc, "md5": md5}
+    (target.parent / "obj.bin.part.json").write_text(json.dumps(meta))
+    fetch()
+    assert mirror.requests == []
+    assert_pass_rule(target, payload)
+
+
+def test_resume_206_without_hashes_still_verifies_against_the_first_response(fetch, mirror, target, payload):
+    def hook(reply):
+        if reply.method != "GET":
+            return
+        if reply.number == 1:
+            reply.close_after = HALF
+        elif reply.status == 206:  # proxies strip x-goog-hash from partial responses...
+            reply.set_header("x-goog-hash", None)
+            reply.flip_at = SIZE - 10  # ...and this one also corrupts a byte
+
+    mirror.hook = hook
+    fetch()
+    assert_pass_rule(target, payload)
+    # the spliced file failed the hashes kept from the first response: discarded, fetched again whole
+    assert ranges(mirror) == [None, f"bytes={HALF}-", None]
