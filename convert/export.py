@@ -1,0 +1,631 @@
+"""Export a BiT checkpoint as two TF Hub-style SavedModels, proven equal to JAX.
+
+For one registry entry, :func:`export_model` writes::
+
+    <out>/<id>/classification/        SavedModel: images -> logits
+    <out>/<id>/feature_extraction/    SavedModel: images -> pre-logits feature vector
+    <out>/<id>/classification.md      tfhub.dev model card of each variant
+    <out>/<id>/feature_extraction.md
+    <out>/<id>/manifest.json          provenance, parity figures, versions, fingerprints
+    <out>/<id>/bit_<id>_<variant>.tar.gz   with ``archive=True``: deterministic TF Hub upload archives
+
+Order of work, so that failures cost little and leave nothing behind:
+
+1. read the checkpoint strictly (any reader error stops here: nothing written);
+2. unless ``skip_parity``: the JAX reference, once, then the live TF graph
+   compared with it ("before export");
+3. write both SavedModels, cards and manifest into ``<out>/.<id>.tmp-<pid>``;
+4. reload each SavedModel from disk, check the Reusable SavedModel API and
+   its signature, and compare it with the same JAX reference ("after export");
+5. only then rename the temporary directory to ``<out>/<id>``, swapping out
+   an older export atomically. Any failure (parity, full disk, Ctrl-C)
+   removes the temporary directory; a killed process leaves only that
+   temporary directory, which the next export of the same id clears away.
+
+The SavedModels follow the Reusable SavedModel API (``__call__``,
+``variables``, ``trainable_variables``, ``regularization_losses``) and the
+TF Hub image conventions: float32 ``[batch, height, width, 3]`` of any batch
+and size, in [0, 1] by default (``input_range="unit"``, rescaled in the
+graph) or [-1, 1] (``"symmetric"``, as the published collection took them).
+Running the same export twice in fresh processes gives byte-identical
+``saved_model.pb`` and ``variables/`` (``fingerprint.pb`` holds a random UUID).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import gc
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .architecture import PREFIX, Architecture
+from .checkpoint import load_checkpoint
+from .errors import ExportError, LocalIOError, ParityError
+from .model_card import (
+    INPUT_RANGES,
+    OUTPUT_KEYS,
+    VARIANTS,
+    ParityFigures,
+    archive_name,
+    card_file_name,
+    render_card,
+)
+from .registry import ModelEntry
+
+MANIFEST_FORMAT = "bitconvert-export/1"
+MANIFEST_NAME = "manifest.json"
+#: The stage of the JAX reference each variant's output is compared with.
+VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"}
+#: Name of the single input of every signature.
+INPUT_NAME = "images"
+#: Checkpoint keys that only the classifier uses (the feature extractor leaves the head out).
+HEAD_PREFIX = f"{PREFIX}head/"
+#: Size of the images the reloaded signature is spot-checked on (cheap at any depth).
+_SIGNATURE_CHECK_SIZE = 64
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ExportOptions:
+    """How to export. The defaults are the CLI's defaults."""
+
+    output_dir: Path = Path("exports")
+    input_range: str = "unit"
+    archive: bool = False
+    skip_parity: bool = False
+    #: Random images in the parity check (the five structured ones of
+    #: :func:`convert.parity.make_inputs` always come on top).
+    parity_batch: int = 1
+    #: Parity input size; None: the entry's native resolution.
+    parity_resolution: int | None = None
+    parity_seed: int = 0
+
+    def __post_init__(self):
+        self.output_dir = Path(self.output_dir)
+        if self.input_range not in INPUT_RANGES:
+            raise ValueError(f"input_range must be one of {tuple(INPUT_RANGES)}, got {self.input_range!r}")
+
+
+@dataclass
+class ExportResult:
+    model_id: str
+    path: Path
+    manifest: dict = field(repr=False)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+# -- small helpers ------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of what produced the export (from package metadata: imports nothing)."""
+    versions: dict[str, str | None] = {"bitconvert": __version__, "python": platform.python_version()}
+    for dist in ("tensorflow", "keras", "jax", "jaxlib", "flax", "numpy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def _to_model_range(images: np.ndarray, input_range: str) -> np.ndarray:
+    """Parity images (in the model's [-1, 1]) expressed in the export's input range."""
+    lo, hi = INPUT_RANGES[input_range]
+    # The inverse of numerics.pixels_to_model_range(x, lo, hi).
+    return ((images + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_dir_for(out: Path, model_id: str, pid: int | None = None) -> Path:
+    return out / f".{model_id}.tmp-{pid or os.getpid()}"
+
+
+def clear_stale_temp_dirs(out: Path, model_id: str, log: Log = _quiet) -> None:
+    """Remove ``.<id>.tmp-<pid>`` directories left by killed exports (their pid is gone)."""
+    if not out.is_dir():
+        return
+    prefix = f".{model_id}.tmp-"
+    for child in out.iterdir():
+        if not child.name.startswith(prefix):
+            continue
+        pid = child.name[len(prefix) :]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            log(f"removing {child}, left by an interrupted export")
+            shutil.rmtree(child, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE). False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def publish_directory(tmp: Path, final: Path) -> None:
+    """Move a finished export from ``tmp`` to ``final``; an older ``final`` is replaced atomically.
+
+    With RENAME_EXCHANGE there is no instant at which ``final`` is missing or
+    half-written. Without it (other OSes, some filesystems) the old export is
+    renamed aside first and restored if the second rename fails.
+    """
+    if not final.exists():
+        os.rename(tmp, final)
+        return
+    if _exchange(tmp, final):
+        shutil.rmtree(tmp)  # now holds the old export
+        return
+    aside = final.with_name(f".{final.name}.old-{os.getpid()}")
+    os.rename(final, aside)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        os.rename(aside, final)
+        raise
+    shutil.rmtree(aside)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _io_error(what: str, exc: BaseException) -> LocalIOError:
+    detail = getattr(exc, "strerror", None) or getattr(exc, "message", None) or str(exc)
+    detail = " ".join(str(detail).split())  # TF messages span lines; ours is one
+    return LocalIOError(f"{what}: {detail}")
+
+
+def check_free_space(out: Path, needed: int) -> None:
+    """Refuse early when ``out``'s filesystem clearly cannot hold ``needed`` bytes."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise LocalIOError(
+            f"not enough free space in {probe}: the export needs about {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free"
+        )
+
+
+# -- the exportable objects -----------------------------------------------------------
+
+
+def variant_variables(net, variant: str) -> list:
+    """The variables a variant's graph uses, in checkpoint layout order."""
+    if variant == "classification":
+        return list(net.variables_by_key.values())
+    return [v for k, v in net.variables_by_key.items() if not k.startswith(HEAD_PREFIX)]
+
+
+def build_exportable(net, variant: str, input_range: str):
+    """The SavedModel root of one variant: a ``tf.train.Checkpoint`` with the Reusable SavedModel API.
+
+    A plain ``tf.Module`` root reloads without ``variables`` (savedmodel-facts.md),
+    hence the Checkpoint subclass. ``__call__`` takes float32
+    ``[batch, height, width, 3]`` in ``input_range`` and returns a tensor; the
+    ``serving_default`` signature (``root.serving_default``) takes ``images``
+    and returns ``{"logits": ...}`` or ``{"feature_vector": ...}``.
+    """
+    import tensorflow as tf
+
+    from .numerics import pixels_to_model_range
+
+    lo, hi = INPUT_RANGES[input_range]
+    forward = net.__call__ if variant == "classification" else net.features
+    key = OUTPUT_KEYS[variant]
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
+
+    def model_fn(images):
+        x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
+        return forward(x)
+
+    call = tf.function(model_fn, input_signature=[spec], autograph=False)
+
+    def serving_fn(images):
+        return {key: call(images)}
+
+    serving = tf.function(serving_fn, input_signature=[spec], autograph=False)
+
+    class BiTHubExport(tf.train.Checkpoint):
+        """Root object: what ``tf.saved_model.load`` and ``hub.KerasLayer`` see."""
+
+    root = BiTHubExport()
+    root.variables = variant_variables(net, variant)
+    # Every variable is trainable: BiT has no batch-norm statistics or other state.
+    root.trainable_variables = [v for v in root.variables if v.trainable]
+    root.regularization_losses = []
+    root.__call__ = call
+    root.serving_default = serving
+    return root
+
+
+# -- parity ---------------------------------------------------------------------------
+
+
+@dataclass
+class _ParityContext:
+    images: np.ndarray  # in the model's [-1, 1]
+    names: list[str]
+    reference: object  # convert.parity.Reference
+    resolution: int
+    batch: int
+
+
+def _report_dict(report) -> dict:
+    return json.loads(json.dumps(report.as_dict(), default=float))
+
+
+def _figures(report, stage: str, ctx: _ParityContext) -> ParityFigures:
+    s = report.stages[stage]
+    return ParityFigures(stage, s.max_abs, s.tf_rel_l2_f64, report.tolerance, ctx.resolution, ctx.batch)
+
+
+def _summary_line(report, stages) -> str:
+    return ", ".join(f"{k} rel {report.stages[k].tf_rel_l2_f64:.2e} max|d| {report.stages[k].max_abs:.2e}" for k in stages)
+
+
+# -- the export -------------------------------------------------------------------------
+
+
+def export_model(
+    entry: ModelEntry,
+    checkpoint_path: str | os.PathLike,
+    options: ExportOptions | None = None,
+    *,
+    source_url: str | None = None,
+    sha256: str | None = None,
+    checkpoint_origin: str | None = None,
+    arch: Architecture | None = None,
+    log: Log = _quiet,
+) -> ExportResult:
+    """Export ``entry`` from the checkpoint at ``checkpoint_path``; see the module docstring.
+
+    ``source_url``: where the checkpoint came from (manifest, cards; default the
+    official bucket URL). ``sha256``: the file's digest when already known
+    (computed otherwise). ``checkpoint_origin``: how the file was obtained, for
+    the manifest (the CLI says ``cache`` or ``--checkpoint``). ``arch``: override the entry's architecture (reduced
+    test layouts only). Raises CheckpointError, ParityError, ExportError,
+    LocalIOError; on any failure nothing exists at ``<out>/<id>`` that was not
+    there before.
+    """
+    options = options or ExportOptions()
+    arch = arch or entry.architecture
+    out = options.output_dir
+    final = out / entry.id
+    t_start = time.perf_counter()
+    checkpoint_path = Path(checkpoint_path)
+
+    # 1. Read everything strictly before anything is written.
+    t = time.perf_counter()
+    checkpoint = load_checkpoint(checkpoint_path, arch)
+    log(
+        f"{entry.id}: read {checkpoint_path} ({arch.name}, {checkpoint.parameters:,} parameters) in {time.perf_counter() - t:.1f}s"
+    )
+    if sha256 is None:
+        sha256 = sha256_file(checkpoint_path)
+    if entry.sha256 and sha256 != entry.sha256:
+        log(f"{entry.id}: warning: checkpoint sha256 {sha256} differs from the registry's {entry.sha256}")
+    if source_url is None:
+        source_url = f"https://storage.googleapis.com/bit_models/{entry.source}"
+    weight_bytes = checkpoint.parameters * 4
+    # Two variants; the archives of random-looking floats barely compress.
+    check_free_space(out, int(weight_bytes * (4 if options.archive else 2) * 1.05))
+
+    # 2. The JAX reference once, then the live TF graph against it.
+    ctx = None
+    before = None
+    if not options.skip_parity:
+        from .parity import compare, make_inputs, reference_outputs
+
+        resolution = options.parity_resolution or entry.resolution
+        images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
+        t = time.perf_counter()
+        reference = reference_outputs(checkpoint, images, names)
+        ctx = _ParityContext(images, names, reference, resolution, options.parity_batch)
+        log(f"{entry.id}: JAX reference on {len(images)} images {resolution}x{resolution} in {time.perf_counter() - t:.1f}s")
+
+    import tensorflow as tf
+
+    from .tf_model import build_tf_model
+
+    t = time.perf_counter()
+    net = build_tf_model(checkpoint)
+    # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB).
+    checkpoint_params = checkpoint.parameters
+    checkpoint.arrays.clear()
+    del checkpoint
+    gc.collect()
+    log(f"{entry.id}: TF graph built in {time.perf_counter() - t:.1f}s")
+
+    if ctx is not None:
+        t = time.perf_counter()
+        stages_fn = tf.function(net.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        live = {k: v.numpy() for k, v in stages_fn(tf.constant(ctx.images)).items()}
+        del stages_fn
+        before = compare(ctx.reference, live, arch)
+        del live
+        log(
+            f"{entry.id}: parity before export: {_summary_line(before, ('pre_logits', 'logits'))} ({time.perf_counter() - t:.1f}s)"
+        )
+        if not before.passed:
+            raise ParityError(
+                f"{entry.id}: the TF graph does not reproduce JAX before export (failed at {', '.join(before.failed_stages)}); "
+                "nothing written",
+                before,
+            )
+
+    # 3.-5. Write into a temporary directory, verify from disk, publish.
+    clear_stale_temp_dirs(out, entry.id, log)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_for(out, entry.id)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise _io_error(f"cannot create {out}", exc) from exc
+
+    published = False
+    try:
+        variants = _write_savedmodels(net, tmp, options.input_range, entry.id, log)
+        del net
+        gc.collect()
+        after = _verify_savedmodels(tmp, variants, ctx, options.input_range, arch, entry.id, log)
+        manifest = _manifest(
+            entry, arch, options, checkpoint_path, checkpoint_params, source_url, sha256, variants, ctx, before, after
+        )
+        manifest["checkpoint"]["origin"] = checkpoint_origin
+        try:
+            for variant in VARIANTS:
+                figures = _figures(after[variant], VARIANT_STAGES[variant], ctx) if ctx is not None else None
+                card = render_card(
+                    entry,
+                    variant,
+                    input_range=options.input_range,
+                    source_url=source_url,
+                    sha256=sha256,
+                    parity=figures,
+                    features=arch.features,
+                    export_dir=str(final / variant),
+                )
+                _write_text(tmp / card_file_name(variant), card)
+            if options.archive:
+                from .archive import write_archive
+
+                for variant in VARIANTS:
+                    t = time.perf_counter()
+                    dest = write_archive(tmp / variant, tmp / archive_name(entry, variant))
+                    manifest["variants"][variant]["archive"] = {"file": dest.name, "sha256": sha256_file(dest)}
+                    log(f"{entry.id}: archived {variant} as {dest.name} in {time.perf_counter() - t:.1f}s")
+            _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+            _fsync_dir(tmp)
+            publish_directory(tmp, final)
+            _fsync_dir(out)
+        except OSError as exc:
+            raise _io_error(f"cannot write the export of {entry.id} under {out}", exc) from exc
+        published = True
+    finally:
+        if not published:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"{entry.id}: exported to {final} in {time.perf_counter() - t_start:.1f}s")
+    return ExportResult(entry.id, final, manifest)
+
+
+def _write_savedmodels(net, tmp: Path, input_range: str, model_id: str, log: Log) -> dict[str, dict]:
+    """Save both variants under ``tmp``; returns per-variant facts for the manifest."""
+    import tensorflow as tf
+
+    facts: dict[str, dict] = {}
+    for variant in VARIANTS:
+        t = time.perf_counter()
+        root = build_exportable(net, variant, input_range)
+        path = tmp / variant
+        try:
+            tf.saved_model.save(root, str(path), signatures={"serving_default": root.serving_default})
+        except (OSError, tf.errors.OpError) as exc:
+            raise _io_error(f"cannot write the {variant} SavedModel of {model_id} to {path}", exc) from exc
+        facts[variant] = {
+            "variables": len(root.variables),
+            "trainable_variables": len(root.trainable_variables),
+            "parameters": int(sum(int(np.prod(v.shape)) for v in root.variables)),
+        }
+        del root
+        log(f"{model_id}: wrote the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
+    return facts
+
+
+def _check_reloaded_api(loaded, variant: str, facts: dict, model_id: str, classes_or_features: int) -> None:
+    """The Reusable SavedModel API and the signature, as users will find them."""
+    import tensorflow as tf
+
+    problems = []
+    for attr in ("variables", "trainable_variables", "regularization_losses"):
+        if not hasattr(loaded, attr):
+            problems.append(f"no {attr}")
+    if not problems:
+        if len(loaded.variables) != facts["variables"]:
+            problems.append(f"{len(loaded.variables)} variables, expected {facts['variables']}")
+        if len(loaded.trainable_variables) != facts["trainable_variables"]:
+            problems.append(f"{len(loaded.trainable_variables)} trainable variables, expected {facts['trainable_variables']}")
+        if list(loaded.regularization_losses):
+            problems.append("unexpected regularization losses")
+    signature = loaded.signatures.get("serving_default")
+    key = OUTPUT_KEYS[variant]
+    if signature is None:
+        problems.append("no serving_default signature")
+    else:
+        _, inputs = signature.structured_input_signature
+        if list(inputs) != [INPUT_NAME]:
+            problems.append(f"signature inputs {sorted(inputs)}, expected [{INPUT_NAME!r}]")
+        if list(signature.structured_outputs) != [key]:
+            problems.append(f"signature outputs {sorted(signature.structured_outputs)}, expected [{key!r}]")
+        else:
+            # Spot check: the signature and __call__ are the same graph, at a size unlike the parity one.
+            probe = tf.random.stateless_uniform([1, _SIGNATURE_CHECK_SIZE, _SIGNATURE_CHECK_SIZE + 8, 3], seed=[5, 7])
+            via_signature = signature(**{INPUT_NAME: probe})[key].numpy()
+            via_call = loaded(probe).numpy()
+            if via_signature.shape != (1, classes_or_features):
+                problems.append(f"signature output shape {via_signature.shape}, expected (1, {classes_or_features})")
+            elif not np.allclose(via_signature, via_call, rtol=1e-6, atol=1e-6):
+                problems.append("serving_default and __call__ disagree")
+    if problems:
+        raise ExportError(f"{model_id}: the reloaded {variant} SavedModel is not as written: {'; '.join(problems)}")
+
+
+def _verify_savedmodels(tmp: Path, facts: dict, ctx: _ParityContext | None, input_range: str, arch, model_id: str, log: Log):
+    """Reload each variant from disk; check its API; compare with the JAX reference (unless skipped)."""
+    import tensorflow as tf
+
+    from .parity import compare
+
+    reports = {}
+    for variant in VARIANTS:
+        t = time.perf_counter()
+        path = tmp / variant
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except (OSError, tf.errors.OpError) as exc:
+            raise ExportError(f"{model_id}: the {variant} SavedModel just written does not load: {exc}") from exc
+        width = arch.classes if variant == "classification" else arch.features
+        _check_reloaded_api(loaded, variant, facts[variant], model_id, width)
+        facts[variant]["fingerprint"] = _fingerprint(path)
+        if ctx is not None:
+            stage = VARIANT_STAGES[variant]
+            output = loaded(tf.constant(_to_model_range(ctx.images, input_range))).numpy()
+            report = compare(ctx.reference, {stage: output}, arch)
+            reports[variant] = report
+            log(f"{model_id}: parity after export, {variant} from disk: {_summary_line(report, (stage,))}")
+            if not report.passed:
+                raise ParityError(
+                    f"{model_id}: the reloaded {variant} SavedModel does not reproduce JAX "
+                    f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); "
+                    "export removed",
+                    report,
+                )
+        del loaded
+        gc.collect()
+        log(f"{model_id}: verified the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
+    return reports
+
+
+def _fingerprint(path: Path) -> dict:
+    import tensorflow as tf
+
+    fp = tf.saved_model.experimental.read_fingerprint(str(path))
+    files = {"saved_model.pb": sha256_file(path / "saved_model.pb")}
+    for f in sorted((path / "variables").iterdir()):
+        files[f"variables/{f.name}"] = sha256_file(f)
+    return {
+        "singleprint": fp.singleprint(),
+        "saved_model_checksum": int(fp.saved_model_checksum),
+        "sha256": files,
+    }
+
+
+def _manifest(entry, arch, options, checkpoint_path, parameters, source_url, sha256, variants, ctx, before, after) -> dict:
+    lo, hi = INPUT_RANGES[options.input_range]
+    parity: dict = {"checked": ctx is not None}
+    if ctx is None:
+        parity["note"] = "exported with --skip-parity: not compared with the JAX reference"
+    else:
+        parity.update(
+            resolution=ctx.resolution,
+            random_images=ctx.batch,
+            seed=options.parity_seed,
+            inputs=list(ctx.names),
+            tolerance=before.tolerance,
+            before_export=_report_dict(before),
+            after_export={v: _report_dict(r) for v, r in after.items()},
+        )
+    size = checkpoint_path.stat().st_size
+    return {
+        "format": MANIFEST_FORMAT,
+        "model": entry.as_dict(),
+        "architecture": {
+            "name": arch.name,
+            "units": list(arch.units),
+            "width": arch.width,
+            "classes": arch.classes,
+            "features": arch.features,
+        },
+        "source_url": source_url,
+        "checkpoint": {"file": checkpoint_path.name, "bytes": size, "sha256": sha256, "parameters": parameters},
+        "registry_sha256_match": None if not entry.sha256 else entry.sha256 == sha256,
+        "input": {
+            "name": INPUT_NAME,
+            "range": options.input_range,
+            "min": lo,
+            "max": hi,
+            "shape": [None, None, None, 3],
+            "dtype": "float32",
+            "native_resolution": entry.resolution,
+        },
+        "variants": {
+            v: {
+                "path": v,
+                "card": card_file_name(v),
+                "output": OUTPUT_KEYS[v],
+                "output_shape": [None, arch.classes if v == "classification" else arch.features],
+                **variants[v],
+                "archive": None,
+            }
+            for v in VARIANTS
+        },
+        "parity": parity,
+        "versions": library_versions(),
+    }
