@@ -554,6 +554,7 @@ class _Transfer:
     identity: ObjectIdentity | None = None
 
     def run(self) -> None:
+        """Attempt until the work file holds the verified object; raise once the budget is spent."""
         failures, started = 0, time.monotonic()
         while True:
             before = self._work_size()
@@ -561,22 +562,21 @@ class _Transfer:
                 self._attempt()
                 return
             except _Retry as retry:
-                progressed = self._work_size() > before
-                failures = 0 if progressed else failures + 1
-                elapsed = time.monotonic() - started
-                if (
-                    failures >= self.policy.attempts
-                    or self.requests_made >= self.policy.max_requests
-                    or elapsed >= self.policy.deadline
-                ):
-                    detail = f"{retry} (gave up after {self.requests_made} request(s) in {elapsed:.0f} s)"
-                    if retry.error is not None:
-                        raise type(retry.error)(f"{retry.error} (gave up after {self.requests_made} request(s))") from None
-                    raise DownloadError(f"{self.url}: {detail}") from None
+                failures = 0 if self._work_size() > before else failures + 1  # progress resets the count
+                self._give_up_if_spent(retry, failures, time.monotonic() - started)
                 delay = 0.0 if retry.immediate else self.policy.delay(failures, retry.retry_after)
                 self.progress.note(f"{retry}; retrying" + (f" in {delay:.1f} s" if delay else ""))
                 if delay:
                     self.policy.sleep(delay)
+
+    def _give_up_if_spent(self, retry: _Retry, failures: int, elapsed: float) -> None:
+        p = self.policy
+        if failures < p.attempts and self.requests_made < p.max_requests and elapsed < p.deadline:
+            return
+        spent = f"gave up after {self.requests_made} request(s) in {elapsed:.0f} s"
+        if retry.error is not None:
+            raise type(retry.error)(f"{retry.error} ({spent})") from None
+        raise DownloadError(f"{self.url}: {retry} ({spent})") from None
 
     def _work_size(self) -> int:
         try:
@@ -612,25 +612,14 @@ class _Transfer:
             self._receive(resp, ident, offset)
 
     def _check_response(self, resp, ident: ObjectIdentity | None, offset: int) -> tuple[ObjectIdentity, int]:
-        status = resp.status_code
-        if offset and status in (412, 416):
+        """The identity and offset to receive the body at, or an exception that says why not."""
+        _check_status(resp, resumed=bool(offset))
+        if offset and resp.status_code in (412, 416):
             self.work.discard()
-            what = "changed on the server" if status == 412 else "smaller than the partial download"
-            raise _Retry(f"HTTP {status}: the object {what}; discarded the partial, restarting from 0", immediate=True)
-        if status == 429 or status >= 500:
-            raise _Retry(f"HTTP {status} {resp.reason}", retry_after=_parse_retry_after(resp.headers.get("Retry-After")))
-        if status not in (200, 206) or (status == 206 and not offset):
-            hint = {404: " (no such object: check the model id and --base-url)", 403: " (access denied)"}.get(status, "")
-            raise DownloadError(f"HTTP {status} {resp.reason} for {resp.url}{hint}")
-        encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise DownloadError(
-                f"{resp.url} came with Content-Encoding: {encoding} though identity was asked; refusing to store it"
-            )
-        stored = resp.headers.get("x-goog-stored-content-encoding", "identity").strip().lower()
-        if stored not in ("", "identity"):
-            raise DownloadError(f"{resp.url} is stored {stored}-encoded; its hashes would not match the bytes served")
-        if status == 206:
+            what = "changed on the server" if resp.status_code == 412 else "smaller than the partial download"
+            raise _Retry(f"HTTP {resp.status_code}: the object {what}; discarded the partial, restarting from 0", immediate=True)
+        _check_encoding(resp)
+        if resp.status_code == 206:
             self._check_resume(resp, ident, offset)
             return ident, offset
         if offset:
@@ -751,6 +740,28 @@ class _Transfer:
             self.work.discard()
             message = f"{ident.url}: downloaded bytes fail verification: {'; '.join(problems)}"
             raise _Retry("verification failed: " + "; ".join(problems), error=VerificationError(message))
+
+
+def _check_status(resp, resumed: bool) -> None:
+    """Retry 429 and 5xx; fail on any other status but 200, 206 (to a Range) and 412/416 (to a resume)."""
+    status = resp.status_code
+    if status == 429 or status >= 500:
+        raise _Retry(f"HTTP {status} {resp.reason}", retry_after=_parse_retry_after(resp.headers.get("Retry-After")))
+    expected = (200, 206, 412, 416) if resumed else (200,)
+    if status in expected:
+        return
+    hint = {404: " (no such object: check the model id and --base-url)", 403: " (access denied)"}.get(status, "")
+    raise DownloadError(f"HTTP {status} {resp.reason} for {resp.url}{hint}")
+
+
+def _check_encoding(resp) -> None:
+    """Refuse bytes that are not the stored object verbatim (they could never match its hashes)."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise DownloadError(f"{resp.url} came with Content-Encoding: {encoding} though identity was asked; refusing to store it")
+    stored = resp.headers.get("x-goog-stored-content-encoding", "identity").strip().lower()
+    if stored not in ("", "identity"):
+        raise DownloadError(f"{resp.url} is stored {stored}-encoded; its hashes would not match the bytes served")
 
 
 def _hash_prefix(fd: int, offset: int, hashes: _Hashes, path: Path) -> None:
