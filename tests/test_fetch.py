@@ -662,6 +662,18 @@ def test_redirect_to_second_host_uses_final_hashes(fetch, mirror, target, payloa
     assert record["url"] == second.url(SOURCE)
 
 
+def test_proxy_from_environment_is_used(fetch, mirror, target, payload, bucket, monkeypatch):
+    with serve_directory(bucket) as proxy:  # the mirror understands absolute-URI requests, as a proxy gets them
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url)
+        monkeypatch.setenv("http_proxy", proxy.base_url)
+        fetch()
+        assert len(proxy.body_requests(SOURCE)) == 1
+    assert mirror.requests == []  # everything went through the proxy
+    assert_pass_rule(target, payload)
+
+
 def test_session_keeps_trust_env():
     from convert.fetch import _session
 
