@@ -161,8 +161,68 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url
 @json_option
 @source_options
 def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, base_url, offline, quiet):
-    """Prove the TensorFlow graph computes what the JAX (Flax) model computes."""
-    raise BitconvertError("verify is not implemented yet (issue 4)")
+    """Prove the TensorFlow graph computes what the JAX (Flax) model computes.
+
+    Feeds both the same deterministic images (BATCH random ones in [-1, 1],
+    then flat, gradient and checkerboard ones) and compares every stage (stem,
+    block1-4, pre_logits, logits) against float32 and float64 JAX runs. The
+    report goes to stdout (a table, or JSON keyed by stage with --json);
+    exits 1 with the report when the TF graph's error exceeds the tolerance of
+    its architecture. Without --checkpoint the model's checkpoint is fetched.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    from .checkpoint import load_checkpoint
+    from .errors import ParityError
+    from .fetch import resolve_checkpoint
+    from .parity import run_parity
+    from .registry import load_registry
+
+    if len(model_ids) != 1:
+        raise click.UsageError("verify takes exactly one --model ID")
+    entry = load_registry().get(model_ids[0])
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(f"verify: {msg}", err=True)
+
+    path = resolve_checkpoint(entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet)
+    log(f"loading {path}")
+    ckpt = load_checkpoint(path, entry.architecture)
+    size = resolution or entry.resolution
+    log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size}x{size}")
+    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        click.echo(report.render())
+    if not report.passed:
+        worst = max(report.stages.values(), key=lambda s: s.tf_rel_l2_f64)
+        raise ParityError(
+            f"{entry.id}: parity failed at {', '.join(report.failed_stages)}: TF relative error {worst.tf_rel_l2_f64:.2e} "
+            f"at {worst.stage} ({worst.worst_input}) exceeds the {entry.arch_name} tolerance {report.tolerance:.1e}",
+            report,
+        )
+
+
+@cli.command("mapping")
+@model_option
+@json_option
+def mapping_cmd(model_ids, as_json):
+    """Print the name mapping: checkpoint key, TF variable, Flax path, shape, transform.
+
+    Derived from the model's architecture alone (no checkpoint is read).
+    """
+    from .mapping import mapping_rows, render_table
+    from .registry import load_registry
+
+    if len(model_ids) != 1:
+        raise click.UsageError("mapping takes exactly one --model ID")
+    entry = load_registry().get(model_ids[0])
+    rows = mapping_rows(entry.architecture)
+    if as_json:
+        emit_json({"model": entry.id, "architecture": entry.arch_name, "rows": [r.as_dict() for r in rows]})
+    else:
+        click.echo(render_table(rows))
 
 
 @cli.command("export")

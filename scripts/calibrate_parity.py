@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Measure the error levels behind convert.parity.TOLERANCES, and the mutations' errors.
+
+    .venv/bin/python scripts/calibrate_parity.py r50x1 160 [--batch 2] [--seed 1] [--mutations]
+    TF_ENABLE_ONEDNN_OPTS=0 .venv/bin/python scripts/calibrate_parity.py r50x1 160
+
+On synthetic official-layout weights (convert.synthetic, the given seed),
+prints per stage and per input image the worst relative L2 error of the
+float32 TF graph and of the float32 JAX run against the float64 JAX run, and,
+with --mutations, the same for each mutated TF graph (swapped same-shape
+arrays, SAME padding on strided convs, -inf max-pool padding). Output is a
+Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from convert.architecture import Architecture  # noqa: E402
+from convert.checkpoint import Checkpoint  # noqa: E402
+from convert.parity import STAGES, _per_image_rel_l2, make_inputs, reference_outputs, tf_stage_function, tolerance  # noqa: E402
+from convert.synthetic import synthetic_arrays  # noqa: E402
+
+ARCHS = {
+    "r50x1": Architecture.from_depth(50, 1, 1000),
+    "r101x1": Architecture.from_depth(101, 1, 1000),
+    "r152x2": Architecture.from_depth(152, 2, 1000),
+    "tiny": Architecture((1, 1, 1, 1), 1, 10),
+}
+
+
+def swapped_rows(arch, a: str, b: str):
+    """The mapping with the TF targets of checkpoint keys ``a`` and ``b`` exchanged (same shape)."""
+    from dataclasses import replace
+
+    from convert.mapping import mapping_rows
+
+    rows = {r.checkpoint_key: r for r in mapping_rows(arch)}
+    assert rows[a].shape == rows[b].shape, (rows[a].shape, rows[b].shape)
+    out = []
+    for r in mapping_rows(arch):
+        if r.checkpoint_key == a:
+            r = replace(r, tf_variable=rows[b].tf_variable)
+        elif r.checkpoint_key == b:
+            r = replace(r, tf_variable=rows[a].tf_variable)
+        out.append(r)
+    return tuple(out)
+
+
+def mutations(arch):
+    last = arch.units[3]
+    return {
+        "swap gn gamma/beta block1/unit01/a": dict(
+            rows=swapped_rows(arch, "resnet/block1/unit01/a/group_norm/gamma", "resnet/block1/unit01/a/group_norm/beta")
+        ),
+        f"swap block4 unit{last - 1:02d}/unit{last:02d} conv c": dict(
+            rows=swapped_rows(
+                arch,
+                f"resnet/block4/unit{last - 1:02d}/c/standardized_conv2d/kernel",
+                f"resnet/block4/unit{last:02d}/c/standardized_conv2d/kernel",
+            )
+        ),
+        "SAME padding on strided convs": dict(strided_padding="same"),
+        "-inf max-pool padding": dict(pool_pad="neg_inf"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("arch", choices=sorted(ARCHS))
+    ap.add_argument("resolution", type=int)
+    ap.add_argument("--height", type=int)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--mutations", action="store_true")
+    args = ap.parse_args()
+    arch = ARCHS[args.arch]
+    size = (args.height, args.resolution) if args.height else args.resolution
+    ckpt = Checkpoint(None, arch, synthetic_arrays(arch, args.seed))
+    images, names = make_inputs(size, args.batch, 0)
+    t = time.perf_counter()
+    ref = reference_outputs(ckpt, images, names)
+    print(f"reference {time.perf_counter() - t:.1f} s {ref.timings}", file=sys.stderr)
+
+    from convert.tf_model import build_tf_model
+
+    def run_tf(**knobs):
+        fn = tf_stage_function(build_tf_model(ckpt, **knobs))
+        return {k: v.numpy() for k, v in fn(images).items()}
+
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default")
+    print(
+        f"\n{arch.name} {size} batch {args.batch}+5, seed {args.seed}, TF_ENABLE_ONEDNN_OPTS={onednn}, tolerance {tolerance(arch):.1e}\n"
+    )
+    print("| side | stage | worst | " + " | ".join(names) + " |")
+    print("|---|---|---|" + "---|" * len(names))
+    tf_out = run_tf()
+    for stage in STAGES:
+        for side, out in (("TF f32", tf_out), ("JAX f32", ref.f32)):
+            e = _per_image_rel_l2(out[stage], ref.f64[stage])
+            print(f"| {side} | {stage} | {e.max():.2e} | " + " | ".join(f"{v:.1e}" for v in e) + " |")
+    if args.mutations:
+        for label, knobs in mutations(arch).items():
+            out = run_tf(**knobs)
+            for stage in STAGES:
+                e = _per_image_rel_l2(out[stage], ref.f64[stage])
+                print(f"| {label} | {stage} | {e.max():.2e} | " + " | ".join(f"{v:.1e}" for v in e) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The name mapping: derived from the layout alone, two-sided checks before any assignment."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import R50X1, R152X2, TINY
+
+from convert.architecture import Architecture, checkpoint_layout
+from convert.errors import MappingError
+from convert.mapping import TRANSFORMS, MappingRow, assign_tf, flax_params, flax_path_for, mapping_rows
+from convert.synthetic import synthetic_arrays
+
+
+@pytest.mark.parametrize("arch", [TINY, R50X1, R152X2, Architecture.from_depth(101, 3, 21843)], ids=lambda a: a.name)
+def test_rows_cover_the_layout_once_in_order(arch):
+    rows = mapping_rows(arch)
+    layout = checkpoint_layout(arch)
+    assert [r.checkpoint_key for r in rows] == list(layout)
+    assert [r.shape for r in rows] == list(layout.values())
+    assert len({r.tf_variable for r in rows}) == len(rows)
+    assert len({r.flax_path for r in rows}) == len(rows)
+    assert all(r.transform in TRANSFORMS for r in rows)
+    # Only the head kernel is reshaped.
+    assert [r.checkpoint_key for r in rows if r.transform != "identity"] == ["resnet/head/conv2d/kernel"]
+
+
+def test_rows_are_pure_data():
+    assert mapping_rows(R50X1) == mapping_rows(R50X1)
+    row = mapping_rows(R50X1)[0]
+    with pytest.raises(AttributeError):
+        row.shape = (1,)  # frozen
+
+
+@pytest.mark.parametrize(
+    "key, path, transform",
+    [
+        ("resnet/root_block/standardized_conv2d/kernel", "root_block/conv_root/kernel", "identity"),
+        ("resnet/block1/unit01/a/group_norm/gamma", "block1/unit01/gn1/scale", "identity"),
+        ("resnet/block1/unit01/a/group_norm/beta", "block1/unit01/gn1/bias", "identity"),
+        ("resnet/block1/unit01/a/standardized_conv2d/kernel", "block1/unit01/conv1/kernel", "identity"),
+        ("resnet/block2/unit01/a/proj/standardized_conv2d/kernel", "block2/unit01/conv_proj/kernel", "identity"),
+        ("resnet/block3/unit05/b/group_norm/gamma", "block3/unit05/gn2/scale", "identity"),
+        ("resnet/block3/unit05/b/standardized_conv2d/kernel", "block3/unit05/conv2/kernel", "identity"),
+        ("resnet/block4/unit03/c/group_norm/beta", "block4/unit03/gn3/bias", "identity"),
+        ("resnet/block4/unit03/c/standardized_conv2d/kernel", "block4/unit03/conv3/kernel", "identity"),
+        ("resnet/group_norm/gamma", "norm-pre-head/scale", "identity"),
+        ("resnet/group_norm/beta", "norm-pre-head/bias", "identity"),
+        ("resnet/head/conv2d/kernel", "conv_head/kernel", "squeeze_head"),
+        ("resnet/head/conv2d/bias", "conv_head/bias", "identity"),
+    ],
+)
+def test_authors_flax_names(key, path, transform):
+    assert flax_path_for(key) == (path, transform)
+
+
+@pytest.mark.parametrize("key", ["resnet/block1/unit01/d/group_norm/gamma", "other/root", "resnet/head/dense/kernel"])
+def test_unknown_key_has_no_flax_name(key):
+    with pytest.raises(MappingError, match="no Flax name"):
+        flax_path_for(key)
+
+
+def test_squeeze_head_transform():
+    k = np.arange(2 * 3, dtype=np.float32).reshape(1, 1, 2, 3)
+    out = TRANSFORMS["squeeze_head"].apply(k)
+    assert out.shape == (2, 3) and np.array_equal(out, k[0, 0])
+    with pytest.raises(MappingError):
+        TRANSFORMS["squeeze_head"].shape((3, 3, 2, 3))
+
+
+# -- two-sided checks, TF side --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_arrays():
+    return synthetic_arrays(TINY, seed=3)
+
+
+@pytest.fixture
+def tiny_tf():
+    from convert.tf_model import BiTResNetV2
+
+    return BiTResNetV2(TINY)
+
+
+def _all_zero(model) -> bool:
+    return all(not np.any(v.numpy()) for v in model.variables_by_key.values())
+
+
+def test_assign_tf_sets_every_variable(tiny_tf, tiny_arrays):
+    assign_tf(tiny_tf, tiny_arrays)
+    for key, var in tiny_tf.variables_by_key.items():
+        np.testing.assert_array_equal(var.numpy(), tiny_arrays[key])
+
+
+def _message(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_missing_array_is_named_and_nothing_assigned(tiny_tf, tiny_arrays):
+    arrays = dict(tiny_arrays)
+    del arrays["resnet/block2/unit01/b/group_norm/gamma"]
+    with pytest.raises(MappingError) as exc:
+        assign_tf(tiny_tf, arrays)
+    assert "- checkpoint array resnet/block2/unit01/b/group_norm/gamma missing" in _message(exc)
+    assert _all_zero(tiny_tf)
+
+
+def test_extra_array_is_named_and_nothing_assigned(tiny_tf, tiny_arrays):
+    arrays = dict(tiny_arrays, **{"resnet/block1/unit02/a/group_norm/gamma": np.ones(256, np.float32)})
+    with pytest.raises(MappingError) as exc:
+        assign_tf(tiny_tf, arrays)
+    assert "+ checkpoint array resnet/block1/unit02/a/group_norm/gamma (256,) unused" in _message(exc)
+    assert _all_zero(tiny_tf)
+
+
+def test_wrong_shape_is_named_and_nothing_assigned(tiny_tf, tiny_arrays):
+    arrays = dict(tiny_arrays)
+    arrays["resnet/head/conv2d/bias"] = np.zeros(11, np.float32)
+    with pytest.raises(MappingError) as exc:
+        assign_tf(tiny_tf, arrays)
+    assert "~ checkpoint array resnet/head/conv2d/bias: got (11,), expected (10,)" in _message(exc)
+    assert _all_zero(tiny_tf)
+
+
+def test_every_difference_is_listed(tiny_tf, tiny_arrays):
+    arrays = dict(tiny_arrays)
+    del arrays["resnet/group_norm/beta"]
+    arrays["resnet/extra"] = np.zeros(3, np.float32)
+    arrays["resnet/head/conv2d/bias"] = np.zeros(4, np.float32)
+    with pytest.raises(MappingError) as exc:
+        assign_tf(tiny_tf, arrays)
+    assert sorted(d[0] for d in exc.value.diffs) == ["+", "-", "~"]
+    assert "3 differences" in _message(exc)
+
+
+def test_row_targeting_a_variable_twice(tiny_tf, tiny_arrays):
+    rows = list(mapping_rows(TINY))
+    i = next(i for i, r in enumerate(rows) if r.checkpoint_key == "resnet/block1/unit01/a/group_norm/beta")
+    rows[i] = replace(rows[i], tf_variable="resnet/block1/unit01/a/group_norm/gamma")
+    with pytest.raises(MappingError) as exc:
+        assign_tf(tiny_tf, tiny_arrays, rows)
+    msg = _message(exc)
+    assert "! TF variable resnet/block1/unit01/a/group_norm/gamma set by 2 rows" in msg
+    assert "+ TF variable resnet/block1/unit01/a/group_norm/beta (64,) set by no row" in msg
+    assert _all_zero(tiny_tf)
+
+
+def test_rows_of_another_architecture_fail_on_the_tf_side(tiny_tf):
+    other = Architecture((1, 1, 1, 1), 1, 12)
+    with pytest.raises(MappingError) as exc:
+        assign_tf(tiny_tf, synthetic_arrays(other), mapping_rows(other))
+    assert "~ TF variable resnet/head/conv2d/bias: has (10,), row gives (12,)" in _message(exc)
+
+
+# -- two-sided checks, Flax side -------------------------------------------------
+
+
+def test_flax_params_tree(tiny_arrays):
+    params = flax_params(tiny_arrays, TINY)["params"]
+    assert set(params) == {"root_block", "block1", "block2", "block3", "block4", "norm-pre-head", "conv_head"}
+    assert params["conv_head"]["kernel"].shape == (2048, 10)
+    np.testing.assert_array_equal(params["conv_head"]["kernel"], tiny_arrays["resnet/head/conv2d/kernel"][0, 0])
+    np.testing.assert_array_equal(
+        params["block3"]["unit01"]["gn2"]["scale"], tiny_arrays["resnet/block3/unit01/b/group_norm/gamma"]
+    )
+    assert params["block1"]["unit01"]["conv_proj"]["kernel"].dtype == np.float32
+    p64 = flax_params(tiny_arrays, TINY, dtype=np.float64)["params"]
+    assert p64["root_block"]["conv_root"]["kernel"].dtype == np.float64
+
+
+def test_flax_side_rejects_a_path_the_model_lacks(tiny_arrays):
+    rows = [
+        replace(r, flax_path="block1/unit01/gn4/scale") if r.flax_path == "block1/unit01/gn1/scale" else r
+        for r in mapping_rows(TINY)
+    ]
+    with pytest.raises(MappingError) as exc:
+        flax_params(tiny_arrays, TINY, rows)
+    msg = _message(exc)
+    assert "- Flax param block1/unit01/gn4/scale missing" in msg
+    assert "+ Flax param block1/unit01/gn1/scale (64,) set by no row" in msg
+
+
+def test_flax_side_rejects_a_wrong_transform(tiny_arrays):
+    rows = [replace(r, transform="identity") if r.transform == "squeeze_head" else r for r in mapping_rows(TINY)]
+    with pytest.raises(MappingError, match=r"~ Flax param conv_head/kernel: has \(2048, 10\), row gives \(1, 1, 2048, 10\)"):
+        flax_params(tiny_arrays, TINY, rows)
+
+
+def test_flax_side_rejects_missing_array(tiny_arrays):
+    arrays = {k: v for k, v in tiny_arrays.items() if k != "resnet/root_block/standardized_conv2d/kernel"}
+    with pytest.raises(MappingError, match="- checkpoint array resnet/root_block/standardized_conv2d/kernel missing"):
+        flax_params(arrays, TINY)
+
+
+def test_mapping_row_as_dict():
+    row = MappingRow("resnet/head/conv2d/kernel", "resnet/head/conv2d/kernel", "conv_head/kernel", (1, 1, 8, 3), "squeeze_head")
+    assert row.as_dict()["flax_shape"] == [8, 3]
+
+
+# -- CLI ----------------------------------------------------------------------------
+
+
+def test_mapping_command_table(invoke):
+    res = invoke("mapping", "--model", "r50x1-160")
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["CHECKPOINT", "KEY", "TF", "VARIABLE", "FLAX", "PATH", "SHAPE", "TRANSFORM"]
+    assert len(lines) == 1 + len(checkpoint_layout(R50X1))
+    head = next(line for line in lines if line.startswith("resnet/head/conv2d/kernel"))
+    assert head.split() == [
+        "resnet/head/conv2d/kernel",
+        "resnet/head/conv2d/kernel:0",
+        "conv_head/kernel",
+        "(1,",
+        "1,",
+        "2048,",
+        "1000)",
+        "squeeze_head",
+    ]
+
+
+def test_mapping_command_json(invoke):
+    res = invoke("mapping", "--model", "r152x2-224", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["architecture"] == "R152x2"
+    assert len(doc["rows"]) == 459
+    assert doc["rows"][0] == {
+        "checkpoint_key": "resnet/root_block/standardized_conv2d/kernel",
+        "tf_variable": "resnet/root_block/standardized_conv2d/kernel",
+        "flax_path": "root_block/conv_root/kernel",
+        "shape": [7, 7, 3, 128],
+        "flax_shape": [7, 7, 3, 128],
+        "transform": "identity",
+    }
+
+
+def test_mapping_command_needs_exactly_one_model(invoke):
+    assert invoke("mapping").exit_code == 2
+    assert invoke("mapping", "--model", "r50x1-160", "--model", "r50x1-224").exit_code == 2
+    res = invoke("mapping", "--model", "r50x1-16")
+    assert res.exit_code == 2 and "unknown model id" in res.stderr

@@ -1,0 +1,151 @@
+"""The two forward passes: structure, names, dynamic shapes, and agreement on a small layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import R50X1, R152X2, TINY
+
+from convert.architecture import Architecture, checkpoint_layout
+from convert.checkpoint import Checkpoint
+from convert.flax_model import make_apply, param_shapes
+from convert.mapping import flax_params, mapping_rows
+from convert.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
+from convert.parity import STAGES, make_inputs
+from convert.synthetic import synthetic_arrays
+from convert.tf_model import STAGES as TF_STAGES
+from convert.tf_model import BiTResNetV2, build_tf_model
+
+SPEC = [tf.TensorSpec([None, None, None, 3], tf.float32)]
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = tuple(v.shape)
+    return out
+
+
+def _out_size(n: int) -> list[int]:
+    """Spatial size after stem, block1..4 for input size n (explicit symmetric padding)."""
+    stem = (n + 2 * ROOT_PAD - ROOT_KERNEL) // ROOT_STRIDE + 1
+    stem = (stem + 2 * POOL_PAD - POOL_WINDOW) // POOL_STRIDE + 1
+    sizes = [stem, stem]
+    for _ in range(3):
+        sizes.append((sizes[-1] + 2 - 3) // 2 + 1)
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt():
+    return Checkpoint(None, TINY, synthetic_arrays(TINY, seed=3))
+
+
+@pytest.fixture(scope="module")
+def tiny_fn(tiny_ckpt):
+    model = build_tf_model(tiny_ckpt)
+    return model, tf.function(model.stages, input_signature=SPEC)
+
+
+def test_stage_names_are_shared():
+    assert TF_STAGES == STAGES == ("stem", "block1", "block2", "block3", "block4", "pre_logits", "logits")
+
+
+@pytest.mark.parametrize("arch", [TINY, R50X1], ids=lambda a: a.name)
+def test_tf_variables_carry_the_checkpoint_names(arch):
+    model = BiTResNetV2(arch)
+    layout = checkpoint_layout(arch)
+    assert list(model.variables_by_key) == list(layout)
+    for key, var in model.variables_by_key.items():
+        assert var.name == f"{key}:0"  # '/' kept verbatim, ':0' appended by TF
+        assert tuple(var.shape) == layout[key]
+        assert var.dtype == tf.float32 and var.trainable
+    assert len(model.trainable_variables) == len(layout)
+    assert model.arch == arch
+
+
+def test_tf_model_starts_at_zero_and_loads_everything(tiny_ckpt):
+    assert all(not np.any(v.numpy()) for v in BiTResNetV2(TINY).variables_by_key.values())
+    model = build_tf_model(tiny_ckpt)
+    for key, var in model.variables_by_key.items():
+        np.testing.assert_array_equal(var.numpy(), tiny_ckpt.arrays[key])
+
+
+def test_mutation_knobs_are_checked():
+    with pytest.raises(ValueError, match="strided_padding"):
+        BiTResNetV2(TINY, strided_padding="valid")
+    with pytest.raises(ValueError, match="pool_pad"):
+        BiTResNetV2(TINY, pool_pad="edge")
+
+
+@pytest.mark.parametrize("arch", [TINY, R50X1, R152X2], ids=lambda a: a.name)
+def test_flax_param_tree_uses_the_authors_names(arch):
+    tree = _flat(param_shapes(arch))
+    rows = mapping_rows(arch)
+    assert tree == {r.flax_path: r.flax_shape for r in rows}
+    assert "block1/unit01/conv_proj/kernel" in tree and "block1/unit02/conv_proj/kernel" not in tree
+    assert tree["norm-pre-head/scale"] == (arch.features,)
+
+
+def test_tf_traces_once_for_any_batch_and_size(tiny_fn):
+    model, fn = tiny_fn
+    for shape in [(1, 33, 47, 3), (2, 64, 64, 3), (3, 32, 41, 3), (1, 97, 35, 3)]:
+        out = fn(tf.zeros(shape))
+        assert list(out) == list(STAGES)
+        sizes_h, sizes_w = _out_size(shape[1]), _out_size(shape[2])
+        for i, stage in enumerate(STAGES[:5]):
+            assert tuple(out[stage].shape[:3]) == (shape[0], sizes_h[i], sizes_w[i])
+        assert tuple(out["pre_logits"].shape) == (shape[0], 2048)
+        assert tuple(out["logits"].shape) == (shape[0], 10)
+    assert fn.experimental_get_tracing_count() == 1
+
+
+def test_call_and_features_trace_with_unknown_dims(tiny_fn):
+    model, stages = tiny_fn
+    call = tf.function(model.__call__, input_signature=SPEC)
+    features = tf.function(model.features, input_signature=SPEC)
+    assert call.get_concrete_function().structured_outputs.shape.as_list() == [None, 10]
+    assert features.get_concrete_function().structured_outputs.shape.as_list() == [None, 2048]
+    x, _ = make_inputs((35, 41), 2)
+    ref = stages(x)
+    np.testing.assert_array_equal(call(x).numpy(), ref["logits"].numpy())
+    np.testing.assert_array_equal(features(x).numpy(), ref["pre_logits"].numpy())
+
+
+@pytest.mark.parametrize("size", [(33, 47), (64, 64), (37, 32)])
+def test_tf_matches_flax_on_a_small_layout(tiny_ckpt, tiny_fn, size):
+    _, fn = tiny_fn
+    x, _ = make_inputs(size, 1)
+    tf_out = fn(x)
+    jax_out = make_apply(TINY)(flax_params(tiny_ckpt.arrays, TINY), x)
+    for stage in STAGES:
+        a, b = tf_out[stage].numpy(), np.asarray(jax_out[stage])
+        assert a.shape == b.shape, stage
+        # Loose here: the calibrated comparison (against float64) is in test_parity.
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max(), err_msg=stage)
+
+
+def test_jax_compiles_once_per_input_shape(tiny_ckpt):
+    arch = Architecture((1, 1, 1, 1), 1, 7)  # a fresh jit cache
+    arrays = synthetic_arrays(arch, 0)
+    apply = make_apply(arch)
+    params = flax_params(arrays, arch)
+    for _ in range(3):
+        apply(params, make_inputs(40, 1)[0])
+    assert apply._cache_size() == 1
+    apply(params, make_inputs(41, 1)[0])
+    assert apply._cache_size() == 2
+
+
+def test_checkpoint_roundtrip_keeps_slash_names(tiny_ckpt, tmp_path):
+    """tf.train.Checkpoint tracks variables_by_key even though its keys contain '/'."""
+    model = build_tf_model(tiny_ckpt)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    fresh = BiTResNetV2(TINY)
+    tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
+    for key, var in fresh.variables_by_key.items():
+        np.testing.assert_array_equal(var.numpy(), tiny_ckpt.arrays[key])

@@ -1,0 +1,203 @@
+"""Parity of the TF graph with the Flax reference on full-depth, full-width layouts, and its teeth.
+
+Reduced resolutions keep CI fast; the native-resolution figures are in
+convert/parity.py (CALIBRATION) and come from scripts/calibrate_parity.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from conftest import R50X1, R152X2, TINY
+
+from convert.checkpoint import Checkpoint, load_checkpoint
+from convert.mapping import mapping_rows
+from convert.parity import (
+    STAGES,
+    STRUCTURED,
+    compare,
+    make_inputs,
+    reference_outputs,
+    run_parity,
+    tf_stage_function,
+    tolerance,
+)
+from convert.synthetic import synthetic_arrays
+from convert.tf_model import build_tf_model
+
+#: A mutation must miss by at least this factor over the tolerance ("a wide margin").
+MARGIN = 20
+
+
+def swapped(arch, a: str, b: str):
+    """The mapping with the TF variables of two same-shaped checkpoint arrays exchanged."""
+    rows = mapping_rows(arch)
+    by_key = {r.checkpoint_key: r for r in rows}
+    assert by_key[a].shape == by_key[b].shape
+    swap = {a: by_key[b].tf_variable, b: by_key[a].tf_variable}
+    return tuple(replace(r, tf_variable=swap.get(r.checkpoint_key, r.tf_variable)) for r in rows)
+
+
+def tf_stages(ckpt, images, **knobs) -> dict[str, np.ndarray]:
+    fn = tf_stage_function(build_tf_model(ckpt, **knobs))
+    return {k: v.numpy() for k, v in fn(images).items()}
+
+
+# -- inputs -----------------------------------------------------------------------
+
+
+def test_inputs_are_deterministic_and_in_range():
+    a, names = make_inputs((33, 47), 3, seed=5)
+    b, _ = make_inputs((33, 47), 3, seed=5)
+    c, _ = make_inputs((33, 47), 3, seed=6)
+    assert a.shape == (3 + len(STRUCTURED), 33, 47, 3) and a.dtype == np.float32
+    assert names == ["random_0", "random_1", "random_2", *STRUCTURED]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:3], c[:3]) and np.array_equal(a[3:], c[3:])
+    assert a.min() >= -1.0 and a.max() <= 1.0
+    assert a[:3].min() < -0.99 and a[:3].max() > 0.99  # the whole range is used
+    flat, grad, _, checker1, checker7 = a[3:]
+    assert np.ptp(flat) == 0 or all(np.ptp(flat[..., ch]) == 0 for ch in range(3))
+    assert np.all(np.diff(grad[..., 0], axis=1) > 0)
+    assert np.array_equal(checker1[0, :2, 0], [1.0, -1.0]) and np.array_equal(checker1[:2, 0, 0], [1.0, -1.0])
+    # 7-pixel cells: the colour changes between columns 6 and 7, and at the 47-pixel border mid-cell.
+    assert checker7[0, 6, 0] != checker7[0, 7, 0] and checker7[0, 0, 0] == checker7[0, 6, 0]
+
+
+def test_tolerance_grows_with_the_architecture():
+    assert tolerance(TINY) == tolerance(R50X1)
+    assert tolerance(R50X1) < tolerance(R152X2)
+
+
+# -- R50x1, full depth and width, reduced resolution --------------------------------
+
+
+@pytest.fixture(scope="module")
+def r50(r50x1_npz):
+    ckpt = load_checkpoint(r50x1_npz, R50X1)
+    images, names = make_inputs(64, 2, seed=0)
+    return ckpt, images, reference_outputs(ckpt, images, names)
+
+
+def test_r50x1_parity(r50):
+    ckpt, images, ref = r50
+    report = compare(ref, tf_stages(ckpt, images))
+    assert report.passed, report.render()
+    assert list(report.stages) == list(STAGES)
+    tol = tolerance(R50X1)
+    for s in report.stages.values():
+        assert s.tf_rel_l2_f64 <= tol and s.finite
+        assert s.rel_l2 > 0  # two independent implementations: never bit-identical
+    assert report.stages["logits"].top1_tf == 1.0
+    # The float64 run really is float64 and the float32 one float32.
+    assert all(v.dtype == np.float64 for v in ref.f64.values())
+    assert all(v.dtype == np.float32 for v in ref.f32.values())
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        dict(rows="gn"),
+        dict(rows="deep"),
+        dict(strided_padding="same"),
+        dict(pool_pad="neg_inf"),
+    ],
+    ids=["swap-gn-gamma-beta", "swap-block4-kernels", "same-padding", "neg-inf-pool"],
+)
+def test_r50x1_mutations_fail_by_a_wide_margin(r50, mutation):
+    ckpt, images, ref = r50
+    knobs = dict(mutation)
+    if knobs.get("rows") == "gn":
+        knobs["rows"] = swapped(R50X1, "resnet/block2/unit03/b/group_norm/gamma", "resnet/block2/unit03/b/group_norm/beta")
+    elif knobs.get("rows") == "deep":
+        knobs["rows"] = swapped(
+            R50X1, "resnet/block4/unit02/b/standardized_conv2d/kernel", "resnet/block4/unit03/b/standardized_conv2d/kernel"
+        )
+    report = compare(ref, tf_stages(ckpt, images, **knobs))
+    assert not report.passed
+    assert "logits" in report.failed_stages and "pre_logits" in report.failed_stages
+    worst = max(s.tf_rel_l2_f64 for s in report.stages.values())
+    assert worst > MARGIN * report.tolerance, report.render()
+    assert report.stages["logits"].tf_rel_l2_f64 > MARGIN * report.tolerance, report.render()
+
+
+def test_neg_inf_pool_is_caught_by_the_structured_images(r50):
+    """On random images alone the -inf pool changes little; flat/gradient images expose it."""
+    ckpt, images, ref = r50
+    report = compare(ref, tf_stages(ckpt, images, pool_pad="neg_inf"))
+    assert report.stages["stem"].worst_input in STRUCTURED
+
+
+def test_r50x1_odd_image_size_single_image(r50):
+    ckpt, _, _ = r50
+    report = run_parity(ckpt, (33, 47), batch=1, seed=3)
+    assert report.passed, report.render()
+    assert report.image_shape == (1 + len(STRUCTURED), 33, 47, 3)
+    assert report.stages["block4"].shape[1:3] == (2, 2)
+    assert report.info["tf_tracing_count"] == 1
+
+
+def test_compare_subsets_for_exported_signatures(r50):
+    ckpt, images, ref = r50
+    out = tf_stages(ckpt, images)
+    classifier = compare(ref, {"logits": out["logits"]}, R50X1)
+    features = compare(ref, {"pre_logits": out["pre_logits"]}, R50X1)
+    assert classifier.passed and features.passed
+    assert list(classifier.as_dict()) == ["logits", "summary"]
+    assert list(features.as_dict()) == ["pre_logits", "summary"]
+    doc = json.loads(json.dumps(classifier.as_dict()))
+    assert doc["summary"]["passed"] is True and doc["logits"]["top1_tf"] == 1.0
+    bad = compare(ref, {"pre_logits": out["pre_logits"] * 1.01}, R50X1)
+    assert not bad.passed and bad.failed_stages == ["pre_logits"]
+    nan = out["logits"].copy()
+    nan[0, 0] = np.nan
+    report = compare(ref, {"logits": nan}, R50X1)
+    assert not report.passed and not report.stages["logits"].finite
+    with pytest.raises(ValueError, match="unknown stages"):
+        compare(ref, {"features": out["pre_logits"]})
+    with pytest.raises(ValueError, match="shape"):
+        compare(ref, {"logits": out["logits"][:1]})
+    assert not compare(ref, {}).passed  # nothing compared is not a pass
+
+
+def test_report_renders_every_stage(r50):
+    ckpt, images, ref = r50
+    report = compare(ref, tf_stages(ckpt, images))
+    text = report.render()
+    for stage in STAGES:
+        assert f"\n{stage} " in text
+    assert text.splitlines()[-1] == "parity: PASS"
+
+
+# -- R152x2, full depth and width, reduced resolution ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def r152():
+    ckpt = Checkpoint(None, R152X2, synthetic_arrays(R152X2, seed=2))
+    images, names = make_inputs(64, 1, seed=0)
+    return ckpt, images, reference_outputs(ckpt, images, names)
+
+
+def test_r152x2_parity(r152):
+    ckpt, images, ref = r152
+    report = compare(ref, tf_stages(ckpt, images))
+    assert report.passed, report.render()
+    assert report.tolerance == tolerance(R152X2)
+    assert report.stages["pre_logits"].shape == (len(images), 4096)
+
+
+@pytest.mark.parametrize("mutation", ["swap-block3-kernels", "neg-inf-pool"])
+def test_r152x2_mutations_fail(r152, mutation):
+    ckpt, images, ref = r152
+    if mutation == "neg-inf-pool":
+        knobs = dict(pool_pad="neg_inf")
+    else:
+        a = "resnet/block3/unit35/a/standardized_conv2d/kernel"
+        knobs = dict(rows=swapped(R152X2, a, a.replace("unit35", "unit36")))
+    report = compare(ref, tf_stages(ckpt, images, **knobs))
+    assert not report.passed
+    assert report.stages["logits"].tf_rel_l2_f64 > MARGIN * report.tolerance, report.render()
