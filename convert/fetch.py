@@ -393,9 +393,9 @@ class _Progress:
                 self._bar = tqdm(
                     total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=self.label, file=self.stream
                 )
-            else:
-                self._bar.reset(total=total)
-                self._bar.update(initial)
+            else:  # a new attempt: jump to its offset (reset() would flash 0% on a resume)
+                self._bar.total, self._bar.n, self._bar.last_print_n = total, initial, initial
+                self._bar.refresh()
             return
         self._last_pct = self._pct()
         self._last_time = time.monotonic()
@@ -846,7 +846,12 @@ def _trailing_bytes(watch: socket.socket | None) -> bool:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """One readable line for a network exception (urllib3 wraps the message in a tuple of args)."""
+    first = exc.args[0] if exc.args else None
+    while isinstance(first, BaseException) and first.args:
+        first = first.args[0]
+    text = first if isinstance(first, str) and first else (str(exc) or type(exc).__name__)
+    text = text.splitlines()[0]
     return text if len(text) < 200 else text[:197] + "..."
 
 

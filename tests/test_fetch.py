@@ -700,6 +700,18 @@ def test_tty_bar_starts_at_the_resume_offset():
     assert " 60%" in text
 
 
+def test_tty_bar_of_a_second_attempt_jumps_to_its_offset():
+    stream = FakeTTY()
+    progress = _Progress("m", quiet=False, stream=stream)
+    progress.start(total=1000, initial=0)
+    progress.update(300)
+    progress.start(total=1000, initial=300)  # resumed after a failure
+    frames = [f for f in stream.getvalue().split("\r") if "%" in f]
+    progress.close()
+    assert " 30%" in frames[-1]
+    assert not any("  0%" in f for f in frames[1:])  # never back to 0% on a resume
+
+
 def test_plain_progress_is_a_few_lines_without_carriage_returns():
     stream = io.StringIO()
     progress = _Progress("m", quiet=False, stream=stream)
