@@ -29,6 +29,7 @@ from convert.synthetic import synthetic_arrays  # noqa: E402
 ARCHS = {
     "r50x1": Architecture.from_depth(50, 1, 1000),
     "r101x1": Architecture.from_depth(101, 1, 1000),
+    "r50x3": Architecture.from_depth(50, 3, 1000),
     "r152x2": Architecture.from_depth(152, 2, 1000),
     "tiny": Architecture((1, 1, 1, 1), 1, 10),
 }

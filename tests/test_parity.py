@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import R50X1, R152X2, TINY
 
+from convert.architecture import Architecture
 from convert.checkpoint import Checkpoint, load_checkpoint
 from convert.mapping import mapping_rows
 from convert.parity import (
@@ -67,9 +68,13 @@ def test_inputs_are_deterministic_and_in_range():
     assert checker7[0, 6, 0] != checker7[0, 7, 0] and checker7[0, 0, 0] == checker7[0, 6, 0]
 
 
-def test_tolerance_grows_with_the_architecture():
-    assert tolerance(TINY) == tolerance(R50X1)
-    assert tolerance(R50X1) < tolerance(R152X2)
+def test_tolerance_grows_with_depth_and_width():
+    r101x1, r50x3 = Architecture.from_depth(101, 1, 1000), Architecture.from_depth(50, 3, 1000)
+    assert tolerance(TINY) < tolerance(R50X1) < tolerance(r101x1) < tolerance(R152X2)
+    assert tolerance(R50X1) < tolerance(r50x3)
+    # Calibrated values (CALIBRATION in convert/parity.py): 5x the measured worst error.
+    assert tolerance(R50X1) == pytest.approx(4.0e-4) and tolerance(R152X2) == pytest.approx(4.3e-3)
+    assert tolerance(Architecture.from_depth(50, 1, 21843)) == tolerance(R50X1)  # the head size does not matter
 
 
 # -- R50x1, full depth and width, reduced resolution --------------------------------
