@@ -252,7 +252,12 @@ def mapping_cmd(model_ids, as_json):
 @click.option(
     "--skip-parity", is_flag=True, help="Do not compare with the JAX forward pass (faster; the manifest and model cards say so)."
 )
-@click.option("--parity-resolution", type=click.IntRange(min=32), hidden=True, help="Parity input size (default: native).")
+@click.option(
+    "--parity-resolution",
+    metavar="PX",
+    type=click.IntRange(min=32),
+    help="Input size of the parity check [default: the model's resolution, at most 224].",
+)
 @click.option("--parity-batch", type=click.IntRange(min=1), default=1, hidden=True, help="Random parity images.")
 @source_options
 def export_cmd(

@@ -12,11 +12,13 @@ For one registry entry, :func:`export_model` writes::
 Order of work, so that failures cost little and leave nothing behind:
 
 1. read the checkpoint strictly (any reader error stops here: nothing written);
-2. unless ``skip_parity``: the JAX reference, once, then the live TF graph
-   compared with it ("before export");
-3. write both SavedModels, cards and manifest into ``<out>/.<id>.tmp-<pid>``;
-4. reload each SavedModel from disk, check the Reusable SavedModel API and
-   its signature, and compare it with the same JAX reference ("after export");
+2. unless ``skip_parity``: start the JAX reference (once, for every comparison;
+   in a worker thread alongside steps 3-4 for small models, first for large ones);
+3. build the TF graph and run it on the parity images ("before export"); write
+   both SavedModels into ``<out>/.<id>.tmp-<pid>``;
+4. reload each SavedModel from disk, check the Reusable SavedModel API and its
+   signature, run it on the parity images ("after export"); compare both runs
+   with the JAX reference; write cards and manifest;
 5. only then rename the temporary directory to ``<out>/<id>``, swapping out
    an older export atomically. Any failure (parity, full disk, Ctrl-C)
    removes the temporary directory; a killed process leaves only that
@@ -33,6 +35,7 @@ Running the same export twice in fresh processes gives byte-identical
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -65,6 +68,13 @@ from .model_card import (
 from .registry import ModelEntry
 
 MANIFEST_FORMAT = "bitconvert-export/1"
+#: Default parity input size cap: 224, the size BiT was pre-trained at. Above it the
+#: float64 JAX reference alone takes minutes (R152x2 at 384: ~150 s); the graph is
+#: the same at every size, and `bitconvert verify --resolution` checks any size.
+PARITY_MAX_RESOLUTION = 224
+#: Overlap the JAX reference with the TF work only up to this checkpoint size
+#: (R50x1: 0.1 GB, overlapped; R152x2: 0.95 GB, sequential to bound memory).
+OVERLAP_MAX_WEIGHT_BYTES = 512 * 2**20
 MANIFEST_NAME = "manifest.json"
 #: The stage of the JAX reference each variant's output is compared with.
 VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"}
@@ -72,8 +82,8 @@ VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"
 INPUT_NAME = "images"
 #: Checkpoint keys that only the classifier uses (the feature extractor leaves the head out).
 HEAD_PREFIX = f"{PREFIX}head/"
-#: Size of the images the reloaded signature is spot-checked on (cheap at any depth).
-_SIGNATURE_CHECK_SIZE = 64
+#: Size of the image a reloaded SavedModel is run on when parity is skipped (cheap at any depth).
+_PROBE_SIZE = 64
 
 Log = Callable[[str], None]
 
@@ -89,9 +99,12 @@ class ExportOptions:
     #: Random images in the parity check (the five structured ones of
     #: :func:`convert.parity.make_inputs` always come on top).
     parity_batch: int = 1
-    #: Parity input size; None: the entry's native resolution.
+    #: Parity input size; None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
     parity_resolution: int | None = None
     parity_seed: int = 0
+    #: Run the JAX reference alongside the TF work; None: only for checkpoints
+    #: up to OVERLAP_MAX_WEIGHT_BYTES.
+    overlap: bool | None = None
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -366,18 +379,22 @@ def export_model(
     # Two variants; the archives of random-looking floats barely compress.
     check_free_space(out, int(weight_bytes * (4 if options.archive else 2) * 1.05))
 
-    # 2. The JAX reference once, then the live TF graph against it.
-    ctx = None
-    before = None
+    # 2. The JAX reference, computed once for all comparisons. For small models it
+    # runs in a worker thread while this thread builds, saves and reloads the TF
+    # side: XLA compilation (most of the reference's time) and both frameworks'
+    # kernels release the GIL, so on 2 cores the two overlap. Large models run it
+    # first instead, because overlapping keeps the checkpoint arrays, the JAX
+    # params, the TF variables and a reloaded SavedModel in memory all at once.
+    pending = None
     if not options.skip_parity:
-        from .parity import compare, make_inputs, reference_outputs
+        from .parity import make_inputs
 
-        resolution = options.parity_resolution or entry.resolution
+        resolution = options.parity_resolution or min(entry.resolution, PARITY_MAX_RESOLUTION)
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
-        t = time.perf_counter()
-        reference = reference_outputs(checkpoint, images, names)
-        ctx = _ParityContext(images, names, reference, resolution, options.parity_batch)
-        log(f"{entry.id}: JAX reference on {len(images)} images {resolution}x{resolution} in {time.perf_counter() - t:.1f}s")
+        overlap = weight_bytes <= OVERLAP_MAX_WEIGHT_BYTES if options.overlap is None else options.overlap
+        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, overlap)
+        if not overlap:
+            pending.result(entry.id, log)
 
     import tensorflow as tf
 
@@ -385,32 +402,27 @@ def export_model(
 
     t = time.perf_counter()
     net = build_tf_model(checkpoint)
-    # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB).
     checkpoint_params = checkpoint.parameters
-    checkpoint.arrays.clear()
-    del checkpoint
-    gc.collect()
+    if pending is None or pending.done:
+        # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB).
+        checkpoint.arrays.clear()
+        gc.collect()
     log(f"{entry.id}: TF graph built in {time.perf_counter() - t:.1f}s")
 
-    if ctx is not None:
+    live = None
+    before = None
+    if pending is not None:
         t = time.perf_counter()
         stages_fn = tf.function(net.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        live = {k: v.numpy() for k, v in stages_fn(tf.constant(ctx.images)).items()}
+        live = {k: v.numpy() for k, v in stages_fn(tf.constant(pending.images)).items()}
         del stages_fn
-        before = compare(ctx.reference, live, arch)
-        del live
-        log(
-            f"{entry.id}: parity before export: {_summary_line(before, ('pre_logits', 'logits'))} ({time.perf_counter() - t:.1f}s)"
-        )
-        if not before.passed:
-            raise ParityError(
-                f"{entry.id}: the TF graph does not reproduce JAX before export (failed at {', '.join(before.failed_stages)}); "
-                "nothing written",
-                before,
-            )
+        log(f"{entry.id}: TF graph run on the parity images in {time.perf_counter() - t:.1f}s")
+        if pending.done:  # fail before writing anything when the reference is already there
+            before = _check_before(pending, live, arch, entry.id, log)
 
     # 3.-5. Write into a temporary directory, verify from disk, publish.
     clear_stale_temp_dirs(out, entry.id, log)
+    created_out = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         tmp = temp_dir_for(out, entry.id)
@@ -425,7 +437,16 @@ def export_model(
         variants = _write_savedmodels(net, tmp, options.input_range, entry.id, log)
         del net
         gc.collect()
-        after = _verify_savedmodels(tmp, variants, ctx, options.input_range, arch, entry.id, log)
+        outputs = _reload_savedmodels(tmp, variants, pending, options.input_range, arch, entry.id, log)
+        after = {}
+        if pending is not None:
+            pending.result(entry.id, log)
+            checkpoint.arrays.clear()
+            if before is None:
+                before = _check_before(pending, live, arch, entry.id, log)
+            after = _check_after(pending, outputs, arch, entry.id, log)
+        del live, outputs
+        ctx = pending.context() if pending is not None else None
         manifest = _manifest(
             entry, arch, options, checkpoint_path, checkpoint_params, source_url, sha256, variants, ctx, before, after
         )
@@ -462,8 +483,97 @@ def export_model(
     finally:
         if not published:
             shutil.rmtree(tmp, ignore_errors=True)
+            if pending is not None:
+                pending.abandon()
+            if created_out:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if still empty: nothing of ours remains
     log(f"{entry.id}: exported to {final} in {time.perf_counter() - t_start:.1f}s")
     return ExportResult(entry.id, final, manifest)
+
+
+class _PendingReference:
+    """The JAX reference of one export: computed now, or in a worker thread."""
+
+    def __init__(self, checkpoint, images, names, resolution: int, batch: int, background: bool):
+        from .parity import reference_outputs
+
+        self.images, self.names, self.resolution, self.batch = images, names, resolution, batch
+        self._reference = None
+        self._t0 = time.perf_counter()
+        self._pool = None
+        self._future = None
+        if background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from . import flax_model  # noqa: F401  (import JAX/Flax here, not in the worker thread)
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jax-reference")
+            self._future = self._pool.submit(reference_outputs, checkpoint, images, names)
+        else:
+            self._compute = lambda: reference_outputs(checkpoint, images, names)
+
+    @property
+    def done(self) -> bool:
+        return self._reference is not None
+
+    def result(self, model_id: str, log: Log):
+        if self._reference is None:
+            if self._future is not None:
+                self._reference = self._future.result()  # re-raises the worker's exception
+                self._pool.shutdown()
+            else:
+                self._reference = self._compute()
+                del self._compute
+            timings = self._reference.timings
+            log(
+                f"{model_id}: JAX reference on {len(self.images)} images {self.resolution}x{self.resolution}: "
+                f"float32 {timings.get('jax_f32_s', 0):.1f}s, float64 {timings.get('jax_f64_s', 0):.1f}s"
+                + (" (alongside the TF work)" if self._future is not None else "")
+            )
+        return self._reference
+
+    def abandon(self) -> None:
+        """On failure: wait for a running reference (a thread cannot be killed) and let it go."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def context(self) -> _ParityContext:
+        return _ParityContext(self.images, self.names, self._reference, self.resolution, self.batch)
+
+
+def _check_before(pending: _PendingReference, live: dict, arch, model_id: str, log: Log):
+    from .parity import compare
+
+    before = compare(pending.result(model_id, log), live, arch)
+    log(f"{model_id}: parity before export (live TF graph): {_summary_line(before, ('pre_logits', 'logits'))}")
+    if not before.passed:
+        raise ParityError(
+            f"{model_id}: the TF graph does not reproduce JAX before export (failed at {', '.join(before.failed_stages)}, "
+            f"relative error {max(s.tf_rel_l2_f64 for s in before.stages.values()):.2e} > {before.tolerance:.1e}); "
+            "nothing exported",
+            before,
+        )
+    return before
+
+
+def _check_after(pending: _PendingReference, outputs: dict, arch, model_id: str, log: Log) -> dict:
+    from .parity import compare
+
+    reports = {}
+    for variant in VARIANTS:
+        stage = VARIANT_STAGES[variant]
+        report = compare(pending.result(model_id, log), {stage: outputs[variant]}, arch)
+        reports[variant] = report
+        log(f"{model_id}: parity after export, {variant} reloaded from disk: {_summary_line(report, (stage,))}")
+        if not report.passed:
+            raise ParityError(
+                f"{model_id}: the reloaded {variant} SavedModel does not reproduce JAX "
+                f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); "
+                "export removed",
+                report,
+            )
+    return reports
 
 
 def _write_savedmodels(net, tmp: Path, input_range: str, model_id: str, log: Log) -> dict[str, dict]:
@@ -487,6 +597,11 @@ def _write_savedmodels(net, tmp: Path, input_range: str, model_id: str, log: Log
         del root
         log(f"{model_id}: wrote the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
     return facts
+
+
+def _probe_images() -> np.ndarray:
+    """One non-square image in the model's [-1, 1], to prove a reloaded model runs when parity is skipped."""
+    return np.random.default_rng(0).uniform(-1.0, 1.0, (1, _PROBE_SIZE, _PROBE_SIZE + 8, 3)).astype(np.float32)
 
 
 def _check_reloaded_api(loaded, variant: str, facts: dict, model_id: str, classes_or_features: int) -> None:
@@ -515,25 +630,22 @@ def _check_reloaded_api(loaded, variant: str, facts: dict, model_id: str, classe
         if list(signature.structured_outputs) != [key]:
             problems.append(f"signature outputs {sorted(signature.structured_outputs)}, expected [{key!r}]")
         else:
-            # Spot check: the signature and __call__ are the same graph, at a size unlike the parity one.
-            probe = tf.random.stateless_uniform([1, _SIGNATURE_CHECK_SIZE, _SIGNATURE_CHECK_SIZE + 8, 3], seed=[5, 7])
-            via_signature = signature(**{INPUT_NAME: probe})[key].numpy()
-            via_call = loaded(probe).numpy()
-            if via_signature.shape != (1, classes_or_features):
-                problems.append(f"signature output shape {via_signature.shape}, expected (1, {classes_or_features})")
-            elif not np.allclose(via_signature, via_call, rtol=1e-6, atol=1e-6):
-                problems.append("serving_default and __call__ disagree")
+            # Checked from the signature's specs, not by running it: a second function run
+            # costs a graph optimisation (about 8 s on R152x2); the tests run it.
+            in_spec, out_spec = inputs[INPUT_NAME], signature.structured_outputs[key]
+            if in_spec.shape.as_list() != [None, None, None, 3] or in_spec.dtype != tf.float32:
+                problems.append(f"signature input {in_spec}, expected float32 [None, None, None, 3]")
+            if out_spec.shape.as_list() != [None, classes_or_features] or out_spec.dtype != tf.float32:
+                problems.append(f"signature output {out_spec}, expected float32 [None, {classes_or_features}]")
     if problems:
         raise ExportError(f"{model_id}: the reloaded {variant} SavedModel is not as written: {'; '.join(problems)}")
 
 
-def _verify_savedmodels(tmp: Path, facts: dict, ctx: _ParityContext | None, input_range: str, arch, model_id: str, log: Log):
-    """Reload each variant from disk; check its API; compare with the JAX reference (unless skipped)."""
+def _reload_savedmodels(tmp: Path, facts: dict, pending, input_range: str, arch, model_id: str, log: Log) -> dict:
+    """Reload each variant from disk, check its API and signature; its outputs on the parity images."""
     import tensorflow as tf
 
-    from .parity import compare
-
-    reports = {}
+    outputs = {}
     for variant in VARIANTS:
         t = time.perf_counter()
         path = tmp / variant
@@ -544,23 +656,18 @@ def _verify_savedmodels(tmp: Path, facts: dict, ctx: _ParityContext | None, inpu
         width = arch.classes if variant == "classification" else arch.features
         _check_reloaded_api(loaded, variant, facts[variant], model_id, width)
         facts[variant]["fingerprint"] = _fingerprint(path)
-        if ctx is not None:
-            stage = VARIANT_STAGES[variant]
-            output = loaded(tf.constant(_to_model_range(ctx.images, input_range))).numpy()
-            report = compare(ctx.reference, {stage: output}, arch)
-            reports[variant] = report
-            log(f"{model_id}: parity after export, {variant} from disk: {_summary_line(report, (stage,))}")
-            if not report.passed:
-                raise ParityError(
-                    f"{model_id}: the reloaded {variant} SavedModel does not reproduce JAX "
-                    f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); "
-                    "export removed",
-                    report,
-                )
+        images = pending.images if pending is not None else _probe_images()
+        result = loaded(tf.constant(_to_model_range(images, input_range))).numpy()
+        if result.shape != (len(images), width):
+            raise ExportError(
+                f"{model_id}: the reloaded {variant} SavedModel returns {result.shape}, expected ({len(images)}, {width})"
+            )
+        if pending is not None:
+            outputs[variant] = result
         del loaded
         gc.collect()
-        log(f"{model_id}: verified the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
-    return reports
+        log(f"{model_id}: reloaded and checked the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
+    return outputs
 
 
 def _fingerprint(path: Path) -> dict:
