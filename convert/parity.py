@@ -30,8 +30,10 @@ judged: random weights produce near-ties that float32 noise may flip.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -366,6 +368,62 @@ def tf_stage_function(model):
     return tf.function(model.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
 
 
+def _reference_from_file(path: str, arch: Architecture, images: np.ndarray, names: list[str]) -> Reference:
+    """Load (and validate) the checkpoint at ``path``, then :func:`reference_outputs`."""
+    from .checkpoint import load_checkpoint
+
+    return reference_outputs(load_checkpoint(path, arch), images, names)
+
+
+def _start_reference_worker(path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path):
+    """Start ``python -m convert.parity WORKDIR``: the JAX reference in a fresh process.
+
+    A plain subprocess rather than multiprocessing: no re-import of the
+    caller's ``__main__`` (spawn) and no fork of a process that holds TF or
+    JAX thread pools. Inputs and outputs travel as .npy/.npz files in ``workdir``.
+    """
+    import json
+    import subprocess
+    import sys
+
+    np.save(workdir / "images.npy", images)
+    spec = {"path": str(path), "units": list(arch.units), "width": arch.width, "classes": arch.classes, "names": names}
+    (workdir / "spec.json").write_text(json.dumps(spec))
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    with open(workdir / "stderr.txt", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "convert.parity", str(workdir)], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
+        )
+
+
+def _finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path) -> Reference:
+    import json
+
+    rc = proc.wait()
+    if rc != 0:
+        tail = (workdir / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"the JAX reference worker failed (exit {rc}): {' / '.join(tail)}")
+    with np.load(workdir / "f32.npz") as f32, np.load(workdir / "f64.npz") as f64:
+        out32 = {k: f32[k] for k in STAGES}
+        out64 = {k: f64[k] for k in STAGES}
+    timings = json.loads((workdir / "timings.json").read_text())
+    return Reference(arch, images, out32, out64, list(names), timings)
+
+
+def _worker_main(workdir: str) -> int:
+    import json
+
+    work = Path(workdir)
+    spec = json.loads((work / "spec.json").read_text())
+    arch = Architecture(tuple(spec["units"]), spec["width"], spec["classes"])
+    ref = _reference_from_file(spec["path"], arch, np.load(work / "images.npy"), spec["names"])
+    np.savez(work / "f32.npz", **ref.f32)
+    np.savez(work / "f64.npz", **ref.f64)
+    (work / "timings.json").write_text(json.dumps(ref.timings))
+    return 0
+
+
 def run_parity(
     checkpoint,
     resolution,
@@ -375,7 +433,7 @@ def run_parity(
     tf_model=None,
     model_id: str | None = None,
     log=None,
-    overlap: bool = True,
+    reference_process: bool = True,
 ) -> ParityReport:
     """Build the TF graph (unless ``tf_model`` is given), run both sides, compare every stage.
 
@@ -384,15 +442,16 @@ def run_parity(
     progress lines. Timings (seconds) and the TF tracing count land in
     ``report.info``.
 
-    With ``overlap`` the JAX reference runs in a worker thread while this
-    thread imports TensorFlow, builds, traces and runs the graph (XLA
-    compilation and both frameworks' kernels release the GIL); without, one
-    after the other. The results are the same; scripts/bench_verify.py
-    measures both.
+    With ``reference_process`` (and a checkpoint read from a file) the JAX
+    reference runs in a worker process that reads the same file, while this
+    process imports TensorFlow, builds, traces and runs the graph: on 2 cores
+    the two halves overlap (numbers in scripts/bench_verify.py). A worker
+    *thread* was tried first and was slower than running one after the other:
+    both halves spend their first seconds in Python (TF tracing, Flax tracing)
+    and fought for the GIL. Otherwise, or for an in-memory checkpoint, the
+    two run in turn in this process.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from . import flax_model  # noqa: F401  (import JAX/Flax here, not in the worker thread)
+    import tempfile
 
     log = log or (lambda msg: None)
     info: dict = {"model": model_id} if model_id else {}
@@ -413,20 +472,32 @@ def run_parity(
         log(f"TF graph: {info['tf_run_s']:.1f} s (trace and run)")
         return out
 
-    if overlap:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jax-reference") as pool:
-            future = pool.submit(reference_outputs, checkpoint, images, names)
+    path = getattr(checkpoint, "path", None)
+    in_worker = bool(reference_process and path is not None and Path(path).is_file())
+    if in_worker:
+        with tempfile.TemporaryDirectory(prefix="bitconvert-parity-") as tmp:
+            work = Path(tmp)
+            proc = _start_reference_worker(path, checkpoint.architecture, images, names, work)
             try:
                 tf_out = run_tf()
+                ref = _finish_reference_worker(proc, checkpoint.architecture, images, names, work)
             finally:
-                ref = future.result()  # re-raises the worker's exception, if any
+                if proc.poll() is None:  # TF failed or we were interrupted: do not leave it running
+                    proc.kill()
+                    proc.wait()
     else:
         tf_out = run_tf()
         ref = reference_outputs(checkpoint, images, names)
     info.update(ref.timings)
+    info["reference_process"] = in_worker
     info["parity_wall_s"] = time.perf_counter() - t0
-    info["overlap"] = overlap
     log(f"JAX reference: float32 {ref.timings['jax_f32_s']:.1f} s, float64 {ref.timings['jax_f64_s']:.1f} s (compile and run)")
     report = compare(ref, tf_out)
     report.info.update(info)
     return report
+
+
+if __name__ == "__main__":  # the reference worker: python -m convert.parity WORKDIR
+    import sys
+
+    sys.exit(_worker_main(sys.argv[1]))

@@ -116,7 +116,7 @@ def test_call_and_features_trace_with_unknown_dims(tiny_fn):
     np.testing.assert_array_equal(features(x).numpy(), ref["pre_logits"].numpy())
 
 
-@pytest.mark.parametrize("size", [(33, 47), (64, 64), (37, 32)])
+@pytest.mark.parametrize("size", [(33, 47), (64, 64)])
 def test_tf_matches_flax_on_a_small_layout(tiny_ckpt, tiny_fn, size):
     _, fn = tiny_fn
     x, _ = make_inputs(size, 1)
@@ -134,10 +134,10 @@ def test_jax_compiles_once_per_input_shape(tiny_ckpt):
     arrays = synthetic_arrays(arch, 0)
     apply = make_apply(arch)
     params = flax_params(arrays, arch)
-    for _ in range(3):
-        apply(params, make_inputs(40, 1)[0])
+    for seed in range(3):
+        apply(params, make_inputs(40, 1, seed)[0])
     assert apply._cache_size() == 1
-    apply(params, make_inputs(41, 1)[0])
+    apply(params, make_inputs((40, 41), 1)[0])
     assert apply._cache_size() == 2
 
 
