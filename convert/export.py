@@ -325,7 +325,7 @@ def _report_dict(report) -> dict:
 
 def _figures(report, stage: str, ctx: _ParityContext) -> ParityFigures:
     s = report.stages[stage]
-    return ParityFigures(stage, s.max_abs, s.tf_rel_l2_f64, report.tolerance, ctx.resolution, ctx.batch)
+    return ParityFigures(stage, s.max_abs, s.tf_rel_l2_f64, report.tolerance, ctx.resolution, len(ctx.images), ctx.batch)
 
 
 def _summary_line(report, stages) -> str:
@@ -462,7 +462,6 @@ def export_model(
                     sha256=sha256,
                     parity=figures,
                     features=arch.features,
-                    export_dir=str(final / variant),
                 )
                 _write_text(tmp / card_file_name(variant), card)
             if options.archive:

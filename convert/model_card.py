@@ -47,7 +47,8 @@ class ParityFigures:
     relative_l2_error: float
     threshold: float  # the relative L2 bound the check applied
     resolution: int
-    batch: int
+    images: int  # images compared in all
+    random_images: int  # of which random; the rest are structured (flat, gradients, checkerboards)
 
 
 def hub_model_name(entry: ModelEntry, variant: str) -> str:
@@ -184,7 +185,7 @@ def render_card(
         "```python",
         "import tensorflow as tf",
         "",
-        f'model = tf.saved_model.load("{path}")',
+        f'model = tf.saved_model.load("{path}")  # the exported directory, or the extracted {archive_name(entry, variant)}',
         f"images = tf.random.uniform([2, {res}, {res}, 3], {lo:g}, {hi:g})  # your images, in [{lo:g}, {hi:g}]",
         f"{'logits' if classifier else 'features'} = model(images)  # [2, {entry.classes if classifier else features}]",
         "```",
@@ -222,7 +223,8 @@ def render_card(
     else:
         lines.append(
             f"After writing, this SavedModel was reloaded from disk and its `{parity.output}` compared with the "
-            f"JAX (Flax) forward pass of the same checkpoint on {parity.batch} random images at "
+            f"JAX (Flax) forward pass of the same checkpoint on {parity.images} images ({parity.random_images} random, "
+            f"{parity.images - parity.random_images} structured: flat, gradients, checkerboards) at "
             f"{parity.resolution}x{parity.resolution}: maximum absolute error {parity.max_abs_error:.3g}, "
             f"relative L2 error {parity.relative_l2_error:.3g} (bound {parity.threshold:.3g})."
         )

@@ -41,7 +41,7 @@ def _card(model_id: str, variant: str, input_range: str = "unit", parity: Parity
     )
 
 
-FIGURES = ParityFigures("logits", 2.5e-3, 3.1e-5, 1e-4, 160, 1)
+FIGURES = ParityFigures("logits", 2.5e-3, 3.1e-5, 1e-4, 160, 6, 1)
 
 
 @pytest.mark.parametrize("model_id", [e.id for e in load_registry().collection()])
@@ -117,7 +117,7 @@ def test_classifier_card_names_classes_and_logits():
 def test_parity_claimed_only_when_measured():
     checked = _card("r50x1-160", "classification", parity=FIGURES)
     assert "maximum absolute error 0.0025, relative L2 error 3.1e-05 (bound 0.0001)" in checked
-    assert "160x160" in checked
+    assert "on 6 images (1 random, 5 structured: flat, gradients, checkerboards) at 160x160" in checked
     unchecked = _card("r50x1-160", "classification", parity=None)
     assert "--skip-parity" in unchecked and "**not** compared" in unchecked
     assert "relative L2 error" not in unchecked
