@@ -16,7 +16,7 @@ Parameter tree (the authors' names)::
     params/norm-pre-head/scale|bias
     params/conv_head/kernel (2048w, classes), params/conv_head/bias
 
-The model returns every named stage (``STAGES``), so one forward pass gives
+The model returns every named stage (``convert.parity.STAGES``), so one forward pass gives
 the per-stage comparison. Convolutions and the head use
 ``precision=HIGHEST``: on CPU that is what float32 does anyway, but on GPU/TPU
 JAX's default lets float32 convs/matmuls run in TF32/bfloat16 passes, which
@@ -51,7 +51,6 @@ from .numerics import (
     WS_AXES,
     WS_EPS,
 )
-from .tf_model import STAGES  # noqa: F401  (re-exported: one list of stage names)
 
 PRECISION = lax.Precision.HIGHEST
 
@@ -140,7 +139,7 @@ class ResNetStage(nn.Module):
 
 
 class BiTResNetV2Flax(nn.Module):
-    """The whole network; ``__call__`` returns {stage name: output} in ``STAGES`` order."""
+    """The whole network; ``__call__`` returns {stage name: output} in stage order (stem .. logits)."""
 
     arch: Architecture
 

@@ -63,7 +63,8 @@ class MappingRow:
 
     ``shape`` is the checkpoint's (and the TF variable's) shape; the Flax
     parameter has ``flax_shape`` = ``TRANSFORMS[transform].shape(shape)``.
-    ``tf_variable`` is the variable's name without TF's ``:0`` suffix.
+    ``tf_variable`` is the name the TF variable is created with (``.name``
+    without TF's ``:0`` suffix, and its key in ``BiTResNetV2.variables_by_key``).
     ``flax_path`` is '/'-joined under the ``params`` collection.
     """
 
@@ -203,7 +204,9 @@ def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow
     used exactly once and every variable is set exactly once, with equal shapes.
     """
     rows = tuple(mapping_rows(model.arch) if rows is None else rows)
-    variables = {v.name.removesuffix(":0"): v for v in model.variables_by_key.values()}
+    # Keyed by the name each variable was created with (its key in variables_by_key;
+    # ``.name`` minus ":0" unless the model was built inside a name scope).
+    variables = dict(model.variables_by_key)
     diffs = check_sides(
         rows,
         _shapes(arrays),

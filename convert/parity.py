@@ -424,6 +424,14 @@ def _worker_main(workdir: str) -> int:
     return 0
 
 
+def _cores_idle() -> float:
+    """CPUs left idle by the 1-minute load average (0 where the platform cannot tell)."""
+    try:
+        return (os.cpu_count() or 1) - os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def run_parity(
     checkpoint,
     resolution,
@@ -433,7 +441,7 @@ def run_parity(
     tf_model=None,
     model_id: str | None = None,
     log=None,
-    reference_process: bool = True,
+    reference_process: bool | None = None,
 ) -> ParityReport:
     """Build the TF graph (unless ``tf_model`` is given), run both sides, compare every stage.
 
@@ -444,12 +452,17 @@ def run_parity(
 
     With ``reference_process`` (and a checkpoint read from a file) the JAX
     reference runs in a worker process that reads the same file, while this
-    process imports TensorFlow, builds, traces and runs the graph: on 2 cores
-    the two halves overlap (numbers in scripts/bench_verify.py). A worker
-    *thread* was tried first and was slower than running one after the other:
-    both halves spend their first seconds in Python (TF tracing, Flax tracing)
-    and fought for the GIL. Otherwise, or for an in-memory checkpoint, the
-    two run in turn in this process.
+    process imports TensorFlow, builds, traces and runs the graph, so the two
+    halves overlap. That pays only when a core is idle: it costs about 4 s of
+    extra CPU (a second interpreter, JAX import, reading the file again), and
+    on this 2-core machine with another job running it was slower than
+    running the halves in turn (R50x1 at 160: 31-36 s against 28.5 s; idle:
+    about 22 s against 26 s). ``None`` (the default) decides from the load:
+    a worker when the 1-minute load average leaves at least one core idle.
+    Otherwise, or for an in-memory checkpoint, the two run in turn in this
+    process. A worker *thread* was tried first and lost both ways: the two
+    halves spend their first seconds in Python (TF and Flax tracing) and
+    fought for the GIL.
     """
     import tempfile
 
@@ -473,6 +486,8 @@ def run_parity(
         return out
 
     path = getattr(checkpoint, "path", None)
+    if reference_process is None:
+        reference_process = _cores_idle() >= 1
     in_worker = bool(reference_process and path is not None and Path(path).is_file())
     if in_worker:
         with tempfile.TemporaryDirectory(prefix="bitconvert-parity-") as tmp:
