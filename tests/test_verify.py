@@ -208,3 +208,22 @@ def test_truncated_member_exits_1_naming_the_key(invoke, r50_arrays, tmp_path):
     assert res.exit_code == 1
     line = _error_line(res)
     assert f"bad size {KERNEL}" in line
+
+
+def test_duplicate_conv_spellings_exit_1_naming_the_key(invoke, r50_arrays, tmp_path):
+    """``standardized_conv2d`` and ``standardized_conv2d_<n>`` for the same array: ambiguous, refused."""
+    arrays = dict(r50_arrays)
+    arrays[KERNEL.replace("/standardized_conv2d/", "/standardized_conv2d_9/")] = arrays[KERNEL]
+    path = _write(tmp_path / "dup.npz", arrays)
+    res = invoke("verify", "--model", MODEL, "--checkpoint", path, "--quiet")
+    assert res.exit_code == 1
+    line = _error_line(res)
+    assert f"1 problem: duplicate {KERNEL} (members " in line
+
+
+def test_not_a_bit_checkpoint_exits_1(invoke, tmp_path):
+    path = _write(tmp_path / "other.npz", {"weights": np.zeros((3, 3), np.float32)})
+    res = invoke("verify", "--model", MODEL, "--checkpoint", path, "--quiet")
+    assert res.exit_code == 1
+    line = _error_line(res)
+    assert "not a valid R50x1 checkpoint: 154 problems: missing resnet/root_block/standardized_conv2d/kernel" in line
