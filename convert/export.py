@@ -13,7 +13,7 @@ Order of work, so that failures cost little and leave nothing behind:
 
 1. read the checkpoint strictly (any reader error stops here: nothing written);
 2. unless ``skip_parity``: start the JAX reference (once, for every comparison;
-   in a worker thread alongside steps 3-4 for small models, first for large ones);
+   by default in a worker process, alongside steps 3-4);
 3. build the TF graph and run it on the parity images ("before export"); write
    both SavedModels into ``<out>/.<id>.tmp-<pid>``;
 4. reload each SavedModel from disk, check the Reusable SavedModel API and its
@@ -72,9 +72,6 @@ MANIFEST_FORMAT = "bitconvert-export/1"
 #: float64 JAX reference alone takes minutes (R152x2 at 384: ~150 s); the graph is
 #: the same at every size, and `bitconvert verify --resolution` checks any size.
 PARITY_MAX_RESOLUTION = 224
-#: Overlap the JAX reference with the TF work only up to this checkpoint size
-#: (R50x1: 0.1 GB, overlapped; R152x2: 0.95 GB, sequential to bound memory).
-OVERLAP_MAX_WEIGHT_BYTES = 512 * 2**20
 MANIFEST_NAME = "manifest.json"
 #: The stage of the JAX reference each variant's output is compared with.
 VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"}
@@ -102,9 +99,9 @@ class ExportOptions:
     #: Parity input size; None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
     parity_resolution: int | None = None
     parity_seed: int = 0
-    #: Run the JAX reference alongside the TF work; None: only for checkpoints
-    #: up to OVERLAP_MAX_WEIGHT_BYTES.
-    overlap: bool | None = None
+    #: Run the JAX reference in a worker process alongside the TF work (faster on
+    #: 2 cores; costs the worker's memory on top: R152x2 about 7 GB there, 3 GB here).
+    overlap: bool = True
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -379,21 +376,16 @@ def export_model(
     # Two variants; the archives of random-looking floats barely compress.
     check_free_space(out, int(weight_bytes * (4 if options.archive else 2) * 1.05))
 
-    # 2. The JAX reference, computed once for all comparisons. For small models it
-    # runs in a worker thread while this thread builds, saves and reloads the TF
-    # side: XLA compilation (most of the reference's time) and both frameworks'
-    # kernels release the GIL, so on 2 cores the two overlap. Large models run it
-    # first instead, because overlapping keeps the checkpoint arrays, the JAX
-    # params, the TF variables and a reloaded SavedModel in memory all at once.
+    # 2. The JAX reference, computed once for all comparisons: by default in a
+    # worker process that reads the same file, alongside steps 3-4 here.
     pending = None
     if not options.skip_parity:
         from .parity import make_inputs
 
         resolution = options.parity_resolution or min(entry.resolution, PARITY_MAX_RESOLUTION)
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
-        overlap = weight_bytes <= OVERLAP_MAX_WEIGHT_BYTES if options.overlap is None else options.overlap
-        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, overlap)
-        if not overlap:
+        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, options.overlap)
+        if not options.overlap:
             pending.result(entry.id, log)
 
     import tensorflow as tf
@@ -403,10 +395,9 @@ def export_model(
     t = time.perf_counter()
     net = build_tf_model(checkpoint)
     checkpoint_params = checkpoint.parameters
-    if pending is None or pending.done:
-        # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB).
-        checkpoint.arrays.clear()
-        gc.collect()
+    # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB).
+    checkpoint.arrays.clear()
+    gc.collect()
     log(f"{entry.id}: TF graph built in {time.perf_counter() - t:.1f}s")
 
     live = None
@@ -441,7 +432,6 @@ def export_model(
         after = {}
         if pending is not None:
             pending.result(entry.id, log)
-            checkpoint.arrays.clear()
             if before is None:
                 before = _check_before(pending, live, arch, entry.id, log)
             after = _check_after(pending, outputs, arch, entry.id, log)
@@ -492,24 +482,31 @@ def export_model(
 
 
 class _PendingReference:
-    """The JAX reference of one export: computed now, or in a worker thread."""
+    """The JAX reference of one export: computed in this process now, or by a worker process.
+
+    The worker is ``convert.parity``'s reference worker (``python -m convert.parity``):
+    it reads and validates the same checkpoint file itself, so this process
+    need not keep the arrays for it, and its Flax tracing and XLA compilation
+    do not compete with TF for this process's GIL (a thread did; see
+    convert.parity.run_parity).
+    """
 
     def __init__(self, checkpoint, images, names, resolution: int, batch: int, background: bool):
-        from .parity import reference_outputs
-
         self.images, self.names, self.resolution, self.batch = images, names, resolution, batch
+        self._arch = checkpoint.architecture
         self._reference = None
-        self._t0 = time.perf_counter()
-        self._pool = None
-        self._future = None
+        self._proc = None
+        self._workdir = None
         if background:
-            from concurrent.futures import ThreadPoolExecutor
+            import tempfile
 
-            from . import flax_model  # noqa: F401  (import JAX/Flax here, not in the worker thread)
+            from .parity import _start_reference_worker
 
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jax-reference")
-            self._future = self._pool.submit(reference_outputs, checkpoint, images, names)
+            self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-export-reference-"))
+            self._proc = _start_reference_worker(checkpoint.path, self._arch, images, names, self._workdir)
         else:
+            from .parity import reference_outputs
+
             self._compute = lambda: reference_outputs(checkpoint, images, names)
 
     @property
@@ -518,9 +515,15 @@ class _PendingReference:
 
     def result(self, model_id: str, log: Log):
         if self._reference is None:
-            if self._future is not None:
-                self._reference = self._future.result()  # re-raises the worker's exception
-                self._pool.shutdown()
+            if self._proc is not None:
+                from .parity import _finish_reference_worker
+
+                try:
+                    self._reference = _finish_reference_worker(self._proc, self._arch, self.images, self.names, self._workdir)
+                except (RuntimeError, OSError, ValueError) as exc:
+                    raise ExportError(f"{model_id}: the JAX reference could not be computed: {exc}") from exc
+                finally:
+                    self.abandon()
             else:
                 self._reference = self._compute()
                 del self._compute
@@ -528,14 +531,17 @@ class _PendingReference:
             log(
                 f"{model_id}: JAX reference on {len(self.images)} images {self.resolution}x{self.resolution}: "
                 f"float32 {timings.get('jax_f32_s', 0):.1f}s, float64 {timings.get('jax_f64_s', 0):.1f}s"
-                + (" (alongside the TF work)" if self._future is not None else "")
+                + (" (in a worker process, alongside the TF work)" if self._proc is not None else "")
             )
         return self._reference
 
     def abandon(self) -> None:
-        """On failure: wait for a running reference (a thread cannot be killed) and let it go."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop a still-running worker (on failure) and remove its scratch directory."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
 
     def context(self) -> _ParityContext:
         return _ParityContext(self.images, self.names, self._reference, self.resolution, self.batch)
