@@ -15,6 +15,8 @@ tf.train.Checkpoint key variables by object path, not by ``.name``.
 
 Shapes: everything spatial and the batch are dynamic (``tf.shape``), so the
 methods trace once with ``TensorSpec([None, None, None, 3], tf.float32)``.
+There is no tensor-dependent Python control flow, so ``autograph=False`` is
+safe and traces faster (R50x1: 2.3 s instead of 3.4 s here).
 
 Mutation knobs (for the parity tests; the defaults are the correct model):
 
