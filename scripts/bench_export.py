@@ -7,7 +7,10 @@ Each export runs the real CLI in a fresh subprocess, with its defaults (parity
 on), on a synthetic checkpoint in the official layout (R50x1: 0.1 GB; R152x2:
 0.95 GB), written to bench-results/ once and reused. Peak RSS is the child's
 ru_maxrss (getrusage RUSAGE_CHILDREN, measured around each run in a fresh
-helper process so that earlier runs do not mask it). Prints a Markdown table
+helper process so that earlier runs do not mask it): the largest single
+process, which for an export with parity is the JAX reference worker. CPU
+time (user+sys of the whole process tree) is reported too: unlike wall time
+it does not grow when other processes share the 2 cores. Prints a Markdown table
 on stdout, progress on stderr; exits 1 when a target is missed.
 
 Targets (issue 5, on the project's 2-core, 24 GB machine):
@@ -39,7 +42,8 @@ import json, resource, subprocess, sys, time
 t = time.perf_counter()
 rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
 wall = time.perf_counter() - t
-print(json.dumps({"rc": rc, "wall_s": wall, "peak_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_kb": ru.ru_maxrss}))
 """
 
 
@@ -100,13 +104,24 @@ def main() -> int:
                 str(r["rc"]),
                 f"{r['wall_s']:.1f} s",
                 f"<= {wall_target:.0f} s" + ("" if ok_wall else " MISSED"),
+                f"{r['cpu_s']:.0f} s",
                 f"{rss / 1e9:.2f} GB",
                 ("-" if rss_target is None else f"<= {rss_target / 1e9:.1f} GB") + ("" if ok_rss else " MISSED"),
                 str(r.get("parity_px", "-")),
                 ", ".join(f"{v}: {e:.1e}" for v, e in after.items()) or "-",
             )
         )
-    head = ("model", "exit", "wall", "target", "peak RSS", "target", "parity px", "after-export rel. error vs float64")
+    head = (
+        "model",
+        "exit",
+        "wall",
+        "target",
+        "CPU (user+sys)",
+        "peak RSS",
+        "target",
+        "parity px",
+        "after-export rel. error vs float64",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
     for row in rows:
