@@ -404,7 +404,7 @@ def export_model(
     before = None
     if pending is not None:
         t = time.perf_counter()
-        stages_fn = tf.function(net.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        stages_fn = tf.function(net.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
         live = {k: v.numpy() for k, v in stages_fn(tf.constant(pending.images)).items()}
         del stages_fn
         log(f"{entry.id}: TF graph run on the parity images in {time.perf_counter() - t:.1f}s")
