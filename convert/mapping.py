@@ -236,13 +236,16 @@ def flax_params(
     arch: Architecture,
     rows: Iterable[MappingRow] | None = None,
     dtype=np.float32,
+    put: Callable[[np.ndarray], object] | None = None,
 ) -> dict:
     """The Flax ``{'params': ...}`` tree for ``arch`` built from checkpoint ``arrays``.
 
     The expected tree comes from ``jax.eval_shape`` of the reference model's
     ``init`` (no compute), so a row pointing at a parameter the model does not
     have, or a parameter no row sets, is a :class:`MappingError` before any
-    array is copied. Arrays are cast to ``dtype`` (float64 for the reference run).
+    array is copied. Arrays are cast to ``dtype`` (float64 for the reference run);
+    ``put`` (e.g. ``jax.device_put``) is applied leaf by leaf, so the host
+    copies in ``dtype`` never all exist at once (R152x2 in float64: 1.9 GB).
     """
     from .flax_model import param_shapes
 
@@ -263,7 +266,8 @@ def flax_params(
         *parents, leaf = r.flax_path.split("/")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = np.asarray(TRANSFORMS[r.transform].apply(np.asarray(arrays[r.checkpoint_key])), dtype=dtype)
+        value = np.asarray(TRANSFORMS[r.transform].apply(np.asarray(arrays[r.checkpoint_key])), dtype=dtype)
+        node[leaf] = put(value) if put is not None else value
     return {"params": tree}
 
 

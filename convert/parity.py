@@ -29,6 +29,7 @@ judged: random weights produce near-ties that float32 noise may flip.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -183,8 +184,9 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     ``.arrays``). The params are built through the mapping (two-sided check).
     One jitted function per architecture, so one XLA compilation per input
     shape and dtype; the float64 run happens inside ``jax.enable_x64(True)``
-    only, leaving every other JAX computation float32. The float64 params are
-    dropped before returning (R152x2: 1.9 GB).
+    only, leaving every other JAX computation float32. Params go to the device
+    leaf by leaf and each dtype's are dropped after its run (R152x2: 1.9 GB in
+    float64).
     """
     import jax
 
@@ -195,14 +197,14 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     apply = make_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    params = flax_params(checkpoint.arrays, arch, dtype=np.float32)
+    params = flax_params(checkpoint.arrays, arch, dtype=np.float32, put=jax.device_put)
     out = apply(params, np.asarray(images, np.float32))
     f32 = {k: np.asarray(v) for k, v in out.items()}
     del params, out
     timings["jax_f32_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with jax.enable_x64(True):
-        params = flax_params(checkpoint.arrays, arch, dtype=np.float64)
+        params = flax_params(checkpoint.arrays, arch, dtype=np.float64, put=jax.device_put)
         out = apply(params, np.asarray(images, np.float64))
         f64 = {k: np.asarray(v) for k, v in out.items()}
         del params, out
@@ -516,6 +518,7 @@ def run_parity(
                     proc.wait()
     else:
         tf_out = run_tf()
+        gc.collect()  # the TF graph and its standardised kernels, before the JAX params arrive
         ref = reference_outputs(checkpoint, images, names)
     info.update(ref.timings)
     info["reference_process"] = in_worker
