@@ -13,7 +13,7 @@ Order of work, so that failures cost little and leave nothing behind:
 
 1. read the checkpoint strictly (any reader error stops here: nothing written);
 2. unless ``skip_parity``: start the JAX reference (once, for every comparison;
-   by default in a worker process, alongside steps 3-4);
+   in a worker process alongside steps 3-4 when a core is idle, else first);
 3. build the TF graph and run it on the parity images ("before export"); write
    both SavedModels into ``<out>/.<id>.tmp-<pid>``;
 4. reload each SavedModel from disk, check the Reusable SavedModel API and its
@@ -99,9 +99,11 @@ class ExportOptions:
     #: Parity input size; None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
     parity_resolution: int | None = None
     parity_seed: int = 0
-    #: Run the JAX reference in a worker process alongside the TF work (faster on
-    #: 2 cores; costs the worker's memory on top: R152x2 about 7 GB there, 3 GB here).
-    overlap: bool = True
+    #: Run the JAX reference in a worker process alongside the TF work. None: only
+    #: when the load average leaves a core idle (convert.parity's rule: on a busy
+    #: machine the worker's start-up costs more than the overlap gains). The worker
+    #: holds the reference's memory (R152x2: 6-7 GB), this process the TF side (~3 GB).
+    overlap: bool | None = None
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -376,16 +378,22 @@ def export_model(
     # Two variants; the archives of random-looking floats barely compress.
     check_free_space(out, int(weight_bytes * (4 if options.archive else 2) * 1.05))
 
-    # 2. The JAX reference, computed once for all comparisons: by default in a
-    # worker process that reads the same file, alongside steps 3-4 here.
+    # 2. The JAX reference, computed once for all comparisons: in a worker process
+    # that reads the same file, alongside steps 3-4 here, when a core is idle;
+    # otherwise first, in this process (then a pre-export failure writes nothing).
     pending = None
     if not options.skip_parity:
         from .parity import make_inputs
 
         resolution = options.parity_resolution or min(entry.resolution, PARITY_MAX_RESOLUTION)
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
-        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, options.overlap)
-        if not options.overlap:
+        overlap = options.overlap
+        if overlap is None:
+            from .parity import _cores_idle
+
+            overlap = _cores_idle() >= 1
+        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, overlap)
+        if not overlap:
             pending.result(entry.id, log)
 
     import tensorflow as tf

@@ -464,7 +464,7 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(export_mod, "build_exportable", nudged)
     with pytest.raises(ParityError, match="reloaded classification SavedModel does not reproduce JAX"):
-        _tiny_export(tmp_path, out)
+        _tiny_export(tmp_path, out, overlap=True)  # the reference in a worker process
     assert _model_files(good.path / "classification") == good_files  # the previous export stays
     assert sorted(p.name for p in out.iterdir()) == [MODEL]  # and no temporary directory
 
@@ -478,7 +478,7 @@ def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(tf_model, "build_tf_model", lambda ckpt: real(ckpt, strided_padding="same"))
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="before export"):
-        _tiny_export(tmp_path, out)
+        _tiny_export(tmp_path, out, overlap=False)  # the reference first, in this process
     assert not out.exists()
 
 
