@@ -272,9 +272,7 @@ def _iter_data(inspection: Inspection):
                 yield key, arr, Problem("nonfinite", key, f"non-finite values in {key}: {nan} NaN, {inf} Inf")
 
 
-def load_checkpoint(
-    path: str | os.PathLike, arch: Architecture | None = None, allow_nonstandard: bool = False
-) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, arch: Architecture | None = None, allow_nonstandard: bool = False) -> Checkpoint:
     """Validate and load a checkpoint; raise :class:`CheckpointError` listing all problems.
 
     With ``arch`` the file must match it exactly; without, the architecture is

@@ -55,9 +55,7 @@ class BitconvertGroup(click.Group):
         except Exception as exc:  # a bug: say so in one line, traceback on request
             if _debug_enabled(ctx):
                 raise
-            click.echo(
-                f"bitconvert: internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)", err=True
-            )
+            click.echo(f"bitconvert: internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)", err=True)
             ctx.exit(EXIT_INTERNAL)
 
 

@@ -31,7 +31,7 @@ def main() -> int:
         return 1
     failed = []
     for script in scripts:
-        print(f"\n## {script.stem[len('bench_'):]}\n", flush=True)
+        print(f"\n## {script.stem[len('bench_') :]}\n", flush=True)
         rc = subprocess.call([sys.executable, str(script)])
         if rc:
             failed.append(script.stem)

@@ -37,7 +37,9 @@ def main() -> int:
         for depth, width in ((50, 1), (152, 2)):
             path = write_synthetic_checkpoint(Path(tmp) / f"r{depth}.npz", Architecture.from_depth(depth, width, 1000))
             t = timed([BITCONVERT, "inspect", str(path)], 3)
-            rows.append((f"bitconvert inspect R{depth}x{width} ({path.stat().st_size / 1e6:.0f} MB)", statistics.median(t), min(t), "-"))
+            rows.append(
+                (f"bitconvert inspect R{depth}x{width} ({path.stat().st_size / 1e6:.0f} MB)", statistics.median(t), min(t), "-")
+            )
     print("| command | median s | min s | target s |")
     print("|---|---|---|---|")
     for name, med, best, target in rows:

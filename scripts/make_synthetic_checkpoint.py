@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Write a synthetic BiT checkpoint in the exact official layout.
 
-    scripts/make_synthetic_checkpoint.py --model r50x1-160 out.npz
-    scripts/make_synthetic_checkpoint.py --depth 50 --width 1 --classes 10 --units 1,1,1,1 tiny.npz
+scripts/make_synthetic_checkpoint.py --model r50x1-160 out.npz
+scripts/make_synthetic_checkpoint.py --depth 50 --width 1 --classes 10 --units 1,1,1,1 tiny.npz
 """
 
 from __future__ import annotations

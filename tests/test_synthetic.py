@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from conftest import TINY
+
 from convert.architecture import Architecture, checkpoint_layout
 from convert.checkpoint import load_checkpoint
 from convert.synthetic import synthetic_arrays
