@@ -181,33 +181,30 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     """Run the Flax reference on ``images`` in float32 and in float64.
 
     ``checkpoint`` is a :class:`convert.checkpoint.Checkpoint` (``.architecture``,
-    ``.arrays``). The params are built through the mapping (two-sided check).
-    One jitted function per architecture, so one XLA compilation per input
-    shape and dtype; the float64 run happens inside ``jax.enable_x64(True)``
-    only, leaving every other JAX computation float32. Params go to the device
-    leaf by leaf and each dtype's are dropped after its run (R152x2: 1.9 GB in
-    float64).
+    ``.arrays``). The params tree is built through the mapping (two-sided
+    check) as views of the checkpoint's arrays, and the model runs one jitted
+    module at a time (:func:`convert.flax_model.make_unitwise_apply`), each
+    module's weights cast to the run's dtype just before it runs: no second
+    copy of the weights, in either dtype, ever exists. The float64 run happens
+    inside ``jax.enable_x64(True)`` only, leaving every other JAX computation
+    float32. Compilations: one per distinct unit configuration, input shape
+    and dtype, never per call.
     """
     import jax
 
-    from .flax_model import make_apply
+    from .flax_model import make_unitwise_apply
     from .mapping import flax_params
 
     arch = checkpoint.architecture
-    apply = make_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))
+    apply = make_unitwise_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))
+    params = flax_params(checkpoint.arrays, arch, dtype=np.float32)  # host views, no copy
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    params = flax_params(checkpoint.arrays, arch, dtype=np.float32, put=jax.device_put)
-    out = apply(params, np.asarray(images, np.float32))
-    f32 = {k: np.asarray(v) for k, v in out.items()}
-    del params, out
+    f32 = {k: np.asarray(v) for k, v in apply(params, np.asarray(images, np.float32), np.float32).items()}
     timings["jax_f32_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with jax.enable_x64(True):
-        params = flax_params(checkpoint.arrays, arch, dtype=np.float64, put=jax.device_put)
-        out = apply(params, np.asarray(images, np.float64))
-        f64 = {k: np.asarray(v) for k, v in out.items()}
-        del params, out
+        f64 = {k: np.asarray(v) for k, v in apply(params, np.asarray(images, np.float64), np.float64).items()}
     timings["jax_f64_s"] = time.perf_counter() - t
     for k, v in f64.items():
         assert v.dtype == np.float64, f"float64 reference ran in {v.dtype} at {k}"

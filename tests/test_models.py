@@ -9,7 +9,7 @@ from conftest import R50X1, R152X2, TINY
 
 from convert.architecture import Architecture, checkpoint_layout
 from convert.checkpoint import Checkpoint
-from convert.flax_model import make_apply, param_shapes
+from convert.flax_model import make_apply, make_unitwise_apply, param_shapes
 from convert.mapping import flax_params, mapping_rows
 from convert.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
 from convert.parity import STAGES, make_inputs
@@ -139,6 +139,23 @@ def test_jax_compiles_once_per_input_shape(tiny_ckpt):
     assert apply._cache_size() == 1
     apply(params, make_inputs((40, 41), 1)[0])
     assert apply._cache_size() == 2
+
+
+def test_unitwise_reference_is_the_whole_model_module_by_module():
+    """The parity reference runs module by module; it must compute exactly what the whole model does."""
+    arch = Architecture((2, 2, 1, 2), 1, 9)  # repeated units: configurations are reused
+    params = flax_params(synthetic_arrays(arch, 4), arch)
+    x, _ = make_inputs((37, 45), 2)
+    whole = make_apply(arch)(params, x)
+    unitwise = make_unitwise_apply(arch)
+    staged = unitwise(params, x)
+    assert list(staged) == list(STAGES)
+    for stage in STAGES:
+        np.testing.assert_array_equal(np.asarray(staged[stage]), np.asarray(whole[stage]), err_msg=stage)
+    unitwise(params, make_inputs((37, 45), 2, seed=1)[0])  # same shape: no new compilation
+    assert all(f._cache_size() <= 1 for f in unitwise.jitted)
+    unitwise(params, make_inputs(40, 2)[0])  # a new shape: at most one more per module
+    assert all(f._cache_size() <= 2 for f in unitwise.jitted)
 
 
 def test_checkpoint_roundtrip_keeps_slash_names(tiny_ckpt, tmp_path):
