@@ -389,9 +389,9 @@ def export_model(
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
         overlap = options.overlap
         if overlap is None:
-            from .parity import _cores_idle
+            from .parity import cores_idle
 
-            overlap = _cores_idle() >= 1
+            overlap = cores_idle() >= 1
         pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, overlap)
         if not overlap:
             pending.result(entry.id, log)
@@ -508,10 +508,10 @@ class _PendingReference:
         if background:
             import tempfile
 
-            from .parity import _start_reference_worker
+            from .parity import start_reference_worker
 
             self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-export-reference-"))
-            self._proc = _start_reference_worker(checkpoint.path, self._arch, images, names, self._workdir)
+            self._proc = start_reference_worker(checkpoint.path, self._arch, images, names, self._workdir)
         else:
             from .parity import reference_outputs
 
@@ -524,10 +524,10 @@ class _PendingReference:
     def result(self, model_id: str, log: Log):
         if self._reference is None:
             if self._proc is not None:
-                from .parity import _finish_reference_worker
+                from .parity import finish_reference_worker
 
                 try:
-                    self._reference = _finish_reference_worker(self._proc, self._arch, self.images, self.names, self._workdir)
+                    self._reference = finish_reference_worker(self._proc, self._arch, self.images, self.names, self._workdir)
                 except (RuntimeError, OSError, ValueError) as exc:
                     raise ExportError(f"{model_id}: the JAX reference could not be computed: {exc}") from exc
                 finally:

@@ -388,7 +388,7 @@ def _reference_from_file(path: str, arch: Architecture, images: np.ndarray, name
     return reference_outputs(load_checkpoint(path, arch), images, names)
 
 
-def _start_reference_worker(path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path):
+def start_reference_worker(path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path):
     """Start ``python -m convert.parity WORKDIR``: the JAX reference in a fresh process.
 
     A plain subprocess rather than multiprocessing: no re-import of the
@@ -410,7 +410,7 @@ def _start_reference_worker(path, arch: Architecture, images: np.ndarray, names:
         )
 
 
-def _finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path) -> Reference:
+def finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path) -> Reference:
     import json
 
     rc = proc.wait()
@@ -437,7 +437,7 @@ def _worker_main(workdir: str) -> int:
     return 0
 
 
-def _cores_idle() -> float:
+def cores_idle() -> float:
     """CPUs left idle by the 1-minute load average (0 where the platform cannot tell)."""
     try:
         return (os.cpu_count() or 1) - os.getloadavg()[0]
@@ -500,15 +500,15 @@ def run_parity(
 
     path = getattr(checkpoint, "path", None)
     if reference_process is None:
-        reference_process = _cores_idle() >= 1
+        reference_process = cores_idle() >= 1
     in_worker = bool(reference_process and path is not None and Path(path).is_file())
     if in_worker:
         with tempfile.TemporaryDirectory(prefix="bitconvert-parity-") as tmp:
             work = Path(tmp)
-            proc = _start_reference_worker(path, checkpoint.architecture, images, names, work)
+            proc = start_reference_worker(path, checkpoint.architecture, images, names, work)
             try:
                 tf_out = run_tf()
-                ref = _finish_reference_worker(proc, checkpoint.architecture, images, names, work)
+                ref = finish_reference_worker(proc, checkpoint.architecture, images, names, work)
             finally:
                 if proc.poll() is None:  # TF failed or we were interrupted: do not leave it running
                     proc.kill()
