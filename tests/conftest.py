@@ -45,3 +45,27 @@ def r152x2_npz(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_npz(tmp_path_factory):
     return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.npz", TINY, seed=3)
+
+
+# --- the downloader tests: a test object served by a loopback mirror -------------------------
+# Each fetch test module defines its own ``bucket`` fixture (the directory served).
+
+
+@pytest.fixture
+def mirror(bucket):
+    from convert.mirror import serve_directory
+
+    with serve_directory(bucket) as server:
+        yield server
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def target(cache):
+    from fetch_support import SOURCE
+
+    return cache / SOURCE

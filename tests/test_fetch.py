@@ -14,12 +14,11 @@ import gzip
 import hashlib
 import io
 import json
-import random
 import time
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
+from fetch_support import HALF, SIZE, SOURCE, assert_pass_rule, make_payload
 
 from convert.errors import DownloadError, OfflineError, VerificationError
 from convert.fetch import (
@@ -37,9 +36,6 @@ from convert.fetch import (
 from convert.mirror import object_hashes, serve_directory
 from convert.registry import ModelEntry
 
-SIZE = 1 << 20
-HALF = SIZE // 2
-SOURCE = "distill/obj.bin"
 ENTRY = ModelEntry(
     id="test-obj",
     source=SOURCE,
@@ -53,10 +49,6 @@ ENTRY = ModelEntry(
 )
 
 
-def make_payload(seed: int = 7, size: int = SIZE) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
 @pytest.fixture
 def payload() -> bytes:
     return make_payload()
@@ -68,22 +60,6 @@ def bucket(tmp_path, payload) -> Path:
     (root / "distill").mkdir(parents=True)
     (root / SOURCE).write_bytes(payload)
     return root
-
-
-@pytest.fixture
-def mirror(bucket):
-    with serve_directory(bucket) as server:
-        yield server
-
-
-@pytest.fixture
-def cache(tmp_path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def target(cache) -> Path:
-    return cache / SOURCE
 
 
 @pytest.fixture
@@ -134,29 +110,6 @@ def on_request(number: int, **faults):
 def ranges(mirror) -> list[str | None]:
     """The Range header of each GET of the object, in order (None: a full request)."""
     return [h.get("Range") for _, _, h in mirror.body_requests(SOURCE)]
-
-
-def assert_pass_rule(target: Path, expected: bytes | None, payload: bytes | None = None) -> None:
-    """The fault matrix's pass rule. ``expected``: the bytes at the final path, or None for no file."""
-    if expected is None:
-        assert not target.exists()
-    else:
-        assert target.read_bytes() == expected
-    if not target.parent.exists():
-        return
-    names = {p.name for p in target.parent.iterdir()}
-    leftovers = names - {target.name, f"{target.name}.lock", f"{target.name}.verified.json"}
-    if leftovers:  # only a partial download bound to the very object it belongs to
-        assert leftovers == {f"{target.name}.part", f"{target.name}.part.json"}, leftovers
-        meta = json.loads((target.parent / f"{target.name}.part.json").read_text())
-        source = payload if payload is not None else expected
-        assert meta["size"] == len(source) and meta["etag"] == f'"{hashlib.md5(source).hexdigest()}"'
-        assert source.startswith((target.parent / f"{target.name}.part").read_bytes())
-    lock_path = target.parent / f"{target.name}.lock"
-    if lock_path.exists():
-        lock = FileLock(str(lock_path))
-        lock.acquire(blocking=False)  # raises Timeout if anyone still holds it
-        lock.release()
 
 
 # ---------------------------------------------------------------------------------------------- the basics

@@ -6,33 +6,14 @@ import hashlib
 import json
 
 import pytest
-from test_fetch import HALF, SOURCE, assert_pass_rule, make_payload  # a sibling test module
+from fetch_support import HALF, SOURCE, assert_pass_rule, make_payload, registry_yaml
 
 import convert.fetch
 from convert.fetch import RetryPolicy
 from convert.mirror import serve_directory
 
 OTHER = "other/b.bin"
-REGISTRY = f"""models:
-  test-a:
-    source: {SOURCE}
-    depth: 50
-    width: 1
-    classes: 10
-    resolution: 32
-    params: 1
-    dataset: synthetic
-    description: object a
-  test-b:
-    source: {OTHER}
-    depth: 50
-    width: 1
-    classes: 10
-    resolution: 32
-    params: 1
-    dataset: synthetic
-    description: object b
-"""
+REGISTRY = registry_yaml({"test-a": SOURCE, "test-b": OTHER})
 
 
 @pytest.fixture

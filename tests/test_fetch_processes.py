@@ -18,23 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
+from fetch_support import HALF, SOURCE, assert_pass_rule, make_payload, registry_yaml
 from filelock import FileLock
-from test_fetch import HALF, SOURCE, assert_pass_rule, make_payload  # a sibling test module
-
-from convert.mirror import serve_directory
 
 REPO = Path(__file__).resolve().parent.parent
-REGISTRY = f"""models:
-  test-a:
-    source: {SOURCE}
-    depth: 50
-    width: 1
-    classes: 10
-    resolution: 32
-    params: 1
-    dataset: synthetic
-    description: a random test object
-"""
+REGISTRY = registry_yaml({"test-a": SOURCE})
 #: Runs the CLI with a file-size limit, SIGXFSZ ignored so that write() fails with EFBIG instead of killing.
 LIMITED = """import resource, runpy, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -55,22 +43,6 @@ def bucket(tmp_path, payload) -> Path:
     (tmp_path / "bucket" / "distill").mkdir(parents=True)
     (tmp_path / "bucket" / SOURCE).write_bytes(payload)
     return tmp_path / "bucket"
-
-
-@pytest.fixture
-def mirror(bucket):
-    with serve_directory(bucket) as server:
-        yield server
-
-
-@pytest.fixture
-def cache(tmp_path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def target(cache) -> Path:
-    return cache / SOURCE
 
 
 @pytest.fixture
