@@ -39,7 +39,6 @@ import contextlib
 import ctypes
 import errno
 import gc
-import hashlib
 import json
 import os
 import platform
@@ -56,6 +55,8 @@ from . import __version__
 from .architecture import PREFIX, Architecture
 from .checkpoint import load_checkpoint
 from .errors import ExportError, LocalIOError, ParityError
+from .fetch import sha256_file
+from .fetch import source_url as bucket_url
 from .model_card import (
     INPUT_RANGES,
     OUTPUT_KEYS,
@@ -123,14 +124,6 @@ def _quiet(_msg: str) -> None:
 
 
 # -- small helpers ------------------------------------------------------------------
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str | None]:
@@ -373,7 +366,7 @@ def export_model(
     if entry.sha256 and sha256 != entry.sha256:
         log(f"{entry.id}: warning: checkpoint sha256 {sha256} differs from the registry's {entry.sha256}")
     if source_url is None:
-        source_url = f"https://storage.googleapis.com/bit_models/{entry.source}"
+        source_url = bucket_url(entry)
     weight_bytes = checkpoint.parameters * 4
     # Two variants; the archives of random-looking floats barely compress.
     check_free_space(out, int(weight_bytes * (4 if options.archive else 2) * 1.05))

@@ -271,7 +271,8 @@ class _Hashes:
             self.digests()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, streamed; an unreadable file is a LocalIOError."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -334,7 +335,7 @@ def recorded_sha256(path: str | os.PathLike) -> str:
     rec = _read_record(path)
     if rec is not None and _key_matches(rec, st):
         return rec["sha256"]
-    sha = _sha256_file(path)
+    sha = sha256_file(path)
     if rec is not None:
         still_good = bool(rec.get("verified")) and rec["sha256"] == sha
         rec.update(_stat_key(st), sha256=sha, verified=still_good)
@@ -353,7 +354,7 @@ def _cached_and_verified(target: Path, entry: ModelEntry) -> bool:
     if rec is not None and rec.get("verified") and rec.get("size") == st.st_size:
         sha = rec["sha256"] if _key_matches(rec, st) else recorded_sha256(target)
         return sha == rec["sha256"] and (entry.sha256 is None or sha == entry.sha256)
-    if entry.sha256 is not None and _sha256_file(target) == entry.sha256:
+    if entry.sha256 is not None and sha256_file(target) == entry.sha256:
         _write_json_atomic(_record_path(target), {**_stat_key(st), "sha256": entry.sha256, "verified": True, "pinned": True})
         return True
     return False
