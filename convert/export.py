@@ -57,6 +57,7 @@ from .checkpoint import load_checkpoint
 from .errors import ExportError, LocalIOError, ParityError
 from .fetch import sha256_file
 from .fetch import source_url as bucket_url
+from .fsutil import fsync_dir
 from .model_card import (
     INPUT_RANGES,
     OUTPUT_KEYS,
@@ -212,14 +213,6 @@ def publish_directory(tmp: Path, final: Path) -> None:
         os.rename(aside, final)
         raise
     shutil.rmtree(aside)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -464,9 +457,9 @@ def export_model(
                     manifest["variants"][variant]["archive"] = {"file": dest.name, "sha256": sha256_file(dest)}
                     log(f"{entry.id}: archived {variant} as {dest.name} in {time.perf_counter() - t:.1f}s")
             _write_text(tmp / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             publish_directory(tmp, final)
-            _fsync_dir(out)
+            fsync_dir(out)
         except OSError as exc:
             raise _io_error(f"cannot write the export of {entry.id} under {out}", exc) from exc
         published = True

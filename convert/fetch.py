@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .errors import BitconvertError, DownloadError, LocalIOError, OfflineError, UsageError, VerificationError
+from .fsutil import fsync_dir
 from .registry import ModelEntry
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/bit_models/"
@@ -931,21 +932,13 @@ def _install(transfer: _Transfer, target: Path) -> None:
         }
         _write_json_atomic(_record_path(target), record)
         os.replace(candidate, target)
-        _fsync_dir(target.parent)
+        with contextlib.suppress(OSError):  # durability only: the rename itself has happened
+            fsync_dir(target.parent)
     except OSError as exc:
         raise _local_io_error(exc, target) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             candidate.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _session():
