@@ -107,6 +107,20 @@ def on_request(number: int, **faults):
     return hook
 
 
+def cut_then_alter_resume(alter_206):
+    """A mirror hook: the first GET closes at half the body; ``alter_206(reply)`` edits the resume's 206."""
+
+    def hook(reply):
+        if reply.method != "GET":
+            return
+        if reply.number == 1:
+            reply.close_after = HALF
+        elif reply.status == 206:
+            alter_206(reply)
+
+    return hook
+
+
 def ranges(mirror) -> list[str | None]:
     """The Range header of each GET of the object, in order (None: a full request)."""
     return [h.get("Range") for _, _, h in mirror.body_requests(SOURCE)]
@@ -207,17 +221,12 @@ def test_connection_reset_mid_body_resumes(fetch, mirror, target, payload):
 
 
 def test_resume_answered_200_restarts_from_zero(fetch, mirror, target, payload):
-    def hook(reply):
-        if reply.method != "GET":
-            return
-        if reply.number == 1:
-            reply.close_after = HALF
-        elif reply.status == 206:  # a server that ignores Range: the whole object, 200
-            reply.status, reply.start = 200, 0
-            reply.set_header("Content-Range", None)
-            reply.set_header("Content-Length", str(SIZE))
+    def ignore_range(reply):  # a server that ignores Range: the whole object, 200
+        reply.status, reply.start = 200, 0
+        reply.set_header("Content-Range", None)
+        reply.set_header("Content-Length", str(SIZE))
 
-    mirror.hook = hook
+    mirror.hook = cut_then_alter_resume(ignore_range)
     fetch()
     assert_pass_rule(target, payload)
     assert target.stat().st_size == SIZE  # N, not n + N
@@ -234,15 +243,7 @@ def test_resume_answered_200_restarts_from_zero(fetch, mirror, target, payload):
     ],
 )
 def test_resume_with_wrong_206_is_never_spliced(fetch, mirror, target, payload, header, value, sleeps):
-    def hook(reply):
-        if reply.method != "GET":
-            return
-        if reply.number == 1:
-            reply.close_after = HALF
-        elif reply.status == 206:
-            reply.set_header(header, value)
-
-    mirror.hook = hook
+    mirror.hook = cut_then_alter_resume(lambda reply: reply.set_header(header, value))
     fetch()
     assert_pass_rule(target, payload)
     assert ranges(mirror) == [None, f"bytes={HALF}-", None]  # discarded, restarted from 0
@@ -727,16 +728,11 @@ def test_complete_partial_is_verified_without_a_request(fetch, mirror, target, p
 
 
 def test_resume_206_without_hashes_still_verifies_against_the_first_response(fetch, mirror, target, payload):
-    def hook(reply):
-        if reply.method != "GET":
-            return
-        if reply.number == 1:
-            reply.close_after = HALF
-        elif reply.status == 206:  # proxies strip x-goog-hash from partial responses...
-            reply.set_header("x-goog-hash", None)
-            reply.flip_at = SIZE - 10  # ...and this one also corrupts a byte
+    def strip_hashes_and_corrupt(reply):  # proxies strip x-goog-hash from partial responses...
+        reply.set_header("x-goog-hash", None)
+        reply.flip_at = SIZE - 10  # ...and this one also corrupts a byte
 
-    mirror.hook = hook
+    mirror.hook = cut_then_alter_resume(strip_hashes_and_corrupt)
     fetch()
     assert_pass_rule(target, payload)
     # the spliced file failed the hashes kept from the first response: discarded, fetched again whole

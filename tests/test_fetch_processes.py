@@ -83,6 +83,19 @@ def part_size(target: Path) -> int:
         return 0
 
 
+def start_stalled_at_half(mirror, cache, child_env) -> subprocess.Popen:
+    """A `bitconvert fetch` child whose download is stalled with half the body on its partial file."""
+    stall_first_get(mirror)
+    child = start(mirror, cache, child_env)
+    try:
+        assert mirror.stalled.wait(20), "the child never reached the middle of the body"
+        wait_for(lambda: part_size(cache / SOURCE) >= HALF, 10, "half the body on disk")
+    except BaseException:
+        child.kill()
+        raise
+    return child
+
+
 def test_two_processes_one_download(mirror, cache, target, payload, child_env):
     release = threading.Event()
     stall_first_get(mirror, resume=release)
@@ -118,11 +131,8 @@ def test_two_processes_one_download(mirror, cache, target, payload, child_env):
 
 
 def test_sigkill_at_half_then_rerun_completes(mirror, cache, target, payload, child_env):
-    stall_first_get(mirror)
-    victim = start(mirror, cache, child_env)
+    victim = start_stalled_at_half(mirror, cache, child_env)
     try:
-        assert mirror.stalled.wait(20)
-        wait_for(lambda: part_size(target) >= HALF, 10, "half the body on disk")
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
     finally:
@@ -145,11 +155,8 @@ def test_sigkill_at_half_then_rerun_completes(mirror, cache, target, payload, ch
 
 
 def test_ctrl_c_exits_130_without_final_file(mirror, cache, target, payload, child_env):
-    stall_first_get(mirror)
-    child = start(mirror, cache, child_env)
+    child = start_stalled_at_half(mirror, cache, child_env)
     try:
-        assert mirror.stalled.wait(20)
-        wait_for(lambda: part_size(target) >= HALF, 10, "half the body on disk")
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=15)
     finally:

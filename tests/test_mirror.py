@@ -89,14 +89,20 @@ def test_requests_are_logged_and_counted_per_path(server):
     assert len(server.body_requests("d/obj.bin")) == 1
 
 
-def test_close_after_sends_a_short_body(server, data):
-    server.hook = lambda reply: setattr(reply, "close_after", 1000)
+def raw_get(server, path: str) -> bytes:
+    """Everything the server sends for one GET, read off a plain socket until it closes (no client fixes it up)."""
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"GET /d/obj.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         received = b""
         while chunk := sock.recv(65536):
             received += chunk
+    return received
+
+
+def test_close_after_sends_a_short_body(server, data):
+    server.hook = lambda reply: setattr(reply, "close_after", 1000)
+    received = raw_get(server, "/d/obj.bin")
     head, _, body = received.partition(b"\r\n\r\n")
     assert f"Content-Length: {len(data)}".encode() in head  # an honest length, a short body
     assert body == data[:1000]
@@ -107,12 +113,7 @@ def test_flip_and_extra(server, data):
         reply.flip_at, reply.extra = 10, b"EXTRA"
 
     server.hook = hook
-    host, port = server.server_address[:2]
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"GET /d/obj.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+    received = raw_get(server, "/d/obj.bin")
     body = received.partition(b"\r\n\r\n")[2]
     expected = bytearray(data)
     expected[10] ^= 0xFF
