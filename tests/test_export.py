@@ -469,6 +469,20 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == [MODEL]  # and no temporary directory
 
 
+def test_writing_traces_the_network_once_per_variant(tmp_path, tiny_npz):
+    """Writing traces each variant's graph once (a tf.function traced eagerly before tf.saved_model.save is traced again)."""
+    from convert.checkpoint import load_checkpoint
+    from convert.export import _write_savedmodels
+    from convert.tf_model import build_tf_model
+
+    net = build_tf_model(load_checkpoint(tiny_npz, TINY))
+    traces = []
+    real_forward = net._forward
+    net._forward = lambda images, logits: traces.append(logits) or real_forward(images, logits)
+    _write_savedmodels(net, tmp_path, "unit", MODEL, lambda msg: None)
+    assert sorted(traces) == [False, True]  # the feature extractor's graph, the classifier's
+
+
 def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     """The classic port bug (TF 'SAME' padding on stride 2) is refused before any file is written."""
     import convert.tf_model as tf_model
