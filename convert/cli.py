@@ -174,6 +174,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
     from .fetch import resolve_checkpoint
     from .parity import run_parity
     from .registry import load_registry
+    from .resources import CpuWindow
 
     if len(model_ids) != 1:
         raise click.UsageError("verify takes exactly one --model ID")
@@ -185,10 +186,11 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
 
     path = resolve_checkpoint(entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet)
     log(f"loading {path}")
+    window = CpuWindow()  # how busy the other processes keep the CPUs, while the checkpoint is read
     ckpt = load_checkpoint(path, entry.architecture)
     size = resolution or entry.resolution
     log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size}x{size}")
-    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log)
+    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log, window=window)
     if as_json:
         emit_json(report.as_dict())
     else:

@@ -13,7 +13,10 @@ Order of work, so that failures cost little and leave nothing behind:
 
 1. read the checkpoint strictly (any reader error stops here: nothing written);
 2. unless ``skip_parity``: start the JAX reference (once, for every comparison;
-   in a worker process alongside steps 3-4 when a core is idle, else first);
+   in a worker process alongside steps 3-4 when a core is free and both
+   processes fit in memory, else first). Only its float64 run: the verdict
+   is taken against float64, and the float32 run (``bitconvert verify``
+   reports it) would add half again to the JAX time;
 3. build the TF graph and run it on the parity images ("before export"); write
    both SavedModels into ``<out>/.<id>.tmp-<pid>``;
 4. reload each SavedModel from disk, check the Reusable SavedModel API and its
@@ -101,10 +104,10 @@ class ExportOptions:
     #: Parity input size; None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
     parity_resolution: int | None = None
     parity_seed: int = 0
-    #: Run the JAX reference in a worker process alongside the TF work. None: only
-    #: when the load average leaves a core idle (convert.parity's rule: on a busy
-    #: machine the worker's start-up costs more than the overlap gains). The worker
-    #: holds the reference's memory (R152x2: 6-7 GB), this process the TF side (~3 GB).
+    #: Run the JAX reference in a worker process alongside the TF work. None: when
+    #: other processes leave a core free and both processes fit in memory
+    #: (convert.resources.reference_worker_decision; R152x2 together would
+    #: need 5.5 GB, so it runs in turn).
     overlap: bool | None = None
 
     def __post_init__(self):
@@ -310,11 +313,11 @@ def _report_dict(report) -> dict:
 
 def _figures(report, stage: str, ctx: _ParityContext) -> ParityFigures:
     s = report.stages[stage]
-    return ParityFigures(stage, s.max_abs, s.tf_rel_l2_f64, report.tolerance, ctx.resolution, len(ctx.images), ctx.batch)
+    return ParityFigures(stage, s.max_abs_f64, s.tf_rel_l2_f64, report.tolerance, ctx.resolution, len(ctx.images), ctx.batch)
 
 
 def _summary_line(report, stages) -> str:
-    return ", ".join(f"{k} rel {report.stages[k].tf_rel_l2_f64:.2e} max|d| {report.stages[k].max_abs:.2e}" for k in stages)
+    return ", ".join(f"{k} rel {report.stages[k].tf_rel_l2_f64:.2e} max|d| {report.stages[k].max_abs_f64:.2e}" for k in stages)
 
 
 # -- the export -------------------------------------------------------------------------
@@ -347,6 +350,9 @@ def export_model(
     final = out / entry.id
     t_start = time.perf_counter()
     checkpoint_path = Path(checkpoint_path)
+    from .resources import CpuWindow
+
+    window = CpuWindow()  # how busy other processes keep the CPUs, while the checkpoint is read
 
     # 1. Read everything strictly before anything is written.
     t = time.perf_counter()
@@ -375,9 +381,10 @@ def export_model(
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
         overlap = options.overlap
         if overlap is None:
-            from .parity import cores_idle
+            from .resources import reference_worker_decision
 
-            overlap = cores_idle() >= 1
+            overlap, why = reference_worker_decision(checkpoint.parameters * 4, window)
+            log(f"{entry.id}: JAX reference {why}")
         pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, overlap)
         if not overlap:
             pending.result(entry.id, log)
@@ -497,11 +504,11 @@ class _PendingReference:
             from .parity import start_reference_worker
 
             self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-export-reference-"))
-            self._proc = start_reference_worker(checkpoint.path, self._arch, images, names, self._workdir)
+            self._proc = start_reference_worker(checkpoint.path, self._arch, images, names, self._workdir, float32=False)
         else:
             from .parity import reference_outputs
 
-            self._compute = lambda: reference_outputs(checkpoint, images, names)
+            self._compute = lambda: reference_outputs(checkpoint, images, names, float32=False)
 
     @property
     def done(self) -> bool:
@@ -524,7 +531,7 @@ class _PendingReference:
             timings = self._reference.timings
             log(
                 f"{model_id}: JAX reference on {len(self.images)} images {self.resolution}x{self.resolution}: "
-                f"float32 {timings.get('jax_f32_s', 0):.1f}s, float64 {timings.get('jax_f64_s', 0):.1f}s"
+                f"float64 {timings.get('jax_f64_s', 0):.1f}s"
                 + (" (in a worker process, alongside the TF work)" if self._proc is not None else "")
             )
         return self._reference

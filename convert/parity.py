@@ -16,7 +16,13 @@ Metrics per stage (candidate = the TF side):
 * ``rel_l2``: relative L2 error of the candidate against JAX float32
 * ``tf_rel_l2_f64`` / ``jax_rel_l2_f64``: each float32 side against the
   float64 JAX run of the same inputs, so the report shows which side drifts
+* ``max_abs_f64``: max |candidate - JAX float64|
 * at ``logits``: top-1 agreement of each side with the float64 argmax.
+
+A reference computed without its float32 run (``reference_outputs(...,
+float32=False)``, as ``bitconvert export`` does: the verdict needs only the
+float64 run, and the float32 one costs a third of the JAX time) leaves the
+float32 columns empty (None).
 
 Relative L2 errors are computed per image and the worst image is reported
 (a border-only defect in one structured image is not averaged away).
@@ -155,11 +161,11 @@ def make_inputs(resolution, batch: int, seed: int = 0) -> tuple[np.ndarray, list
 
 @dataclass
 class Reference:
-    """JAX outputs for one set of images: ``f32`` and ``f64`` map stage -> array."""
+    """JAX outputs for one set of images: ``f32`` (None when not run) and ``f64`` map stage -> array."""
 
     arch: Architecture
     images: np.ndarray
-    f32: dict[str, np.ndarray]
+    f32: dict[str, np.ndarray] | None
     f64: dict[str, np.ndarray]
     input_names: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -177,8 +183,8 @@ def _compile_dominates(arch: Architecture, image_shape) -> bool:
     return parameter_count(arch) * image_shape[1] * image_shape[2] <= FAST_COMPILE_WORK
 
 
-def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | None = None) -> Reference:
-    """Run the Flax reference on ``images`` in float32 and in float64.
+def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | None = None, *, float32: bool = True) -> Reference:
+    """Run the Flax reference on ``images`` in float32 (unless ``float32=False``) and in float64.
 
     ``checkpoint`` is a :class:`convert.checkpoint.Checkpoint` (``.architecture``,
     ``.arrays``). The params tree is built through the mapping (two-sided
@@ -199,9 +205,11 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     apply = make_unitwise_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))
     params = flax_params(checkpoint.arrays, arch, dtype=np.float32)  # host views, no copy
     timings: dict[str, float] = {}
-    t = time.perf_counter()
-    f32 = {k: np.asarray(v) for k, v in apply(params, np.asarray(images, np.float32), np.float32).items()}
-    timings["jax_f32_s"] = time.perf_counter() - t
+    f32 = None
+    if float32:
+        t = time.perf_counter()
+        f32 = {k: np.asarray(v) for k, v in apply(params, np.asarray(images, np.float32), np.float32).items()}
+        timings["jax_f32_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with jax.enable_x64(True):
         f64 = {k: np.asarray(v) for k, v in apply(params, np.asarray(images, np.float64), np.float64).items()}
@@ -226,13 +234,14 @@ def _per_image_rel_l2(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
 class StageResult:
     stage: str
     shape: tuple[int, ...]
-    max_abs: float  # candidate vs JAX float32
-    rel_l2: float  # candidate vs JAX float32, worst image
+    max_abs: float | None  # candidate vs JAX float32 (None: no float32 run)
+    rel_l2: float | None  # candidate vs JAX float32, worst image
     tf_rel_l2_f64: float  # candidate vs JAX float64, worst image (judged)
-    jax_rel_l2_f64: float  # JAX float32 vs JAX float64, worst image
+    jax_rel_l2_f64: float | None  # JAX float32 vs JAX float64, worst image
     worst_input: str  # image with the largest candidate-vs-float64 error
     finite: bool
     passed: bool
+    max_abs_f64: float = math.nan  # candidate vs JAX float64
     top1_tf: float | None = None  # share of images whose argmax matches the float64 one
     top1_jax: float | None = None
     top1_tf_vs_jax: float | None = None
@@ -242,6 +251,7 @@ class StageResult:
             "shape": list(self.shape),
             "max_abs": self.max_abs,
             "rel_l2": self.rel_l2,
+            "max_abs_f64": self.max_abs_f64,
             "tf_rel_l2_f64": self.tf_rel_l2_f64,
             "jax_rel_l2_f64": self.jax_rel_l2_f64,
             "worst_input": self.worst_input,
@@ -291,15 +301,19 @@ class ParityReport:
         """A text table, one row per stage, and a verdict line."""
         head = ("stage", "shape", "max|tf-jax|", "rel tf-jax", "rel tf-f64", "rel jax-f64", "worst input", "")
         rows = [head]
+
+        def num(x: float | None) -> str:
+            return "-" if x is None else f"{x:.2e}"
+
         for s in self.stages.values():
             rows.append(
                 (
                     s.stage,
                     "x".join(map(str, s.shape[1:])),
-                    f"{s.max_abs:.2e}",
-                    f"{s.rel_l2:.2e}",
-                    f"{s.tf_rel_l2_f64:.2e}",
-                    f"{s.jax_rel_l2_f64:.2e}",
+                    num(s.max_abs),
+                    num(s.rel_l2),
+                    num(s.tf_rel_l2_f64),
+                    num(s.jax_rel_l2_f64),
                     s.worst_input,
                     "ok" if s.passed else "FAIL",
                 )
@@ -307,7 +321,7 @@ class ParityReport:
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         logits = self.stages.get("logits")
-        if logits is not None and logits.top1_tf is not None:
+        if logits is not None and logits.top1_jax is not None:
             lines.append(
                 f"top-1 agreement with float64: tf {logits.top1_tf:.0%}, jax {logits.top1_jax:.0%}; tf vs jax {logits.top1_tf_vs_jax:.0%}"
             )
@@ -342,29 +356,32 @@ def compare(
         if stage not in candidate:
             continue
         c = np.asarray(candidate[stage])
-        r32, r64 = reference.f32[stage], reference.f64[stage]
-        if c.shape != r32.shape:
-            raise ValueError(f"{stage}: candidate shape {c.shape} != reference shape {r32.shape}")
+        r64 = reference.f64[stage]
+        r32 = reference.f32[stage] if reference.f32 is not None else None
+        if c.shape != r64.shape:
+            raise ValueError(f"{stage}: candidate shape {c.shape} != reference shape {r64.shape}")
         finite = bool(np.isfinite(c).all())
         tf64 = _per_image_rel_l2(c, r64)
         worst = int(np.nanargmax(tf64)) if np.isfinite(tf64).any() else 0
         res = StageResult(
             stage=stage,
             shape=tuple(c.shape),
-            max_abs=float(np.max(np.abs(c.astype(np.float64) - r32))),
-            rel_l2=float(np.max(_per_image_rel_l2(c, r32))),
+            max_abs=None if r32 is None else float(np.max(np.abs(c.astype(np.float64) - r32))),
+            rel_l2=None if r32 is None else float(np.max(_per_image_rel_l2(c, r32))),
             tf_rel_l2_f64=float(np.max(tf64)),
-            jax_rel_l2_f64=float(np.max(_per_image_rel_l2(r32, r64))),
+            jax_rel_l2_f64=None if r32 is None else float(np.max(_per_image_rel_l2(r32, r64))),
             worst_input=names[worst],
             finite=finite,
             passed=False,
+            max_abs_f64=float(np.max(np.abs(c.astype(np.float64) - r64))),
         )
         res.passed = finite and math.isfinite(res.tf_rel_l2_f64) and res.tf_rel_l2_f64 <= tol
         if stage == "logits":
             top64 = r64.argmax(-1)
             res.top1_tf = float(np.mean(c.argmax(-1) == top64))
-            res.top1_jax = float(np.mean(r32.argmax(-1) == top64))
-            res.top1_tf_vs_jax = float(np.mean(c.argmax(-1) == r32.argmax(-1)))
+            if r32 is not None:
+                res.top1_jax = float(np.mean(r32.argmax(-1) == top64))
+                res.top1_tf_vs_jax = float(np.mean(c.argmax(-1) == r32.argmax(-1)))
         results[stage] = res
     return ParityReport(arch, tol, results, list(names), tuple(reference.images.shape), {})
 
@@ -381,14 +398,16 @@ def tf_stage_function(model):
     )
 
 
-def _reference_from_file(path: str, arch: Architecture, images: np.ndarray, names: list[str]) -> Reference:
+def _reference_from_file(path: str, arch: Architecture, images: np.ndarray, names: list[str], float32: bool) -> Reference:
     """Load (and validate) the checkpoint at ``path``, then :func:`reference_outputs`."""
     from .checkpoint import load_checkpoint
 
-    return reference_outputs(load_checkpoint(path, arch), images, names)
+    return reference_outputs(load_checkpoint(path, arch), images, names, float32=float32)
 
 
-def start_reference_worker(path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path):
+def start_reference_worker(
+    path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path, *, float32: bool = True
+):
     """Start ``python -m convert.parity WORKDIR``: the JAX reference in a fresh process.
 
     A plain subprocess rather than multiprocessing: no re-import of the
@@ -400,7 +419,14 @@ def start_reference_worker(path, arch: Architecture, images: np.ndarray, names: 
     import sys
 
     np.save(workdir / "images.npy", images)
-    spec = {"path": str(path), "units": list(arch.units), "width": arch.width, "classes": arch.classes, "names": names}
+    spec = {
+        "path": str(path),
+        "units": list(arch.units),
+        "width": arch.width,
+        "classes": arch.classes,
+        "names": names,
+        "float32": float32,
+    }
     (workdir / "spec.json").write_text(json.dumps(spec))
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
@@ -417,8 +443,11 @@ def finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names:
     if rc != 0:
         tail = (workdir / "stderr.txt").read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"the JAX reference worker failed (exit {rc}): {' / '.join(tail)}")
-    with np.load(workdir / "f32.npz") as f32, np.load(workdir / "f64.npz") as f64:
-        out32 = {k: f32[k] for k in STAGES}
+    out32 = None
+    if (workdir / "f32.npz").exists():
+        with np.load(workdir / "f32.npz") as f32:
+            out32 = {k: f32[k] for k in STAGES}
+    with np.load(workdir / "f64.npz") as f64:
         out64 = {k: f64[k] for k in STAGES}
     timings = json.loads((workdir / "timings.json").read_text())
     return Reference(arch, images, out32, out64, list(names), timings)
@@ -430,19 +459,12 @@ def _worker_main(workdir: str) -> int:
     work = Path(workdir)
     spec = json.loads((work / "spec.json").read_text())
     arch = Architecture(tuple(spec["units"]), spec["width"], spec["classes"])
-    ref = _reference_from_file(spec["path"], arch, np.load(work / "images.npy"), spec["names"])
-    np.savez(work / "f32.npz", **ref.f32)
+    ref = _reference_from_file(spec["path"], arch, np.load(work / "images.npy"), spec["names"], spec["float32"])
+    if ref.f32 is not None:
+        np.savez(work / "f32.npz", **ref.f32)
     np.savez(work / "f64.npz", **ref.f64)
     (work / "timings.json").write_text(json.dumps(ref.timings))
     return 0
-
-
-def cores_idle() -> float:
-    """CPUs left idle by the 1-minute load average (0 where the platform cannot tell)."""
-    try:
-        return (os.cpu_count() or 1) - os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
 
 
 def run_parity(
@@ -455,6 +477,7 @@ def run_parity(
     model_id: str | None = None,
     log=None,
     reference_process: bool | None = None,
+    window=None,
 ) -> ParityReport:
     """Build the TF graph (unless ``tf_model`` is given), run both sides, compare every stage.
 
@@ -466,16 +489,18 @@ def run_parity(
     With ``reference_process`` (and a checkpoint read from a file) the JAX
     reference runs in a worker process that reads the same file, while this
     process imports TensorFlow, builds, traces and runs the graph, so the two
-    halves overlap. That pays only when a core is idle: it costs about 4 s of
+    halves overlap. That pays only when a core is free: it costs about 4 s of
     extra CPU (a second interpreter, JAX import, reading the file again), and
     on this 2-core machine with another job running it was slower than
     running the halves in turn (R50x1 at 160: 31-36 s against 28.5 s; idle:
-    about 22 s against 26 s). ``None`` (the default) decides from the load:
-    a worker when the 1-minute load average leaves at least one core idle.
-    Otherwise, or for an in-memory checkpoint, the two run in turn in this
-    process. A worker *thread* was tried first and lost both ways: the two
-    halves spend their first seconds in Python (TF and Flax tracing) and
-    fought for the GIL.
+    about 22 s against 26 s). It also holds both processes' memory at once.
+    ``None`` (the default) lets :func:`convert.resources.reference_worker_decision`
+    decide from the CPU use of other processes over ``window`` (started by
+    the caller before reading the checkpoint; here when not given) and from
+    the memory both processes would need. Otherwise, or for an in-memory
+    checkpoint, the two run in turn in this process. A worker *thread* was
+    tried first and lost both ways: the two halves spend their first seconds
+    in Python (TF and Flax tracing) and fought for the GIL.
     """
     import tempfile
 
@@ -500,7 +525,10 @@ def run_parity(
 
     path = getattr(checkpoint, "path", None)
     if reference_process is None:
-        reference_process = cores_idle() >= 1
+        from .resources import CpuWindow, reference_worker_decision
+
+        reference_process, why = reference_worker_decision(checkpoint.parameters * 4, window or CpuWindow())
+        log(f"JAX reference {why}")
     in_worker = bool(reference_process and path is not None and Path(path).is_file())
     if in_worker:
         with tempfile.TemporaryDirectory(prefix="bitconvert-parity-") as tmp:

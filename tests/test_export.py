@@ -129,6 +129,8 @@ def test_manifest_contents(exported, r50x1_npz):
         after = parity["after_export"][variant]
         assert after["summary"]["passed"] and set(after) == {stage, "summary"}
         assert 0 < after[stage]["tf_rel_l2_f64"] <= parity["tolerance"]
+        # The reference is float64 only: no float32 columns, absolute error against float64.
+        assert after[stage]["max_abs"] is None and after[stage]["max_abs_f64"] > 0
         # Reloading must not change the numbers beyond the [0,1] -> [-1,1] rescale's rounding.
         assert after[stage]["tf_rel_l2_f64"] == pytest.approx(before[stage]["tf_rel_l2_f64"], rel=0.5)
 
@@ -156,6 +158,7 @@ def test_cards_on_disk_report_the_measured_parity(exported):
         assert meta["task"] == task and meta["asset-path"] == m["variants"][variant]["archive"]["file"]
         rel = m["parity"]["after_export"][variant][stage]["tf_rel_l2_f64"]
         assert f"relative L2 error {rel:.3g}" in text
+        assert f"maximum absolute error {m['parity']['after_export'][variant][stage]['max_abs_f64']:.3g}" in text
         assert f"at {PARITY_PX}x{PARITY_PX}" in text
         assert f'tf.saved_model.load("exports/{MODEL}/{variant}")' in text  # not this machine's path
 

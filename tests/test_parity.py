@@ -156,6 +156,34 @@ def test_in_memory_checkpoint_runs_the_reference_in_process():
     assert report.info["reference_process"] is False and report.info["tf_tracing_count"] == 1
 
 
+def test_float64_only_reference_gives_the_same_verdict(tmp_path):
+    """export's reference (float32=False), in process and in the worker: same float64 figures, float32 columns empty."""
+    from convert.parity import finish_reference_worker, start_reference_worker
+    from convert.synthetic import write_synthetic_checkpoint
+
+    path = write_synthetic_checkpoint(tmp_path / "tiny.npz", TINY, seed=3)
+    ckpt = load_checkpoint(path, TINY)
+    images, names = make_inputs(40, 1, seed=2)
+    full = reference_outputs(ckpt, images, names)
+    f64_only = reference_outputs(ckpt, images, names, float32=False)
+    (tmp_path / "w").mkdir()
+    proc = start_reference_worker(path, TINY, images, names, tmp_path / "w", float32=False)
+    from_worker = finish_reference_worker(proc, TINY, images, names, tmp_path / "w")
+    assert f64_only.f32 is None and from_worker.f32 is None and "jax_f32_s" not in f64_only.timings
+    candidate = tf_stages(ckpt, images)
+    judged = compare(full, candidate)
+    for ref in (f64_only, from_worker):
+        report = compare(ref, candidate)
+        assert report.passed == judged.passed is True
+        for stage, s in report.stages.items():
+            assert s.tf_rel_l2_f64 == judged.stages[stage].tf_rel_l2_f64
+            assert s.max_abs_f64 == judged.stages[stage].max_abs_f64 > 0
+            assert s.max_abs is s.rel_l2 is s.jax_rel_l2_f64 is None
+        assert report.stages["logits"].top1_tf == judged.stages["logits"].top1_tf
+        assert "parity: PASS" in report.render() and " - " in report.render()
+        json.dumps(report.as_dict())
+
+
 def test_compare_subsets_for_exported_signatures(r50, r50_tf):
     ckpt, images, ref = r50
     out = r50_tf
