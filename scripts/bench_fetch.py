@@ -8,6 +8,11 @@ is not the bottleneck) and times, in fresh child processes, alternately:
 - ``python -m convert fetch ID --quiet`` (stream to disk, crc32c + md5 +
   sha256, fsync, atomic rename: the whole command, start-up included).
 
+Two floors are measured the same way, for context: ``dd conv=fsync`` of
+the same file from the page cache (the disk cost that any downloader which
+fsyncs, as issue 3 requires and curl does not, must pay) and md5 of the
+file alone (the slowest required hash is one sequential stream).
+
 Peak RSS comes from ``os.wait4`` of each child. A 128 MiB fetch is measured
 too, to show that memory does not grow with the file. Prints a Markdown table
 (medians of the rounds) and exits 1 if bitconvert takes more than 1.5x curl's
@@ -129,11 +134,29 @@ def run(work: Path) -> int:
             shutil.rmtree(cache)
             return result
 
-        samples: dict[str, list[tuple[float, float, float]]] = {"curl": [], "bitconvert": []}
+        def durable_copy():
+            # What any downloader that fsyncs (as issue 3 requires) pays for the disk alone:
+            # the served file, already in the page cache, copied and fsynced by dd.
+            out = work / "dd.out"
+            result = timed_child(
+                ["dd", f"if={bucket / files['bench-1g'][0]}", f"of={out}", "bs=1M", "conv=fsync", "status=none"], env
+            )
+            out.unlink()
+            return result
+
+        def md5_alone():
+            # The slowest of the required hashes, single-stream: a lower bound for any verified fetch.
+            code = f"import hashlib; h = hashlib.md5(); f = open({str(bucket / files['bench-1g'][0])!r}, 'rb')\n"
+            code += "while b := f.read(1 << 20): h.update(b)"
+            return timed_child([sys.executable, "-c", code], env)
+
+        samples: dict[str, list[tuple[float, float, float]]] = {"curl": [], "bitconvert": [], "dd": [], "md5": []}
         load_before = os.getloadavg()[0]
         for round_number in range(1, ROUNDS + 1):
             samples["curl"].append(curl())
             samples["bitconvert"].append(fetch("bench-1g"))
+            samples["dd"].append(durable_copy())
+            samples["md5"].append(md5_alone())
             c, b = samples["curl"][-1], samples["bitconvert"][-1]
             log(f"round {round_number}: curl {c[0]:.2f} s ({c[1]:.2f} s CPU), bitconvert {b[0]:.2f} s ({b[1]:.2f} s CPU)")
         small = fetch("bench-128m")
@@ -149,6 +172,8 @@ def report(samples: dict[str, list[tuple[float, float, float]]], small: tuple[fl
     rows = [
         row("curl -s -o (no verification)", samples["curl"], BIG),
         row("bitconvert fetch (verified)", samples["bitconvert"], BIG),
+        row("floor: dd conv=fsync of the file from the page cache (disk)", samples["dd"], BIG),
+        row("floor: md5 of the file from the page cache, one thread", samples["md5"], BIG),
         row("bitconvert fetch, 128 MiB file", [small], SMALL),
     ]
     curl_s, fetch_s = rows[0][1], rows[1][1]
