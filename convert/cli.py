@@ -331,9 +331,42 @@ def export_cmd(
         click.echo(str(result.path))
 
 
+#: Modules whose interpreter shutdown is slow: freeing traced graphs and the
+#: frameworks' static state took 2.1 s after an R152x2 export, 0.3 s with os._exit.
+_SLOW_TO_UNLOAD = ("tensorflow", "jax")
+
+
+def exit_status(code) -> int:
+    """The process exit status for a SystemExit ``code`` (None, an int, or a message)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name="bitconvert")
+    """Console-script entry point.
+
+    After a command that loaded TensorFlow or JAX, the process leaves with
+    ``os._exit`` once stdout and stderr are flushed, skipping the interpreter's
+    slow teardown. Nothing of ours depends on it: every file is written,
+    fsynced and closed, the JAX worker is waited for and temporary directories
+    are removed inside the command, before it returns.
+    """
+    try:
+        cli.main(args=argv, prog_name="bitconvert")
+    except SystemExit as exc:
+        status = exit_status(exc.code)
+        if not any(name in sys.modules for name in _SLOW_TO_UNLOAD):
+            raise SystemExit(status) from None
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be said
+                pass
+        os._exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

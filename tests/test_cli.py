@@ -127,3 +127,31 @@ def test_console_script_is_installed():
 
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "bitconvert"]
     assert ep.value == "convert.cli:main"
+
+
+class _Left(Exception):
+    """Raised by the patched os._exit."""
+
+
+@pytest.mark.parametrize("heavy", [True, False], ids=["after-tensorflow", "light-command"])
+def test_main_exit_status_and_output(heavy, monkeypatch, capsys):
+    """After TF or JAX, main() leaves with os._exit (flushed, same status); light commands exit normally."""
+    import convert.cli as cli_mod
+
+    def fake_exit(status):
+        raise _Left(status)
+
+    monkeypatch.setattr(cli_mod.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli_mod, "_SLOW_TO_UNLOAD", ("json",) if heavy else ("no-such-module",))
+    for argv, status in ((["list", "--collection"], 0), (["verify", "--model", "r50x1-1600"], 2)):
+        with pytest.raises(_Left if heavy else SystemExit) as caught:
+            cli_mod.main(argv)
+        assert (caught.value.args[0] if heavy else caught.value.code) == status
+    out, err = capsys.readouterr()
+    assert "r152x2-384" in out and "did you mean r50x1-160" in err
+
+
+def test_exit_status_of_a_message():
+    from convert.cli import exit_status
+
+    assert (exit_status(None), exit_status(0), exit_status(6), exit_status("bye")) == (0, 0, 6, 1)
