@@ -101,7 +101,12 @@ class BiTResNetV2(tf.Module):
 
     def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
-        w = self._std_kernel(key)
+        # Standardise the kernel only once the conv's input exists. A standardised
+        # kernel depends on its variable alone, so the executor otherwise computes
+        # them all at the start and holds them: a second copy of the weights (R152x2
+        # at 224 px: 2.83 GB after a run instead of 2.08 GB). Same values either way.
+        with tf.control_dependencies([x]):
+            w = self._std_kernel(key)
         if pad and stride > 1 and self.strided_padding == "same":
             return tf.nn.conv2d(x, w, strides=stride, padding="SAME")
         if pad:

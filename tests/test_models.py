@@ -104,6 +104,32 @@ def test_tf_traces_once_for_any_batch_and_size(tiny_fn):
     assert fn.experimental_get_tracing_count() == 1
 
 
+def test_each_kernel_is_standardised_only_when_its_conv_input_exists(tiny_fn):
+    """Otherwise the executor standardises every kernel up front and holds them all (a second copy of the weights)."""
+    _, fn = tiny_fn
+    graph = fn.get_concrete_function().graph
+    convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert convs
+    for conv in convs:
+        kernel_reads, todo = [], [conv.inputs[1].op]
+        while todo:  # walk the kernel's standardisation back to the variable read
+            op = todo.pop()
+            if op.type == "ReadVariableOp":
+                kernel_reads.append(op)
+            else:
+                todo.extend(t.op for t in op.inputs)
+        assert kernel_reads, conv.name
+        for read in kernel_reads:
+            assert conv.inputs[0].op in read.control_inputs or any(
+                c in read.control_inputs for c in _producers(conv.inputs[0].op)
+            ), f"{conv.name}: kernel read {read.name} does not wait for the conv input"
+
+
+def _producers(op):
+    """The op and, through a Pad, the op that feeds it (the control dependency is on the unpadded input)."""
+    return [op] + ([op.inputs[0].op] if op.type == "Pad" else [])
+
+
 def test_call_and_features_trace_with_unknown_dims(tiny_fn):
     model, stages = tiny_fn
     call = tf.function(model.__call__, input_signature=SPEC)
