@@ -93,7 +93,7 @@ def main() -> int:
         "JAX f32 s",
         "JAX f64 s",
         "TF traces",
-        "peak RSS MiB",
+        "peak RSS MiB, largest process",
         "JAX ran",
         "load before",
         "parity",
@@ -106,7 +106,7 @@ def main() -> int:
         f"\nimport tensorflow, jax, flax.linen alone: {imp_wall:.1f} s wall, {imp_rss} MiB; target: r50x1-160 <= {TARGET_S:.0f} s wall."
     )
     print(
-        f"With a core idle, the JAX reference runs in a worker process alongside the TF half, so the phase columns need not add up to the wall time. {os.cpu_count()} CPUs."
+        f"When no other process keeps a core busy and both processes fit in memory (convert.resources), the JAX reference runs in a worker process alongside the TF half, so the phase columns need not add up to the wall time. {os.cpu_count()} CPUs."
     )
     return 1 if failed else 0
 
