@@ -14,7 +14,8 @@ Order of work, so that failures cost little and leave nothing behind:
 1. read the checkpoint strictly (any reader error stops here: nothing written);
 2. unless ``skip_parity``: start the JAX reference (once, for every comparison;
    in a worker process alongside steps 3-4 when a core is free and both
-   processes fit in memory, else first). Only its float64 run: the verdict
+   processes fit in memory; in a worker while only TensorFlow is imported
+   when they would not; else first, in this process). Only its float64 run: the verdict
    is taken against float64, and the float32 run (``bitconvert verify``
    reports it) would add half again to the JAX time;
 3. build the TF graph; run it on the parity images ("before export", in a
@@ -73,6 +74,7 @@ from .model_card import (
     render_card,
 )
 from .registry import ModelEntry
+from .resources import ALONGSIDE, IN_PROCESS, WORKER_FIRST, CpuWindow, reference_plan
 
 MANIFEST_FORMAT = "bitconvert-export/1"
 #: Default parity input size cap: 224, the size BiT was pre-trained at. Above it the
@@ -86,6 +88,9 @@ VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"
 INPUT_NAME = "images"
 #: Checkpoint keys that only the classifier uses (the feature extractor leaves the head out).
 HEAD_PREFIX = f"{PREFIX}head/"
+#: Checkpoints from this size up get a full garbage collection after each model is
+#: done with (R152x2: 0.95 GB each time; R50x1, 0.1 GB, does without).
+COLLECT_ABOVE_BYTES = 250_000_000
 #: Size of the image a reloaded SavedModel is run on when parity is skipped (cheap at any depth).
 _PROBE_SIZE = 64
 
@@ -106,10 +111,10 @@ class ExportOptions:
     #: Parity input size; None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
     parity_resolution: int | None = None
     parity_seed: int = 0
-    #: Run the JAX reference in a worker process alongside the TF work. None: when
-    #: other processes leave a core free and both processes fit in memory
-    #: (convert.resources.reference_worker_decision; R152x2 together would
-    #: need 5.5 GB, so it runs in turn).
+    #: Run the JAX reference in a worker process alongside the TF work (True) or in
+    #: this process first (False). None: convert.resources.reference_plan decides
+    #: from the other processes' CPU use and the memory both would need (R50x1:
+    #: alongside; R152x2: in a worker while TensorFlow is imported, then the TF work).
     overlap: bool | None = None
 
     def __post_init__(self):
@@ -127,6 +132,10 @@ class ExportResult:
 
 def _quiet(_msg: str) -> None:
     pass
+
+
+def _no_collection() -> int:
+    return 0
 
 
 # -- small helpers ------------------------------------------------------------------
@@ -352,8 +361,6 @@ def export_model(
     final = out / entry.id
     t_start = time.perf_counter()
     checkpoint_path = Path(checkpoint_path)
-    from .resources import CpuWindow
-
     window = CpuWindow()  # how busy other processes keep the CPUs, while the checkpoint is read
 
     # 1. Read everything strictly before anything is written.
@@ -376,31 +383,41 @@ def export_model(
     # that reads the same file, alongside steps 3-4 here, when a core is idle;
     # otherwise first, in this process (then a pre-export failure writes nothing).
     pending = None
+    plan = IN_PROCESS
     if not options.skip_parity:
         from .parity import make_inputs
 
         resolution = options.parity_resolution or min(entry.resolution, PARITY_MAX_RESOLUTION)
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
-        overlap = options.overlap
-        if overlap is None:
-            from .resources import reference_worker_decision
-
-            overlap, why = reference_worker_decision(checkpoint.parameters * 4, window)
+        if options.overlap is None:
+            plan, why = reference_plan(weight_bytes, window)
             log(f"{entry.id}: JAX reference {why}")
-        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, overlap)
-        if not overlap:
+        else:
+            plan = ALONGSIDE if options.overlap else IN_PROCESS
+        pending = _PendingReference(checkpoint, images, names, resolution, options.parity_batch, plan != IN_PROCESS)
+        if plan == IN_PROCESS:
             pending.result(entry.id, log)
 
     import tensorflow as tf
+
+    if pending is not None and plan == WORKER_FIRST:
+        # Only the TF import ran beside the worker; building the graph now would
+        # put both processes' peaks together (R152x2: 5.5 GB).
+        pending.result(entry.id, log)
 
     from .tf_model import build_tf_model
 
     t = time.perf_counter()
     net = build_tf_model(checkpoint)
     checkpoint_params = checkpoint.parameters
-    # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB).
+    # The TF variables now hold the weights: drop the numpy copies (R152x2: 0.95 GB;
+    # plain arrays, freed at once without a garbage collection).
     checkpoint.arrays.clear()
-    gc.collect()
+    # A full collection costs about 0.4 s with TF loaded (R50x1: 1.8 s of a 27 s export
+    # in four of them). It is worth it only where it hands back a model's worth of
+    # memory before the next one is loaded, i.e. for big checkpoints.
+    release = gc.collect if weight_bytes >= COLLECT_ABOVE_BYTES else _no_collection
+    release()
     log(f"{entry.id}: TF graph built in {time.perf_counter() - t:.1f}s")
 
     live = None
@@ -442,8 +459,8 @@ def export_model(
             log(f"{entry.id}: TF graph run on the parity images in {live_run.seconds:.1f}s (alongside the writing)")
             if pending.done:  # the reference is there: judge the live graph before going on
                 before = _check_before(pending, live, arch, entry.id, log)
-        gc.collect()
-        outputs = _reload_savedmodels(tmp, variants, pending, options.input_range, arch, entry.id, log)
+        release()
+        outputs = _reload_savedmodels(tmp, variants, pending, options.input_range, arch, entry.id, log, release)
         after = {}
         if pending is not None:
             pending.result(entry.id, log)
@@ -576,7 +593,7 @@ class _PendingReference:
             log(
                 f"{model_id}: JAX reference on {len(self.images)} images {self.resolution}x{self.resolution}: "
                 f"float64 {timings.get('jax_f64_s', 0):.1f}s"
-                + (" (in a worker process, alongside the TF work)" if self._proc is not None else "")
+                + (" (in a worker process)" if self._proc is not None else "")
             )
         return self._reference
 
@@ -691,7 +708,9 @@ def _check_reloaded_api(loaded, variant: str, facts: dict, model_id: str, classe
         raise ExportError(f"{model_id}: the reloaded {variant} SavedModel is not as written: {'; '.join(problems)}")
 
 
-def _reload_savedmodels(tmp: Path, facts: dict, pending, input_range: str, arch, model_id: str, log: Log) -> dict:
+def _reload_savedmodels(
+    tmp: Path, facts: dict, pending, input_range: str, arch, model_id: str, log: Log, release: Callable[[], object]
+) -> dict:
     """Reload each variant from disk, check its API and signature; its outputs on the parity images."""
     import tensorflow as tf
 
@@ -715,7 +734,7 @@ def _reload_savedmodels(tmp: Path, facts: dict, pending, input_range: str, arch,
         if pending is not None:
             outputs[variant] = result
         del loaded
-        gc.collect()
+        release()  # the loaded model's weights, before the next variant is loaded
         log(f"{model_id}: reloaded and checked the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
     return outputs
 

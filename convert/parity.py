@@ -494,7 +494,7 @@ def run_parity(
     on this 2-core machine with another job running it was slower than
     running the halves in turn (R50x1 at 160: 31-36 s against 28.5 s; idle:
     about 22 s against 26 s). It also holds both processes' memory at once.
-    ``None`` (the default) lets :func:`convert.resources.reference_worker_decision`
+    ``None`` (the default) lets :func:`convert.resources.reference_plan`
     decide from the CPU use of other processes over ``window`` (started by
     the caller before reading the checkpoint; here when not given) and from
     the memory both processes would need. Otherwise, or for an in-memory
@@ -525,10 +525,11 @@ def run_parity(
 
     path = getattr(checkpoint, "path", None)
     if reference_process is None:
-        from .resources import CpuWindow, reference_worker_decision
+        from .resources import ALONGSIDE, CpuWindow, reference_plan
 
-        reference_process, why = reference_worker_decision(checkpoint.parameters * 4, window or CpuWindow())
-        log(f"JAX reference {why}")
+        plan, why = reference_plan(checkpoint.parameters * 4, window or CpuWindow())
+        reference_process = plan == ALONGSIDE
+        log(f"JAX reference {why}" if reference_process else "JAX reference in this process, first")
     in_worker = bool(reference_process and path is not None and Path(path).is_file())
     if in_worker:
         with tempfile.TemporaryDirectory(prefix="bitconvert-parity-") as tmp:

@@ -28,6 +28,10 @@ from dataclasses import dataclass
 #: default options): R50x1, 0.10 GB -> 1.71 GB; R152x2, 0.95 GB -> 5.49 GB.
 OVERLAP_BYTES_PER_CHECKPOINT_BYTE = 4.5
 OVERLAP_FIXED_BYTES = 1.25e9
+#: While the worker runs first: the worker's peak plus this process holding the
+#: checkpoint and TensorFlow's runtime. Measured: R152x2 (0.95 GB), parity at 224 px: 4.22 GB.
+WORKER_FIRST_BYTES_PER_CHECKPOINT_BYTE = 3.5
+WORKER_FIRST_FIXED_BYTES = 1.0e9
 #: The most both processes may hold together: the export's memory target
 #: (issue 5: R152x2 within 4.5 GB). Above it the halves run in turn, in one process.
 OVERLAP_MEMORY_BUDGET = 4.5e9
@@ -107,24 +111,43 @@ def available_memory() -> float | None:
 
 
 def overlap_memory(checkpoint_bytes: int) -> float:
-    """Estimated peak of the worker and the main process together."""
+    """Estimated peak of the worker and the main process together, the worker alongside the TF work."""
     return OVERLAP_FIXED_BYTES + OVERLAP_BYTES_PER_CHECKPOINT_BYTE * checkpoint_bytes
 
 
-def reference_worker_decision(checkpoint_bytes: int, window: CpuWindow | None) -> tuple[bool, str]:
-    """(run the JAX reference in a worker process?, the reason, for the log)."""
-    need = overlap_memory(checkpoint_bytes)
-    if need > OVERLAP_MEMORY_BUDGET:
-        return False, f"in turn: alongside, the two processes would need about {need / 1e9:.1f} GB"
-    available = available_memory()
-    if available is not None and need > available:
-        return False, f"in turn: {available / 1e9:.1f} GB available, alongside would need about {need / 1e9:.1f} GB"
+def worker_first_memory(checkpoint_bytes: int) -> float:
+    """Estimated peak while the worker runs and this process only holds the checkpoint and imports TF."""
+    return WORKER_FIRST_FIXED_BYTES + WORKER_FIRST_BYTES_PER_CHECKPOINT_BYTE * checkpoint_bytes
+
+
+#: The JAX reference runs in a worker process alongside all of the TF work.
+ALONGSIDE = "alongside"
+#: The JAX reference runs in a worker process while this process imports TF;
+#: the TF graph is built only once the worker is done (memory: R152x2).
+WORKER_FIRST = "worker-first"
+#: The JAX reference runs in this process, before the TF work.
+IN_PROCESS = "in-process"
+
+
+def reference_plan(checkpoint_bytes: int, window: CpuWindow | None) -> tuple[str, str]:
+    """Where the JAX reference runs (ALONGSIDE, WORKER_FIRST or IN_PROCESS) and why, for the log."""
     if usable_cpus() < 2:
-        return False, "in turn: one CPU"
+        return IN_PROCESS, "in this process, first: one CPU"
     idle = window.idle_cpus() if window is not None else None
     if idle is None:
-        return False, "in turn: cannot tell how busy the CPUs are"
+        return IN_PROCESS, "in this process, first: cannot tell how busy the CPUs are"
     # This process takes one CPU; the worker needs most of another.
     if idle < 1.5:
-        return False, f"in turn: other processes keep {usable_cpus() - idle:.1f} of {usable_cpus()} CPUs busy"
-    return True, "in a worker process, alongside the TF work"
+        return IN_PROCESS, f"in this process, first: other processes keep {usable_cpus() - idle:.1f} of {usable_cpus()} CPUs busy"
+    available = available_memory()
+    budget = OVERLAP_MEMORY_BUDGET if available is None else min(OVERLAP_MEMORY_BUDGET, available)
+    need = overlap_memory(checkpoint_bytes)
+    if need <= budget:
+        return ALONGSIDE, "in a worker process, alongside the TF work"
+    first = worker_first_memory(checkpoint_bytes)
+    if first <= budget:
+        return WORKER_FIRST, (
+            f"in a worker process while TensorFlow is imported, then the TF work "
+            f"(alongside, both would need about {need / 1e9:.1f} GB)"
+        )
+    return IN_PROCESS, f"in this process, first: a worker would need about {first / 1e9:.1f} GB, {budget / 1e9:.1f} GB allowed"

@@ -465,7 +465,15 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
             net.variables_by_key["resnet/head/conv2d/bias"].assign_add(np.full([10], 0.5, np.float32))
         return real_build(net, variant, input_range)
 
+    class LiveRunFirst(export_mod._LiveRun):
+        """The live run finishes before the SavedModels are written (and nudged), not alongside."""
+
+        def __init__(self, graph, images):
+            super().__init__(graph, images)
+            self._thread.join()
+
     monkeypatch.setattr(export_mod, "build_exportable", nudged)
+    monkeypatch.setattr(export_mod, "_LiveRun", LiveRunFirst)
     with pytest.raises(ParityError, match="reloaded classification SavedModel does not reproduce JAX"):
         _tiny_export(tmp_path, out, overlap=True)  # the reference in a worker process
     assert _model_files(good.path / "classification") == good_files  # the previous export stays
@@ -484,6 +492,25 @@ def test_writing_traces_the_network_once_per_variant(tmp_path, tiny_npz):
     net._forward = lambda images, logits: traces.append(logits) or real_forward(images, logits)
     _write_savedmodels(net, tmp_path, "unit", MODEL, lambda msg: None)
     assert sorted(traces) == [False, True]  # the feature extractor's graph, the classifier's
+
+
+def test_worker_first_plan_exports_the_same(tmp_path, monkeypatch):
+    """The plan for big checkpoints (the reference in a worker while TF is imported, then the TF work) gives the same figures."""
+    import convert.export as export_mod
+    from convert.resources import WORKER_FIRST
+
+    in_process = _tiny_export(tmp_path, tmp_path / "a", overlap=False)
+    monkeypatch.setattr(export_mod, "reference_plan", lambda nbytes, window: (WORKER_FIRST, "worker first (test)"))
+    lines = []
+    ckpt = tmp_path / "tiny.npz"
+    options = ExportOptions(output_dir=tmp_path / "b", parity_resolution=48)
+    worker_first = export_model(load_registry().get(MODEL), ckpt, options, arch=TINY, log=lines.append)
+    assert any("worker first (test)" in line for line in lines)
+    assert any("JAX reference on" in line and "(in a worker process)" in line for line in lines)
+    for variant, stage in (("classification", "logits"), ("feature_extraction", "pre_logits")):
+        a = in_process.manifest["parity"]["after_export"][variant][stage]
+        b = worker_first.manifest["parity"]["after_export"][variant][stage]
+        assert b["tf_rel_l2_f64"] == pytest.approx(a["tf_rel_l2_f64"], rel=1e-9)
 
 
 def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):

@@ -9,7 +9,15 @@ import time
 import pytest
 
 import convert.resources as resources
-from convert.resources import CpuWindow, overlap_memory, reference_worker_decision
+from convert.resources import (
+    ALONGSIDE,
+    IN_PROCESS,
+    WORKER_FIRST,
+    CpuWindow,
+    overlap_memory,
+    reference_plan,
+    worker_first_memory,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -46,31 +54,42 @@ def test_window_waits_for_a_minimum_length():
     assert time.monotonic() - t >= resources.MIN_WINDOW_S * 0.9
 
 
-def test_large_checkpoints_run_the_reference_in_turn():
-    """R152x2 (0.95 GB) would take both processes past the memory budget; R50x1 (0.1 GB) fits."""
-    r152x2, r50x1 = 945_340_832, 102_197_408
-    assert overlap_memory(r152x2) > resources.OVERLAP_MEMORY_BUDGET >= overlap_memory(r50x1)
-    ok, why = reference_worker_decision(r152x2, None)
-    assert not ok and "would need about 5.5 GB" in why
+class _Idle:
+    def __init__(self, idle):
+        self.idle = idle
+
+    def idle_cpus(self):
+        return self.idle
 
 
-def test_decision_follows_cpus_and_available_memory(monkeypatch):
-    class Idle:
-        def __init__(self, idle):
-            self.idle = idle
+R152X2_BYTES, R50X1_BYTES, R101X3_BYTES = 945_340_832, 102_197_408, 1_550_000_000
 
-        def idle_cpus(self):
-            return self.idle
 
+@pytest.fixture
+def roomy(monkeypatch):
+    """Two CPUs and plenty of memory available."""
     monkeypatch.setattr(resources, "usable_cpus", lambda: 2)
     monkeypatch.setattr(resources, "available_memory", lambda: 16e9)
-    assert reference_worker_decision(100_000_000, Idle(2.0))[0] is True
-    ok, why = reference_worker_decision(100_000_000, Idle(0.8))
-    assert not ok and "1.2 of 2 CPUs busy" in why
-    assert reference_worker_decision(100_000_000, Idle(None))[0] is False  # cannot tell: in turn
+
+
+def test_plan_follows_checkpoint_size(roomy):
+    """R50x1 alongside; R152x2 (0.95 GB) in a worker while TF is imported (alongside: 5.5 GB); R101x3 in turn."""
+    assert overlap_memory(R152X2_BYTES) > resources.OVERLAP_MEMORY_BUDGET >= overlap_memory(R50X1_BYTES)
+    assert reference_plan(R50X1_BYTES, _Idle(2.0))[0] == ALONGSIDE
+    plan, why = reference_plan(R152X2_BYTES, _Idle(2.0))
+    assert plan == WORKER_FIRST and "both would need about 5.5 GB" in why
+    assert worker_first_memory(R152X2_BYTES) <= resources.OVERLAP_MEMORY_BUDGET
+    plan, why = reference_plan(R101X3_BYTES, _Idle(2.0))
+    assert plan == IN_PROCESS and "4.5 GB allowed" in why
+
+
+def test_plan_follows_cpus_and_available_memory(roomy, monkeypatch):
+    plan, why = reference_plan(R50X1_BYTES, _Idle(0.8))
+    assert plan == IN_PROCESS and "1.2 of 2 CPUs busy" in why
+    assert reference_plan(R50X1_BYTES, _Idle(None))[0] == IN_PROCESS  # cannot tell: in turn
     monkeypatch.setattr(resources, "available_memory", lambda: 1e9)
-    ok, why = reference_worker_decision(100_000_000, Idle(2.0))
-    assert not ok and "1.0 GB available" in why
+    plan, why = reference_plan(R50X1_BYTES, _Idle(2.0))
+    assert plan == IN_PROCESS and "1.0 GB allowed" in why
     monkeypatch.setattr(resources, "available_memory", lambda: 16e9)
     monkeypatch.setattr(resources, "usable_cpus", lambda: 1)
-    assert reference_worker_decision(100_000_000, Idle(1.0)) == (False, "in turn: one CPU")
+    assert reference_plan(R50X1_BYTES, _Idle(1.0)) == (IN_PROCESS, "in this process, first: one CPU")
