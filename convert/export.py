@@ -592,8 +592,7 @@ class _PendingReference:
             timings = self._reference.timings
             log(
                 f"{model_id}: JAX reference on {len(self.images)} images {self.resolution}x{self.resolution}: "
-                f"float64 {timings.get('jax_f64_s', 0):.1f}s"
-                + (" (in a worker process)" if self._proc is not None else "")
+                f"float64 {timings.get('jax_f64_s', 0):.1f}s" + (" (in a worker process)" if self._proc is not None else "")
             )
         return self._reference
 
