@@ -379,9 +379,8 @@ def export_model(
     # Two variants; the archives of random-looking floats barely compress.
     check_free_space(out, int(weight_bytes * (4 if options.archive else 2) * 1.05))
 
-    # 2. The JAX reference, computed once for all comparisons: in a worker process
-    # that reads the same file, alongside steps 3-4 here, when a core is idle;
-    # otherwise first, in this process (then a pre-export failure writes nothing).
+    # 2. The JAX reference, computed once for all comparisons, where reference_plan
+    # says: in a worker process that reads the same file, or first, in this process.
     pending = None
     plan = IN_PROCESS
     if not options.skip_parity:
@@ -405,6 +404,7 @@ def export_model(
         # put both processes' peaks together (R152x2: 5.5 GB).
         pending.result(entry.id, log)
 
+    from .parity import tf_stage_function
     from .tf_model import build_tf_model
 
     t = time.perf_counter()
@@ -428,9 +428,7 @@ def export_model(
         # same), then run in a thread while they are written: the run is TF kernels,
         # which release the GIL; the writing is mostly Python on one core.
         # R152x2-384: 16.8 s run, then 23 s of writing, in turn.
-        stages_graph = tf.function(
-            net.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False
-        ).get_concrete_function()
+        stages_graph = tf_stage_function(net).get_concrete_function()
         # Its first call (function instantiation, graph optimisation) takes names
         # from TF's process-wide counter, as the SavedModels' traces do: made here,
         # in order, so that the thread cannot make re-exports differ byte for byte.
@@ -463,7 +461,6 @@ def export_model(
         outputs = _reload_savedmodels(tmp, variants, pending, options.input_range, arch, entry.id, log, release)
         after = {}
         if pending is not None:
-            pending.result(entry.id, log)
             if before is None:
                 before = _check_before(pending, live, arch, entry.id, log)
             after = _check_after(pending, outputs, arch, entry.id, log)
@@ -598,9 +595,10 @@ class _PendingReference:
 
     def abandon(self) -> None:
         """Stop a still-running worker (on failure) and remove its scratch directory."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
+        if self._proc is not None:
+            from .parity import stop_reference_worker
+
+            stop_reference_worker(self._proc)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
 

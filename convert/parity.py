@@ -436,6 +436,13 @@ def start_reference_worker(
         )
 
 
+def stop_reference_worker(proc) -> None:
+    """Kill a reference worker that is still running (after a failure) and reap it; no-op once it has exited."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path) -> Reference:
     import json
 
@@ -527,9 +534,9 @@ def run_parity(
     if reference_process is None:
         from .resources import ALONGSIDE, CpuWindow, reference_plan
 
-        plan, why = reference_plan(checkpoint.parameters * 4, window or CpuWindow())
+        plan, why = reference_plan(checkpoint.parameters * 4, window or CpuWindow(), worker_first=False)
         reference_process = plan == ALONGSIDE
-        log(f"JAX reference {why}" if reference_process else "JAX reference in this process, first")
+        log(f"JAX reference {why}")
     in_worker = bool(reference_process and path is not None and Path(path).is_file())
     if in_worker:
         with tempfile.TemporaryDirectory(prefix="bitconvert-parity-") as tmp:
@@ -539,9 +546,7 @@ def run_parity(
                 tf_out = run_tf()
                 ref = finish_reference_worker(proc, checkpoint.architecture, images, names, work)
             finally:
-                if proc.poll() is None:  # TF failed or we were interrupted: do not leave it running
-                    proc.kill()
-                    proc.wait()
+                stop_reference_worker(proc)  # TF failed or we were interrupted: do not leave it running
     else:
         tf_out = run_tf()
         gc.collect()  # the TF graph and its standardised kernels, before the JAX params arrive

@@ -129,8 +129,12 @@ WORKER_FIRST = "worker-first"
 IN_PROCESS = "in-process"
 
 
-def reference_plan(checkpoint_bytes: int, window: CpuWindow | None) -> tuple[str, str]:
-    """Where the JAX reference runs (ALONGSIDE, WORKER_FIRST or IN_PROCESS) and why, for the log."""
+def reference_plan(checkpoint_bytes: int, window: CpuWindow | None, *, worker_first: bool = True) -> tuple[str, str]:
+    """Where the JAX reference runs (ALONGSIDE, WORKER_FIRST or IN_PROCESS) and why, for the log.
+
+    ``worker_first=False`` for callers that cannot wait for the worker between
+    importing TensorFlow and building the graph (``bitconvert verify``).
+    """
     if usable_cpus() < 2:
         return IN_PROCESS, "in this process, first: one CPU"
     idle = window.idle_cpus() if window is not None else None
@@ -144,6 +148,8 @@ def reference_plan(checkpoint_bytes: int, window: CpuWindow | None) -> tuple[str
     need = overlap_memory(checkpoint_bytes)
     if need <= budget:
         return ALONGSIDE, "in a worker process, alongside the TF work"
+    if not worker_first:
+        return IN_PROCESS, f"in this process, first: alongside, the two processes would need about {need / 1e9:.1f} GB"
     first = worker_first_memory(checkpoint_bytes)
     if first <= budget:
         return WORKER_FIRST, (

@@ -79,6 +79,8 @@ def test_plan_follows_checkpoint_size(roomy):
     plan, why = reference_plan(R152X2_BYTES, _Idle(2.0))
     assert plan == WORKER_FIRST and "both would need about 5.5 GB" in why
     assert worker_first_memory(R152X2_BYTES) <= resources.OVERLAP_MEMORY_BUDGET
+    plan, why = reference_plan(R152X2_BYTES, _Idle(2.0), worker_first=False)  # verify's choice
+    assert plan == IN_PROCESS and "would need about 5.5 GB" in why
     plan, why = reference_plan(R101X3_BYTES, _Idle(2.0))
     assert plan == IN_PROCESS and "4.5 GB allowed" in why
 
