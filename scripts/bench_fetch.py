@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark `bitconvert fetch` against curl over loopback (issue 3's performance target).
 
-Serves a 1 GiB file with convert.mirror on 127.0.0.1 (sendfile, so the server
+Serves a 1 GiB file with convert.testing.mirror on 127.0.0.1 (sendfile, so the server
 is not the bottleneck) and times, in fresh child processes, alternately:
 
 - ``curl -s -o FILE URL`` (no verification at all), and
@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from convert.mirror import serve_directory
+from convert.testing.mirror import serve_directory
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@
 
 1. writes a synthetic checkpoint in the official layout (random weights, NOT
    the real model) where the BiT bucket keeps it: <work>/bucket/distill/R50x1_160.npz;
-2. serves <work>/bucket on 127.0.0.1 with a GCS-like server (convert/mirror.py);
+2. serves <work>/bucket on 127.0.0.1 with a GCS-like server (convert/testing/mirror.py);
 3. runs the real CLI against it: `bitconvert fetch r50x1-160 --base-url ...`,
    then `bitconvert export --model r50x1-160 ...` (checks parity with JAX,
    writes the SavedModels, cards and manifest);
@@ -71,7 +71,7 @@ def main() -> int:
     work = args.work_dir.resolve()
     bucket, cache, exports = work / "bucket", work / "cache", work / "exports"
 
-    from convert.mirror import serve_directory
+    from convert.testing.mirror import serve_directory
     from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
 

@@ -53,7 +53,7 @@ def tiny_npz(tmp_path_factory):
 
 @pytest.fixture
 def mirror(bucket):
-    from convert.mirror import serve_directory
+    from convert.testing.mirror import serve_directory
 
     with serve_directory(bucket) as server:
         yield server

@@ -1,6 +1,6 @@
 """`bitconvert fetch` against a loopback mirror: the fault matrix of download-facts.md, row by row.
 
-Every test runs against convert.mirror on 127.0.0.1 with a 1 MiB object,
+Every test runs against convert.testing.mirror on 127.0.0.1 with a 1 MiB object,
 small timeouts and an injected sleep, and checks the pass rule: the final
 path exists only on success, its bytes equal the source, nothing is left
 behind but a partial bound to the same object, and the lock is released.
@@ -33,7 +33,7 @@ from convert.fetch import (
     resolve_checkpoint,
     source_url,
 )
-from convert.mirror import object_hashes, serve_directory
+from convert.testing.mirror import object_hashes, serve_directory
 from convert.registry import ModelEntry
 
 ENTRY = ModelEntry(

@@ -10,7 +10,7 @@ from fetch_support import HALF, SOURCE, assert_pass_rule, make_payload, registry
 
 import convert.fetch
 from convert.fetch import RetryPolicy
-from convert.mirror import serve_directory
+from convert.testing.mirror import serve_directory
 
 OTHER = "other/b.bin"
 REGISTRY = registry_yaml({"test-a": SOURCE, "test-b": OTHER})

@@ -12,7 +12,7 @@ import struct
 import google_crc32c
 import pytest
 
-from convert.mirror import serve_directory
+from convert.testing.mirror import serve_directory
 
 
 @pytest.fixture

@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import BitconvertError, DownloadError, LocalIOError, OfflineError, UsageError, VerificationError
-from .fsutil import fsync_dir
-from .registry import ModelEntry
+from ..errors import BitconvertError, DownloadError, LocalIOError, OfflineError, UsageError, VerificationError
+from ..fsutil import fsync_dir
+from ..registry import ModelEntry
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/bit_models/"
 BASE_URL_ENV = "BITCONVERT_BASE_URL"
@@ -944,7 +944,7 @@ def _install(transfer: _Transfer, target: Path) -> None:
 def _session():
     import requests
 
-    from . import __version__
+    from .. import __version__
 
     session = requests.Session()  # trust_env stays on: proxies and CA bundles from the environment
     session.headers["User-Agent"] = f"bitconvert/{__version__}"

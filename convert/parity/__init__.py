@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .architecture import Architecture
+from ..architecture import Architecture
 
 #: Stage names in forward order (the same tuple as ``convert.tf_model.STAGES``;
 #: repeated here so importing this module does not import TensorFlow).
@@ -178,7 +178,7 @@ FAST_COMPILE_WORK = 2e12
 
 
 def _compile_dominates(arch: Architecture, image_shape) -> bool:
-    from .architecture import parameter_count
+    from ..architecture import parameter_count
 
     return parameter_count(arch) * image_shape[1] * image_shape[2] <= FAST_COMPILE_WORK
 
@@ -198,8 +198,8 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     """
     import jax
 
-    from .flax_model import make_unitwise_apply
-    from .mapping import flax_params
+    from ..flax_model import make_unitwise_apply
+    from ..mapping import flax_params
 
     arch = checkpoint.architecture
     apply = make_unitwise_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))
@@ -400,7 +400,7 @@ def tf_stage_function(model):
 
 def _reference_from_file(path: str, arch: Architecture, images: np.ndarray, names: list[str], float32: bool) -> Reference:
     """Load (and validate) the checkpoint at ``path``, then :func:`reference_outputs`."""
-    from .checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     return reference_outputs(load_checkpoint(path, arch), images, names, float32=float32)
 
@@ -517,7 +517,7 @@ def run_parity(
     t0 = time.perf_counter()
 
     def run_tf():
-        from .tf_model import build_tf_model
+        from ..tf_model import build_tf_model
 
         t = time.perf_counter()
         model = tf_model if tf_model is not None else build_tf_model(checkpoint)
@@ -532,7 +532,7 @@ def run_parity(
 
     path = getattr(checkpoint, "path", None)
     if reference_process is None:
-        from .resources import ALONGSIDE, CpuWindow, reference_plan
+        from ..resources import ALONGSIDE, CpuWindow, reference_plan
 
         plan, why = reference_plan(checkpoint.parameters * 4, window or CpuWindow(), worker_first=False)
         reference_process = plan == ALONGSIDE
@@ -558,9 +558,3 @@ def run_parity(
     report = compare(ref, tf_out)
     report.info.update(info)
     return report
-
-
-if __name__ == "__main__":  # the reference worker: python -m convert.parity WORKDIR
-    import sys
-
-    sys.exit(_worker_main(sys.argv[1]))

@@ -57,14 +57,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .architecture import PREFIX, Architecture
-from .checkpoint import load_checkpoint
-from .errors import ExportError, LocalIOError, ParityError
-from .fetch import sha256_file
-from .fetch import source_url as bucket_url
-from .fsutil import fsync_dir
-from .model_card import (
+from .. import __version__
+from ..architecture import PREFIX, Architecture
+from ..checkpoint import load_checkpoint
+from ..errors import ExportError, LocalIOError, ParityError
+from ..fetch import sha256_file
+from ..fetch import source_url as bucket_url
+from ..fsutil import fsync_dir
+from ..model_card import (
     INPUT_RANGES,
     OUTPUT_KEYS,
     VARIANTS,
@@ -73,8 +73,8 @@ from .model_card import (
     card_file_name,
     render_card,
 )
-from .registry import ModelEntry
-from .resources import ALONGSIDE, IN_PROCESS, WORKER_FIRST, CpuWindow, reference_plan
+from ..registry import ModelEntry
+from ..resources import ALONGSIDE, IN_PROCESS, WORKER_FIRST, CpuWindow, reference_plan
 
 MANIFEST_FORMAT = "bitconvert-export/1"
 #: Default parity input size cap: 224, the size BiT was pre-trained at. Above it the
@@ -275,7 +275,7 @@ def build_exportable(net, variant: str, input_range: str):
     """
     import tensorflow as tf
 
-    from .numerics import pixels_to_model_range
+    from ..numerics import pixels_to_model_range
 
     lo, hi = INPUT_RANGES[input_range]
     forward = net.__call__ if variant == "classification" else net.features
@@ -384,7 +384,7 @@ def export_model(
     pending = None
     plan = IN_PROCESS
     if not options.skip_parity:
-        from .parity import make_inputs
+        from ..parity import make_inputs
 
         resolution = options.parity_resolution or min(entry.resolution, PARITY_MAX_RESOLUTION)
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
@@ -404,8 +404,8 @@ def export_model(
         # put both processes' peaks together (R152x2: 5.5 GB).
         pending.result(entry.id, log)
 
-    from .parity import tf_stage_function
-    from .tf_model import build_tf_model
+    from ..parity import tf_stage_function
+    from ..tf_model import build_tf_model
 
     t = time.perf_counter()
     net = build_tf_model(checkpoint)
@@ -484,7 +484,7 @@ def export_model(
                 )
                 _write_text(tmp / card_file_name(variant), card)
             if options.archive:
-                from .archive import write_archive
+                from ..archive import write_archive
 
                 for variant in VARIANTS:
                     t = time.perf_counter()
@@ -559,12 +559,12 @@ class _PendingReference:
         if background:
             import tempfile
 
-            from .parity import start_reference_worker
+            from ..parity import start_reference_worker
 
             self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-export-reference-"))
             self._proc = start_reference_worker(checkpoint.path, self._arch, images, names, self._workdir, float32=False)
         else:
-            from .parity import reference_outputs
+            from ..parity import reference_outputs
 
             self._compute = lambda: reference_outputs(checkpoint, images, names, float32=False)
 
@@ -575,7 +575,7 @@ class _PendingReference:
     def result(self, model_id: str, log: Log):
         if self._reference is None:
             if self._proc is not None:
-                from .parity import finish_reference_worker
+                from ..parity import finish_reference_worker
 
                 try:
                     self._reference = finish_reference_worker(self._proc, self._arch, self.images, self.names, self._workdir)
@@ -596,7 +596,7 @@ class _PendingReference:
     def abandon(self) -> None:
         """Stop a still-running worker (on failure) and remove its scratch directory."""
         if self._proc is not None:
-            from .parity import stop_reference_worker
+            from ..parity import stop_reference_worker
 
             stop_reference_worker(self._proc)
         if self._workdir is not None:
@@ -607,7 +607,7 @@ class _PendingReference:
 
 
 def _check_before(pending: _PendingReference, live: dict, arch, model_id: str, log: Log):
-    from .parity import compare
+    from ..parity import compare
 
     before = compare(pending.result(model_id, log), live, arch)
     log(f"{model_id}: parity before export (live TF graph): {_summary_line(before, ('pre_logits', 'logits'))}")
@@ -622,7 +622,7 @@ def _check_before(pending: _PendingReference, live: dict, arch, model_id: str, l
 
 
 def _check_after(pending: _PendingReference, outputs: dict, arch, model_id: str, log: Log) -> dict:
-    from .parity import compare
+    from ..parity import compare
 
     reports = {}
     for variant in VARIANTS:

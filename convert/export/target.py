@@ -1,0 +1,98 @@
+"""The export target interface: one module per format under ``convert/export/``.
+
+A target (``savedmodel``, ``keras``, ``tflite``, ``onnx``) knows how to write its
+files and how a user's runtime loads them; the orchestrator owns everything
+else: the JAX reference, the comparison rule, the manifest, the cards and the
+atomic publication. Each target:
+
+1. ``write(job)`` writes its artifacts under ``job.export_dir`` (the temporary
+   export directory; nothing there is final until the orchestrator publishes
+   it) and returns one :class:`Artifact` per file or directory written;
+2. ``check(job, artifacts, images)`` starts reloading them from disk in the
+   runtime a user would use (possibly in child processes, possibly several
+   runtimes per artifact) and returns a callable that waits and returns one
+   :class:`Run` per (artifact, runtime): the outputs on ``images``, which are
+   already in the export's input range. Starting and waiting are separate so
+   that slow checks (fresh processes per Keras backend) overlap other work;
+3. ``card(job, artifact, figures)`` returns the Markdown card of one artifact
+   (``figures``: the parity figures of each runtime that ran it, or None
+   with ``--skip-parity``), or None when the target has no card of its own.
+
+The orchestrator compares every :class:`Run` with the JAX reference at the
+variant's stage (``VARIANT_STAGES``) under the architecture's tolerance, the
+same rule for every target; one failing run removes the whole export.
+A target raises :class:`convert.errors.BitconvertError` subclasses only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+#: The two variants of every export, and the reference stage each is compared with.
+VARIANTS = ("classification", "feature_extraction")
+VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"}
+#: The single input of every artifact, and each variant's output name.
+INPUT_NAME = "images"
+OUTPUT_NAMES = {"classification": "logits", "feature_extraction": "feature_vector"}
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """What every target is given. Read-only: targets return what they learn."""
+
+    model_id: str
+    entry: object  # convert.registry.ModelEntry
+    arch: object  # convert.architecture.Architecture
+    #: The TF BiT module (convert.tf_model), holding the weights in its variables.
+    net: object
+    input_range: str  # "unit" ([0, 1]) or "symmetric" ([-1, 1])
+    export_dir: Path  # the temporary export directory
+    log: Log
+    #: Class names of the classifier head, index order; None when not published.
+    labels: tuple[str, ...] | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The weights by checkpoint key (float32 numpy), read from the TF variables."""
+        return {key: var.numpy() for key, var in self.net.variables_by_key.items()}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file or directory a target wrote, relative to the export directory."""
+
+    target: str  # the --format value
+    variant: str  # one of VARIANTS
+    path: str  # e.g. "keras/classification.keras"; a SavedModel's directory for savedmodel
+    #: Manifest facts of the target's own (converter and version, opset, variable count, ...).
+    facts: Mapping = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One artifact reloaded from disk and run in one runtime."""
+
+    artifact: Artifact
+    runtime: str  # e.g. "tensorflow", "keras-jax", "litert", "onnxruntime"
+    outputs: np.ndarray  # (images, classes) or (images, features), float32
+    seconds: float = 0.0
+    facts: Mapping = field(default_factory=dict)  # runtime version, provider, ...
+
+
+class ExportTarget(Protocol):
+    #: The --format value.
+    name: str
+    #: One line for ``bitconvert export --help``.
+    summary: str
+
+    def write(self, job: ExportJob) -> list[Artifact]: ...
+
+    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray) -> Callable[[], list[Run]]: ...
+
+    def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None: ...
