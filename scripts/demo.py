@@ -71,9 +71,9 @@ def main() -> int:
     work = args.work_dir.resolve()
     bucket, cache, exports = work / "bucket", work / "cache", work / "exports"
 
-    from convert.testing.mirror import serve_directory
     from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
+    from convert.testing.mirror import serve_directory
 
     entry = load_registry().get(MODEL)
     print(

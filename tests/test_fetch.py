@@ -33,8 +33,8 @@ from convert.fetch import (
     resolve_checkpoint,
     source_url,
 )
-from convert.testing.mirror import object_hashes, serve_directory
 from convert.registry import ModelEntry
+from convert.testing.mirror import object_hashes, serve_directory
 
 ENTRY = ModelEntry(
     id="test-obj",
