@@ -25,6 +25,10 @@ PREFIX = "resnet/"
 CONV = "standardized_conv2d"
 _CONV_VARIANT = re.compile(r"/standardized_conv2d_\d+/")
 
+#: The named outputs of the forward pass, in order: what the TF graph, the Flax
+#: model and the parity report all use (the single definition).
+STAGES = ("stem", "block1", "block2", "block3", "block4", "pre_logits", "logits")
+
 #: Sub-layer letters of a bottleneck unit in the checkpoint, in order.
 UNIT_PARTS = ("a", "b", "c")
 

@@ -15,15 +15,15 @@ import sys
 import click
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, BitconvertError
-from .options import checkpoint_option, json_option, model_option, source_options
-
-EXIT_INTERNAL = 70
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
+from .options import checkpoint_option, json_option, model_option, reference_option, source_options
 
 EPILOG = """\b
 Exit status: 0 ok; 1 bad input (damaged checkpoint, parity failure,
 failed verification); 2 usage; 3 registry; 4 download; 5 offline and
-not cached; 6 local I/O (disk full); 130 interrupted.
+not cached; 6 local I/O (disk full); 7 the JAX reference failed (JAX
+cannot start, its worker was killed or ran out of memory); 70 internal
+error (a bug); 130 interrupted.
 """
 
 
@@ -156,9 +156,10 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url
 @checkpoint_option
 @click.option("--resolution", type=click.IntRange(min=32), help="Input size (default: the model's native one).")
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True, help="Random images per batch.")
+@reference_option
 @json_option
 @source_options
-def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, base_url, offline, quiet):
+def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cache_dir, base_url, offline, quiet):
     """Prove the TensorFlow graph computes what the JAX (Flax) model computes.
 
     Feeds both the same deterministic images (BATCH random ones in [-1, 1],
@@ -170,6 +171,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     from .checkpoint import load_checkpoint
+    from .config import reference_mode
     from .errors import ParityError
     from .fetch import resolve_checkpoint
     from .parity import run_parity
@@ -179,6 +181,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
     if len(model_ids) != 1:
         raise click.UsageError("verify takes exactly one --model ID")
     entry = load_registry().get(model_ids[0])
+    reference = reference or reference_mode()
 
     def log(msg: str) -> None:
         if not quiet:
@@ -186,11 +189,11 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
 
     path = resolve_checkpoint(entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet)
     log(f"loading {path}")
-    window = CpuWindow()  # how busy the other processes keep the CPUs, while the checkpoint is read
+    window = CpuWindow() if reference == "auto" else None  # how busy the other processes keep the CPUs, while reading
     ckpt = load_checkpoint(path, entry.architecture)
     size = resolution or entry.resolution
     log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size}x{size}")
-    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log, window=window)
+    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log, reference=reference, window=window)
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -225,7 +228,18 @@ def mapping_cmd(model_ids, as_json):
         click.echo(render_table(rows))
 
 
-@cli.command("export")
+class ExportCommand(click.Command):
+    """``export --help`` lists the formats this installation has, with their summaries."""
+
+    def format_epilog(self, ctx, formatter):
+        from .export.formats import summaries
+
+        with formatter.section("Formats"):
+            formatter.write_dl(list(summaries().items()))
+        super().format_epilog(ctx, formatter)
+
+
+@cli.command("export", cls=ExportCommand)
 @model_option
 @click.option(
     "--all", "export_all", is_flag=True, help="The four models of the TF Hub collection (`bitconvert list --collection`)."
@@ -259,6 +273,15 @@ def mapping_cmd(model_ids, as_json):
     help="Input size of the parity check [default: the model's resolution, at most 224].",
 )
 @click.option("--parity-batch", type=click.IntRange(min=1), default=1, hidden=True, help="Random parity images.")
+@click.option(
+    "--format",
+    "formats",
+    metavar="NAME[,NAME...]",
+    default="savedmodel",
+    show_default=True,
+    help="Formats to write, comma-separated (see Formats below).",
+)
+@reference_option
 @source_options
 def export_cmd(
     model_ids,
@@ -270,6 +293,8 @@ def export_cmd(
     skip_parity,
     parity_resolution,
     parity_batch,
+    formats,
+    reference,
     cache_dir,
     base_url,
     offline,
@@ -292,12 +317,17 @@ def export_cmd(
     complete export. Prints the path of each finished export on stdout.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    from .export import ExportOptions, export_model
+    from .config import reference_mode
+    from .export import ExportOptions, export_model, parse_formats
     from .fetch import recorded_sha256, resolve_checkpoint, source_url
     from .registry import load_registry
 
     if bool(model_ids) == bool(export_all):
         raise click.UsageError("give --model ID (repeatable) or --all")
+    try:
+        chosen = parse_formats(formats)
+    except BitconvertError as exc:
+        raise click.UsageError(str(exc)) from exc
     registry = load_registry()
     entries = registry.collection() if export_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
     if checkpoint and len(entries) != 1:
@@ -309,6 +339,8 @@ def export_cmd(
         skip_parity=skip_parity,
         parity_batch=parity_batch,
         parity_resolution=parity_resolution,
+        formats=chosen,
+        reference=reference or reference_mode(),
     )
 
     def log(msg: str) -> None:

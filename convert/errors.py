@@ -14,19 +14,24 @@ Exit statuses (also listed in ``bitconvert --help``):
 4     download failed (network, HTTP error, retries exhausted)
 5     offline mode and the file is not cached
 6     local I/O failure: disk full, permission denied
+7     the JAX reference could not be computed: JAX cannot start
+      (e.g. a bad ``JAX_PLATFORMS``), its worker process was killed
+      or ran out of memory
+70    internal error: a bug in bitconvert (``--debug`` shows the traceback)
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_REGISTRY = 3
 EXIT_DOWNLOAD = 4
 EXIT_OFFLINE = 5
 EXIT_IO = 6
+EXIT_REFERENCE = 7
+EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
@@ -110,3 +115,9 @@ class ExportError(BitconvertError):
     """Writing a SavedModel failed."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+class JaxReferenceError(BitconvertError):
+    """The JAX reference could not be computed: JAX failed to start, or its worker was killed or ran out of memory."""
+
+    exit_code = EXIT_REFERENCE

@@ -16,7 +16,7 @@ Parameter tree (the authors' names)::
     params/norm-pre-head/scale|bias
     params/conv_head/kernel (2048w, classes), params/conv_head/bias
 
-The model returns every named stage (``convert.parity.STAGES``), so one forward pass gives
+The model returns every named stage (``convert.architecture.STAGES``), so one forward pass gives
 the per-stage comparison. Convolutions and the head use
 ``precision=HIGHEST``: on CPU that is what float32 does anyway, but on GPU/TPU
 JAX's default lets float32 convs/matmuls run in TF32/bfloat16 passes, which

@@ -50,3 +50,13 @@ def source_options(f):
     for opt in reversed((cache_dir_option, base_url_option, offline_option, quiet_option)):
         f = opt(f)
     return f
+
+
+reference_option = click.option(
+    "--reference",
+    "reference",
+    type=click.Choice(["auto", "worker", "inline"]),
+    default=None,
+    help="Where the JAX reference runs: auto (from free CPUs and memory), worker (a second process), "
+    "inline (this process, first) [env BITCONVERT_REFERENCE; default auto].",
+)

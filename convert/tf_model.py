@@ -47,9 +47,6 @@ from .numerics import (
     WS_EPS,
 )
 
-#: Names of the intermediate outputs, in forward order (shared with the Flax model).
-STAGES = ("stem", "block1", "block2", "block3", "block4", "pre_logits", "logits")
-
 STRIDED_PADDING = ("explicit", "same")
 POOL_PADS = ("zero", "neg_inf")
 #: Axes of the (N, H, W, groups, channels-in-group) view that group norm reduces.

@@ -43,6 +43,10 @@ OUTPUT_NAMES = {"classification": "logits", "feature_extraction": "feature_vecto
 Log = Callable[[str], None]
 
 
+def _nothing() -> object:
+    return None
+
+
 @dataclass(frozen=True)
 class ExportJob:
     """What every target is given. Read-only: targets return what they learn."""
@@ -57,6 +61,14 @@ class ExportJob:
     log: Log
     #: Class names of the classifier head, index order; None when not published.
     labels: tuple[str, ...] | None = None
+    #: Where the checkpoint came from and its sha256 (for cards).
+    source_url: str = ""
+    sha256: str = ""
+    #: Called after each big model is done with (a garbage collection for big checkpoints, else nothing).
+    release: Callable[[], object] = _nothing
+
+    # ``net`` is None in check() and card(): the orchestrator drops the TF
+    # weights once every target has written, before anything is reloaded.
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The weights by checkpoint key (float32 numpy), read from the TF variables."""

@@ -2,6 +2,6 @@
 
 import sys
 
-from . import _worker_main
+from .worker import worker_main
 
-sys.exit(_worker_main(sys.argv[1]))
+sys.exit(worker_main(sys.argv[1]))

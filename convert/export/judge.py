@@ -1,0 +1,107 @@
+"""The reload-and-compare rule, written once for every target, and the live TF graph's run before export."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import ExportError, ParityError
+from ..model_card import ParityFigures
+from .target import VARIANT_STAGES, Run
+
+Log = Callable[[str], None]
+
+
+class LiveRun:
+    """The live TF graph's stages on the parity images, computed in a background thread."""
+
+    def __init__(self, graph, images: np.ndarray):
+        self._graph, self._images = graph, images
+        self._out: dict | None = None
+        self._error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="live-tf-run")
+        self._thread.start()
+
+    def _run(self) -> None:
+        import tensorflow as tf
+
+        t = time.perf_counter()
+        try:
+            self._out = {k: v.numpy() for k, v in self._graph(tf.constant(self._images)).items()}
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+        finally:
+            self._graph = None
+            self.seconds = time.perf_counter() - t
+
+    def result(self) -> dict:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._out
+
+
+def summary_line(report, stages) -> str:
+    return ", ".join(f"{k} rel {report.stages[k].tf_rel_l2_f64:.2e} max|d| {report.stages[k].max_abs_f64:.2e}" for k in stages)
+
+
+def judge_live(reference, live: dict, arch, model_id: str, log: Log):
+    """The live TF graph against the reference at every stage; a failure writes nothing."""
+    from ..parity import compare
+
+    before = compare(reference, live, arch)
+    log(f"{model_id}: parity before export (live TF graph): {summary_line(before, ('pre_logits', 'logits'))}")
+    if not before.passed:
+        raise ParityError(
+            f"{model_id}: the TF graph does not reproduce JAX before export (failed at {', '.join(before.failed_stages)}, "
+            f"relative error {max(s.tf_rel_l2_f64 for s in before.stages.values()):.2e} > {before.tolerance:.1e}); "
+            "nothing exported",
+            before,
+        )
+    return before
+
+
+def _what(run: Run) -> str:
+    a = run.artifact
+    if a.target == "savedmodel":
+        return f"{a.variant} SavedModel"
+    return f"{a.variant} {a.target} artifact ({run.runtime})"
+
+
+def check_shape(run: Run, images: int, arch, model_id: str) -> None:
+    """Every reloaded artifact returns (images, classes) or (images, features)."""
+    width = arch.classes if run.artifact.variant == "classification" else arch.features
+    shape = tuple(np.shape(run.outputs))
+    if shape != (images, width):
+        raise ExportError(f"{model_id}: the reloaded {_what(run)} returns {shape}, expected ({images}, {width})")
+
+
+def judge_run(reference, run: Run, arch, model_id: str, log: Log):
+    """One run against the reference at its variant's stage, under the architecture's tolerance."""
+    from ..parity import compare
+
+    stage = VARIANT_STAGES[run.artifact.variant]
+    report = compare(reference, {stage: run.outputs}, arch)
+    where = (
+        f"{run.artifact.variant} reloaded from disk"
+        if run.artifact.target == "savedmodel"
+        else f"{run.artifact.target} {run.artifact.variant} in {run.runtime}"
+    )
+    log(f"{model_id}: parity after export, {where}: {summary_line(report, (stage,))}")
+    if not report.passed:
+        raise ParityError(
+            f"{model_id}: the reloaded {_what(run)} does not reproduce JAX "
+            f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); "
+            "export removed",
+            report,
+        )
+    return report
+
+
+def figures(report, stage: str, resolution: int, images: int, batch: int) -> ParityFigures:
+    s = report.stages[stage]
+    return ParityFigures(stage, s.max_abs_f64, s.tf_rel_l2_f64, report.tolerance, resolution, images, batch)

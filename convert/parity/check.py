@@ -1,0 +1,90 @@
+"""The whole check of ``bitconvert verify``: TF graph and JAX reference on the same inputs, every stage compared."""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+
+from .compare import ParityReport, compare
+from .inputs import make_inputs
+from .pending import PendingReference
+from .placement import measure, place
+
+
+def tf_stage_function(model):
+    """``tf.function`` over ``model.stages`` with input signature [None, None, None, 3] float32."""
+    import tensorflow as tf
+
+    return tf.function(
+        model.stages, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")], autograph=False
+    )
+
+
+def run_parity(
+    checkpoint,
+    resolution,
+    batch: int = 2,
+    seed: int = 0,
+    *,
+    model_id: str | None = None,
+    log=None,
+    reference: str = "auto",
+    window=None,
+) -> ParityReport:
+    """Build the TF graph, run both sides (JAX in float32 and float64), compare every stage.
+
+    ``checkpoint``: a loaded :class:`convert.checkpoint.Checkpoint`;
+    ``resolution``: int or (height, width); ``log``: optional callable for
+    progress lines. ``reference``: auto, worker or inline
+    (:func:`convert.parity.placement.place`; auto measures the other
+    processes' CPU use over ``window``, a CpuWindow the caller started before
+    reading the checkpoint). In a worker the JAX reference overlaps the TF
+    work; a checkpoint built in memory always runs inline. Timings (seconds)
+    and the TF tracing count land in ``report.info``.
+    """
+    log = log or (lambda msg: None)
+    info: dict = {"model": model_id} if model_id else {}
+    images, names = make_inputs(resolution, batch, seed)
+    t0 = time.perf_counter()
+    path = getattr(checkpoint, "path", None)
+    file_backed = path is not None and Path(path).is_file()
+    if reference == "auto" and window is None:
+        from ..resources import CpuWindow
+
+        window = CpuWindow()
+    facts = measure(window if reference == "auto" else None, checkpoint.parameters * 4, file_backed)
+    placement = place(facts, reference, worker_first=False)
+    log(f"JAX reference {placement.describe()}")
+    pending = PendingReference(checkpoint, images, names, placement, float32=True) if placement.where.in_worker else None
+    try:
+        tf_out = _run_tf(checkpoint, images, info, log)
+        if pending is None:
+            gc.collect()  # the TF graph and its standardised kernels, before the JAX params arrive
+            pending = PendingReference(checkpoint, images, names, placement, float32=True)
+        ref = pending.result()
+    finally:
+        if pending is not None:
+            pending.abandon()  # TF failed or we were interrupted: do not leave a worker running
+    info.update(ref.timings)
+    info["reference_process"] = placement.where.in_worker
+    info["parity_wall_s"] = time.perf_counter() - t0
+    log(f"JAX reference: float32 {ref.timings['jax_f32_s']:.1f} s, float64 {ref.timings['jax_f64_s']:.1f} s (compile and run)")
+    report = compare(ref, tf_out)
+    report.info.update(info)
+    return report
+
+
+def _run_tf(checkpoint, images, info: dict, log) -> dict:
+    from ..tf_model import build_tf_model
+
+    t = time.perf_counter()
+    model = build_tf_model(checkpoint)
+    info["tf_build_s"] = time.perf_counter() - t
+    fn = tf_stage_function(model)
+    t = time.perf_counter()
+    out = {k: v.numpy() for k, v in fn(images).items()}
+    info["tf_run_s"] = time.perf_counter() - t
+    info["tf_tracing_count"] = int(fn.experimental_get_tracing_count())
+    log(f"TF graph: {info['tf_run_s']:.1f} s (trace and run)")
+    return out
