@@ -29,6 +29,13 @@ _CONV_VARIANT = re.compile(r"/standardized_conv2d_\d+/")
 #: model and the parity report all use (the single definition).
 STAGES = ("stem", "block1", "block2", "block3", "block4", "pre_logits", "logits")
 
+
+def format_shape(shape) -> str:
+    """A shape as Python prints a tuple: ``(3, 3, 64, 64)``, ``(1000,)``."""
+    shape = tuple(shape)
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
 #: Sub-layer letters of a bottleneck unit in the checkpoint, in order.
 UNIT_PARTS = ("a", "b", "c")
 

@@ -7,7 +7,7 @@ neither a file name nor a timestamp. Only the members TF Hub hosting accepts
 are stored (``saved_model.pb``, ``variables/``, ``assets/``, ...); anything
 else in the directory is an error rather than silently shipped or dropped.
 
-``fingerprint.pb`` is left out by default: it holds a random UUID (by design,
+``fingerprint.pb`` is left out: it holds a random UUID (by design,
 see savedmodel-facts.md), so including it would make two exports of the same
 weights give different archives. TensorFlow loads a SavedModel without it.
 """
@@ -32,7 +32,7 @@ _ALLOWED = re.compile(
 COMPRESS_LEVEL = 6
 
 
-def archive_members(root: Path, include_fingerprint: bool = False) -> list[str]:
+def archive_members(root: Path) -> list[str]:
     """Relative POSIX names of everything under ``root`` that goes into the archive, sorted.
 
     Raises ExportError on a member TF Hub would not accept, or on a symlink.
@@ -46,7 +46,7 @@ def archive_members(root: Path, include_fingerprint: bool = False) -> list[str]:
             rel = (rel_dir / name).as_posix()
             if full.is_symlink():
                 raise ExportError(f"{full}: symbolic links are not archived")
-            if rel == "fingerprint.pb" and not include_fingerprint:
+            if rel == "fingerprint.pb":
                 continue
             if not _ALLOWED.match(rel):
                 raise ExportError(f"{full}: not a SavedModel member TF Hub accepts in an archive")
@@ -70,7 +70,7 @@ def _normalised_info(path: Path, name: str) -> tarfile.TarInfo:
     return info
 
 
-def write_archive(src_dir: str | os.PathLike, dest: str | os.PathLike, include_fingerprint: bool = False) -> Path:
+def write_archive(src_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Write ``src_dir``'s SavedModel as a deterministic ``.tar.gz`` at ``dest``.
 
     Member names are relative to ``src_dir`` (``saved_model.pb``, not
@@ -79,7 +79,7 @@ def write_archive(src_dir: str | os.PathLike, dest: str | os.PathLike, include_f
     complete or absent.
     """
     src, dest = Path(src_dir), Path(dest)
-    names = archive_members(src, include_fingerprint)
+    names = archive_members(src)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as raw:

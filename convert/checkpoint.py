@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .architecture import STANDARD_UNITS, Architecture, checkpoint_layout, infer_architecture, normalise_key
+from .architecture import STANDARD_UNITS, Architecture, checkpoint_layout, format_shape, infer_architecture, normalise_key
 from .errors import CheckpointError
 
 #: Largest .npy header we parse (numpy's own default guard).
@@ -51,13 +51,11 @@ class ArrayInfo:
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding of the reader. ``kind`` is one of the KINDS below."""
+    """One finding of the reader. ``kind``: missing, unexpected, shape, dtype, object, duplicate, truncated, nonfinite or layout."""
 
     kind: str
     key: str
     detail: str
-
-    KINDS = ("missing", "unexpected", "shape", "dtype", "object", "duplicate", "truncated", "nonfinite", "layout")
 
     def __str__(self) -> str:
         return self.detail
@@ -95,10 +93,6 @@ class Inspection:
     @property
     def parameters(self) -> int:
         return int(sum(np.prod(i.shape, dtype=np.int64) for i in self.infos.values()))
-
-
-def _fmt_shape(shape) -> str:
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -167,17 +161,17 @@ def check_headers(infos: dict[str, ArrayInfo], arch: Architecture) -> list[Probl
     layout = checkpoint_layout(arch)
     for key, shape in layout.items():
         if key not in infos:
-            problems.append(Problem("missing", key, f"missing {key} (expected float32 {_fmt_shape(shape)})"))
+            problems.append(Problem("missing", key, f"missing {key} (expected float32 {format_shape(shape)})"))
     for key, info in infos.items():
         if key not in layout:
-            problems.append(Problem("unexpected", key, f"unexpected {key} {info.dtype} {_fmt_shape(info.shape)}"))
+            problems.append(Problem("unexpected", key, f"unexpected {key} {info.dtype} {format_shape(info.shape)}"))
             continue
         if info.dtype.hasobject:
             problems.append(Problem("object", key, f"object array {key} refused (loading it would need unpickling)"))
             continue
         if info.shape != layout[key]:
             problems.append(
-                Problem("shape", key, f"wrong shape {key}: got {_fmt_shape(info.shape)}, expected {_fmt_shape(layout[key])}")
+                Problem("shape", key, f"wrong shape {key}: got {format_shape(info.shape)}, expected {format_shape(layout[key])}")
             )
         if not (info.dtype.kind == "f" and info.dtype.itemsize == 4):
             problems.append(Problem("dtype", key, f"wrong dtype {key}: got {info.dtype}, expected float32"))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .architecture import CONV, PREFIX, UNIT_PARTS, Architecture, checkpoint_layout
+from .architecture import CONV, PREFIX, UNIT_PARTS, Architecture, checkpoint_layout, format_shape
 from .errors import MappingError
 
 #: How many differences a MappingError message spells out before "and N more".
@@ -132,11 +132,6 @@ def mapping_rows(arch: Architecture) -> tuple[MappingRow, ...]:
     return tuple(rows)
 
 
-def _fmt(shape) -> str:
-    shape = tuple(shape)
-    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
-
-
 def check_sides(
     rows: Iterable[MappingRow],
     source: Mapping[str, tuple[int, ...]],
@@ -165,20 +160,24 @@ def check_sides(
             diffs.append(f"! {target_label} {name} set by {n} rows")
     for r in rows:
         if r.checkpoint_key not in source:
-            diffs.append(f"- checkpoint array {r.checkpoint_key} missing (expected {_fmt(r.shape)})")
+            diffs.append(f"- checkpoint array {r.checkpoint_key} missing (expected {format_shape(r.shape)})")
         elif tuple(source[r.checkpoint_key]) != tuple(r.shape):
-            diffs.append(f"~ checkpoint array {r.checkpoint_key}: got {_fmt(source[r.checkpoint_key])}, expected {_fmt(r.shape)}")
+            diffs.append(
+                f"~ checkpoint array {r.checkpoint_key}: got {format_shape(source[r.checkpoint_key])}, expected {format_shape(r.shape)}"
+            )
         name = target_of(r)
         if name not in target:
             diffs.append(f"- {target_label} {name} missing (row for {r.checkpoint_key})")
         elif tuple(target[name]) != tuple(target_shape_of(r)):
-            diffs.append(f"~ {target_label} {name}: has {_fmt(target[name])}, row gives {_fmt(target_shape_of(r))}")
+            diffs.append(
+                f"~ {target_label} {name}: has {format_shape(target[name])}, row gives {format_shape(target_shape_of(r))}"
+            )
     for key in source:
         if key not in src_use:
-            diffs.append(f"+ checkpoint array {key} {_fmt(source[key])} unused by the mapping")
+            diffs.append(f"+ checkpoint array {key} {format_shape(source[key])} unused by the mapping")
     for name in target:
         if name not in tgt_use:
-            diffs.append(f"+ {target_label} {name} {_fmt(target[name])} set by no row")
+            diffs.append(f"+ {target_label} {name} {format_shape(target[name])} set by no row")
     return diffs
 
 
@@ -274,6 +273,6 @@ def flax_params(
 def render_table(rows: Iterable[MappingRow]) -> str:
     """The mapping as an aligned text table (for ``bitconvert mapping``)."""
     head = ("CHECKPOINT KEY", "TF VARIABLE", "FLAX PATH", "SHAPE", "TRANSFORM")
-    body = [(r.checkpoint_key, r.tf_variable + ":0", r.flax_path, _fmt(r.shape), r.transform) for r in rows]
+    body = [(r.checkpoint_key, r.tf_variable + ":0", r.flax_path, format_shape(r.shape), r.transform) for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])

@@ -114,21 +114,18 @@ def render_card(
     sha256: str,
     parity: ParityFigures | None,
     features: int,
-    publisher: str = DEFAULT_PUBLISHER,
-    version: int = 1,
-    export_dir: str | None = None,
 ) -> str:
     """The markdown card of one exported variant.
 
     ``parity`` is None when the export skipped the JAX check: the card then
-    says so instead of claiming equality. ``export_dir`` is the path the usage
-    examples load (default ``exports/<id>/<variant>``, the CLI's default).
+    says so instead of claiming equality. The usage examples load
+    ``exports/<id>/<variant>``, the CLI's default path.
     """
     _check_variant(variant)
     _range_text(input_range)  # validates
     res = entry.resolution
     arch = f"ResNetV2-{entry.depth}x{entry.width}"
-    path = export_dir or f"exports/{entry.id}/{variant}"
+    path = f"exports/{entry.id}/{variant}"
     lo, hi = INPUT_RANGES[input_range]
     classifier = variant == "classification"
     what = "image classifier" if classifier else "image feature vector"
@@ -136,7 +133,7 @@ def render_card(
     model_name = hub_model_name(entry, variant)
 
     lines = [
-        f"# Module {publisher}/{model_name}/{version}",
+        f"# Module {DEFAULT_PUBLISHER}/{model_name}/1",
         "",
         f"BiT {arch} {what}, converted from the authors' JAX checkpoint: {entry.description}.",
         "",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Measure the error levels behind convert.parity.TOLERANCES, and the mutations' errors.
+"""Measure the error levels behind convert.parity.tolerance (docs/calibration.md), and the mutations' errors.
 
     .venv/bin/python scripts/calibrate_parity.py r50x1 160 [--batch 2] [--seed 1] [--mutations]
     TF_ENABLE_ONEDNN_OPTS=0 .venv/bin/python scripts/calibrate_parity.py r50x1 160
@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from convert.architecture import Architecture  # noqa: E402
 from convert.checkpoint import Checkpoint  # noqa: E402
-from convert.parity import STAGES, _per_image_rel_l2, make_inputs, reference_outputs, tf_stage_function, tolerance  # noqa: E402
+from convert.parity import STAGES, make_inputs, reference_outputs, tf_stage_function, tolerance  # noqa: E402
+from convert.parity.compare import _per_image_rel_l2  # noqa: E402
 from convert.synthetic import synthetic_arrays  # noqa: E402
 
 ARCHS = {

@@ -14,12 +14,25 @@ from convert.registry import load_registry
 from convert.synthetic import synthetic_arrays
 
 
-def test_help_lists_every_command(invoke):
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_help_lists_every_command_and_exit_status(invoke):
+    from convert.cli import cli
+    from convert.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
+
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("list", "fetch", "inspect", "verify", "export"):
+    assert {"list", "fetch", "inspect", "verify", "mapping", "export"} <= set(cli.commands)
+    for command in cli.commands:
         assert f"\n  {command} " in result.output
-    assert "Exit status" in result.output
+    epilog = " ".join(result.output[result.output.index("Exit status") :].split())
+    statuses = {c.exit_code for c in _subclasses(BitconvertError)} | {EXIT_INTERNAL, EXIT_INTERRUPTED}
+    for status in statuses:
+        assert f" {status} " in f" {epilog} ", status
 
 
 def test_list_prints_every_registry_entry(invoke):

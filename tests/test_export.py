@@ -451,31 +451,32 @@ def _tiny_export(tmp_path, out, **kw):
 
 def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
     """A SavedModel that differs from the live graph (one head bias nudged before saving) is caught from disk."""
-    import convert.export as export_mod
+    import convert.export.judge as judge
+    import convert.export.savedmodel as savedmodel
     from convert.errors import ParityError
 
     out = tmp_path / "out"
     good = _tiny_export(tmp_path, out)
     good_files = _model_files(good.path / "classification")
 
-    real_build = export_mod.build_exportable
+    real_build = savedmodel.build_exportable
 
     def nudged(net, variant, input_range):
         if variant == "classification":
             net.variables_by_key["resnet/head/conv2d/bias"].assign_add(np.full([10], 0.5, np.float32))
         return real_build(net, variant, input_range)
 
-    class LiveRunFirst(export_mod._LiveRun):
+    class LiveRunFirst(judge.LiveRun):
         """The live run finishes before the SavedModels are written (and nudged), not alongside."""
 
         def __init__(self, graph, images):
             super().__init__(graph, images)
             self._thread.join()
 
-    monkeypatch.setattr(export_mod, "build_exportable", nudged)
-    monkeypatch.setattr(export_mod, "_LiveRun", LiveRunFirst)
+    monkeypatch.setattr(savedmodel, "build_exportable", nudged)
+    monkeypatch.setattr(judge, "LiveRun", LiveRunFirst)
     with pytest.raises(ParityError, match="reloaded classification SavedModel does not reproduce JAX"):
-        _tiny_export(tmp_path, out, overlap=True)  # the reference in a worker process
+        _tiny_export(tmp_path, out, reference="worker")  # the reference in a worker process
     assert _model_files(good.path / "classification") == good_files  # the previous export stays
     assert sorted(p.name for p in out.iterdir()) == [MODEL]  # and no temporary directory
 
@@ -483,34 +484,45 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
 def test_writing_traces_the_network_once_per_variant(tmp_path, tiny_npz):
     """Writing traces each variant's graph once (a tf.function traced eagerly before tf.saved_model.save is traced again)."""
     from convert.checkpoint import load_checkpoint
-    from convert.export import _write_savedmodels
+    from convert.export import ExportJob
+    from convert.export.savedmodel import TARGET
     from convert.tf_model import build_tf_model
 
     net = build_tf_model(load_checkpoint(tiny_npz, TINY))
     traces = []
     real_forward = net._forward
     net._forward = lambda images, logits: traces.append(logits) or real_forward(images, logits)
-    _write_savedmodels(net, tmp_path, "unit", MODEL, lambda msg: None)
+    job = ExportJob(MODEL, load_registry().get(MODEL), TINY, net, "unit", tmp_path, lambda msg: None)
+    artifacts = TARGET.write(job)
     assert sorted(traces) == [False, True]  # the feature extractor's graph, the classifier's
+    assert [(a.variant, a.path) for a in artifacts] == [(v, v) for v in VARIANTS]
 
 
-def test_worker_first_plan_exports_the_same(tmp_path, monkeypatch):
-    """The plan for big checkpoints (the reference in a worker while TF is imported, then the TF work) gives the same figures."""
-    import convert.export as export_mod
-    from convert.resources import WORKER_FIRST
+def test_worker_first_placement_exports_the_same(tmp_path):
+    """With memory for the worker but not for both at once, the reference runs first in a worker: same figures."""
+    from convert.parity import MachineFacts
+    from convert.parity.placement import alongside_bytes
 
-    in_process = _tiny_export(tmp_path, tmp_path / "a", overlap=False)
-    monkeypatch.setattr(export_mod, "reference_plan", lambda nbytes, window: (WORKER_FIRST, "worker first (test)"))
+    in_process = _tiny_export(tmp_path, tmp_path / "a", reference="inline")
+    nbytes = (tmp_path / "tiny.npz").stat().st_size
+    # Enough available memory for the worker-first estimate, not for the alongside one.
+    tight = MachineFacts(usable_cpus=2, idle_cpus=2.0, available_bytes=alongside_bytes(nbytes) / 0.8, checkpoint_bytes=nbytes)
     lines = []
-    ckpt = tmp_path / "tiny.npz"
-    options = ExportOptions(output_dir=tmp_path / "b", parity_resolution=48)
-    worker_first = export_model(load_registry().get(MODEL), ckpt, options, arch=TINY, log=lines.append)
-    assert any("worker first (test)" in line for line in lines)
+    options = ExportOptions(output_dir=tmp_path / "b", parity_resolution=48, machine=tight)
+    worker_first = export_model(load_registry().get(MODEL), tmp_path / "tiny.npz", options, arch=TINY, log=lines.append)
+    assert any("JAX reference in a worker process while TensorFlow is imported" in line for line in lines), lines
     assert any("JAX reference on" in line and "(in a worker process)" in line for line in lines)
     for variant, stage in (("classification", "logits"), ("feature_extraction", "pre_logits")):
         a = in_process.manifest["parity"]["after_export"][variant][stage]
         b = worker_first.manifest["parity"]["after_export"][variant][stage]
         assert b["tf_rel_l2_f64"] == pytest.approx(a["tf_rel_l2_f64"], rel=1e-9)
+
+
+def test_unknown_format_is_a_usage_error_listing_the_valid_ones(invoke, tmp_path, r50x1_npz):
+    result = invoke("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", tmp_path, "--format", "savedmodel,pickle")
+    assert result.exit_code == 2 and "unknown format 'pickle'; valid formats: savedmodel" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert "savedmodel  TF Hub-style SavedModels" in invoke("export", "--help").stdout
 
 
 def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
@@ -522,7 +534,7 @@ def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(tf_model, "build_tf_model", lambda ckpt: real(ckpt, strided_padding="same"))
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="before export"):
-        _tiny_export(tmp_path, out, overlap=False)  # the reference first, in this process
+        _tiny_export(tmp_path, out, reference="inline")  # the reference first, in this process
     assert not out.exists()
 
 

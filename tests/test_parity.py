@@ -1,7 +1,7 @@
 """Parity of the TF graph with the Flax reference on full-depth, full-width layouts, and its teeth.
 
 Reduced resolutions keep CI fast; the native-resolution figures are in
-convert/parity.py (CALIBRATION) and come from scripts/calibrate_parity.py.
+docs/calibration.md and come from scripts/calibrate_parity.py.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_tolerance_grows_with_depth_and_width():
     r101x1, r50x3 = Architecture.from_depth(101, 1, 1000), Architecture.from_depth(50, 3, 1000)
     assert tolerance(TINY) < tolerance(R50X1) < tolerance(r101x1) < tolerance(R152X2)
     assert tolerance(R50X1) < tolerance(r50x3)
-    # Calibrated values (CALIBRATION in convert/parity.py): 5x the measured worst error.
+    # Calibrated values (docs/calibration.md): 5x the measured worst error.
     assert tolerance(R50X1) == pytest.approx(4.0e-4) and tolerance(R152X2) == pytest.approx(4.3e-3)
     assert tolerance(Architecture.from_depth(50, 1, 21843)) == tolerance(R50X1)  # the head size does not matter
 
@@ -141,7 +141,7 @@ def test_r50x1_mutations_fail_by_a_wide_margin(r50, mutation):
 
 def test_r50x1_odd_image_size_single_image(r50):
     ckpt, _, _ = r50
-    report = run_parity(ckpt, (33, 47), batch=1, seed=3, reference_process=True)
+    report = run_parity(ckpt, (33, 47), batch=1, seed=3, reference="worker")
     assert report.passed, report.render()
     assert report.image_shape == (1 + len(STRUCTURED), 33, 47, 3)
     assert report.stages["block4"].shape[1:3] == (2, 2)
@@ -151,7 +151,7 @@ def test_r50x1_odd_image_size_single_image(r50):
 
 def test_in_memory_checkpoint_runs_the_reference_in_process():
     ckpt = Checkpoint(None, TINY, synthetic_arrays(TINY, seed=3))
-    report = run_parity(ckpt, (41, 36), batch=1, reference_process=True)  # nothing to hand a worker
+    report = run_parity(ckpt, (41, 36), batch=1, reference="worker")  # nothing to hand a worker
     assert report.passed, report.render()
     assert report.info["reference_process"] is False and report.info["tf_tracing_count"] == 1
 

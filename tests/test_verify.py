@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,6 +76,58 @@ def test_conv_suffix_names_are_accepted(invoke, tmp_path):
     res = invoke("verify", "--model", MODEL, "--checkpoint", path, *FAST, "--quiet")
     assert res.exit_code == 0, res.stderr
     assert res.stdout.splitlines()[-1] == "parity: PASS"
+
+
+# -- the JAX reference fails: exit 7, one line ---------------------------------------------
+
+BITCONVERT = Path(sys.executable).parent / "bitconvert"
+
+
+def _one_error_line(proc) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("bitconvert: error: ") and "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("reference", ["worker", "inline"])
+def test_jax_that_cannot_start_exits_7(r50x1_npz, reference):
+    env = {**os.environ, "JAX_PLATFORMS": "bogus", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    argv = [BITCONVERT, "verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--quiet", "--reference", reference]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 7, proc.stderr[-3000:]
+    line = _one_error_line(proc)
+    assert "JAX reference" in line and "bogus" in line and "JAX_PLATFORMS" in line
+
+
+def _worker_of(pid: int) -> int | None:
+    """The pid of ``python -m convert.parity`` among the children of ``pid``, if started."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            for child in f.read().split():
+                with open(f"/proc/{child}/cmdline", "rb") as c:
+                    if b"convert.parity" in c.read():
+                        return int(child)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_reference_worker_exits_7(r50x1_npz):
+    """The worker SIGKILLed (what the OOM killer does): one line naming it, exit 7, no traceback."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "BITCONVERT_REFERENCE": "worker"}
+    argv = [BITCONVERT, "verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--quiet"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    worker = None
+    while worker is None and proc.poll() is None and time.monotonic() < deadline:
+        worker = _worker_of(proc.pid)
+        time.sleep(0.05)
+    assert worker is not None, "no reference worker started"
+    os.kill(worker, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 7, err[-3000:]
+    line = _one_error_line(subprocess.CompletedProcess(argv, 7, out, err))
+    assert "worker was killed by SIGKILL" in line and "--reference inline" in line
 
 
 # -- usage and sources ------------------------------------------------------------------
