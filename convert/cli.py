@@ -283,23 +283,7 @@ class ExportCommand(click.Command):
 )
 @reference_option
 @source_options
-def export_cmd(
-    model_ids,
-    export_all,
-    checkpoint,
-    output_dir,
-    input_range,
-    archive,
-    skip_parity,
-    parity_resolution,
-    parity_batch,
-    formats,
-    reference,
-    cache_dir,
-    base_url,
-    offline,
-    quiet,
-):
+def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir, base_url, offline, quiet, **layout):
     """Write TF Hub-style SavedModels (classifier and feature extractor), proven equal to JAX.
 
     \b
@@ -315,6 +299,7 @@ def export_cmd(
     JAX forward pass; a failure removes it and exits 1. Exports are written
     to a temporary directory and renamed into place, so DIR/<id> is always a
     complete export. Prints the path of each finished export on stdout.
+    --format adds other formats (listed below), each checked the same way.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     from .config import reference_mode
@@ -332,16 +317,8 @@ def export_cmd(
     entries = registry.collection() if export_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
     if checkpoint and len(entries) != 1:
         raise click.UsageError("--checkpoint goes with exactly one --model")
-    options = ExportOptions(
-        output_dir=output_dir,
-        input_range=input_range,
-        archive=archive,
-        skip_parity=skip_parity,
-        parity_batch=parity_batch,
-        parity_resolution=parity_resolution,
-        formats=chosen,
-        reference=reference or reference_mode(),
-    )
+    # ``layout``: --output-dir, --input-range, --archive, --skip-parity, --parity-*: ExportOptions' own names.
+    options = ExportOptions(**layout, formats=chosen, reference=reference or reference_mode())
 
     def log(msg: str) -> None:
         if not quiet:

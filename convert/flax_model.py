@@ -181,11 +181,10 @@ def make_apply(arch: Architecture, fast_compile: bool = False):
 
     Params are an argument (not captured constants), so the weights are not
     baked into the compiled program; jit compiles once per (shape, dtype).
-    ``fast_compile`` asks XLA for LLVM optimisation level 0: on this 2-core
-    CPU it saves about 3 s of compilation per dtype and costs run time in the
-    element-wise fusions (R50x1 at 160, 7 images: 2.5 s saved overall;
-    R152x2 at 224: compile 6.8 -> 5.5 s but run 17 -> 22 s in float32). The
-    results are float32 (float64) either way, not bit-identical between the two.
+    ``fast_compile`` asks XLA for LLVM optimisation level 0: less compilation,
+    slower element-wise fusions, so it pays for small work only
+    (docs/performance.md). The results are float32 (float64) either way, not
+    bit-identical between the two.
     """
     model = BiTResNetV2Flax(arch)
     options = {"xla_backend_optimization_level": 0} if fast_compile else None
@@ -215,9 +214,8 @@ def make_unitwise_apply(arch: Architecture, fast_compile: bool = False):
     ``params`` is the whole model's tree (``{'params': ...}``) of host arrays in
     any float dtype; each module's slice is cast to ``dtype`` and sent to the
     device just before it runs and dropped after, so only one unit's weights
-    exist in ``dtype`` at a time. For R152x2 in float64 that is the difference
-    between holding 1.9 GB of float64 params (plus XLA's standardised copies
-    and a 152-layer program to compile: 7.4 GB peak measured) and a few MB.
+    exist in ``dtype`` at a time (R152x2 in float64: a few MB instead of the
+    whole model's float64 params and XLA's copies; docs/performance.md).
 
     The modules are :class:`RootBlock`, :class:`ResidualUnit` and
     :class:`Head`, the very ones the whole model composes; one jit per distinct

@@ -105,35 +105,12 @@ def _references(entry: ModelEntry) -> list[str]:
     return refs
 
 
-def render_card(
-    entry: ModelEntry,
-    variant: str,
-    *,
-    input_range: str,
-    source_url: str,
-    sha256: str,
-    parity: ParityFigures | None,
-    features: int,
-) -> str:
-    """The markdown card of one exported variant.
-
-    ``parity`` is None when the export skipped the JAX check: the card then
-    says so instead of claiming equality. The usage examples load
-    ``exports/<id>/<variant>``, the CLI's default path.
-    """
-    _check_variant(variant)
-    _range_text(input_range)  # validates
-    res = entry.resolution
+def _header_lines(entry: ModelEntry, variant: str) -> list[str]:
+    """The ``# Module`` line, the one-line description and the tfhub.dev metadata."""
     arch = f"ResNetV2-{entry.depth}x{entry.width}"
-    path = f"exports/{entry.id}/{variant}"
-    lo, hi = INPUT_RANGES[input_range]
-    classifier = variant == "classification"
-    what = "image classifier" if classifier else "image feature vector"
-    key = OUTPUT_KEYS[variant]
-    model_name = hub_model_name(entry, variant)
-
-    lines = [
-        f"# Module {DEFAULT_PUBLISHER}/{model_name}/1",
+    what = "image classifier" if variant == "classification" else "image feature vector"
+    return [
+        f"# Module {DEFAULT_PUBLISHER}/{hub_model_name(entry, variant)}/1",
         "",
         f"BiT {arch} {what}, converted from the authors' JAX checkpoint: {entry.description}.",
         "",
@@ -145,38 +122,15 @@ def render_card(
         "<!-- format: saved_model_2 -->",
         f"<!-- license: {LICENSE} -->",
         "",
-        "## Overview",
-        "",
-        f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
-        + (
-            f"This SavedModel computes the classification logits over {_labels_text(entry.classes)}."
-            if classifier
-            else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
-            "(after the final group norm, ReLU and global average pooling), for transfer learning."
-        ),
-        "",
-        f"Weights: `{source_url}` (sha256 `{sha256}`), converted by bitconvert. "
-        "Architecture: pre-activation ResNetV2 with weight-standardised convolutions and group norm (32 groups); "
-        "no batch norm and no dropout, so training and inference behave the same.",
-        "",
-        "## Inputs",
-        "",
-        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {_range_text(input_range)}. "
-        f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
-        f"resize (or crop) to {res}x{res} for the accuracy of the original model.",
-        "",
-        "## Outputs",
-        "",
-        (
-            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised (apply `tf.nn.softmax` for probabilities); "
-            f"index i is class i of {_labels_text(entry.classes)}."
-            if classifier
-            else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
-        ),
-        "",
-        "The `serving_default` signature takes `images` and returns the dict "
-        f'`{{"{key}": ...}}`; calling the model object directly returns the tensor.',
-        "",
+    ]
+
+
+def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: str) -> list[str]:
+    """The card's Usage section: tf.saved_model.load, hub.KerasLayer, Keras 3 TFSMLayer."""
+    res, key, classifier = entry.resolution, OUTPUT_KEYS[variant], variant == "classification"
+    path = f"exports/{entry.id}/{variant}"
+    lo, hi = INPUT_RANGES[input_range]
+    return [
         "## Usage",
         "",
         "```python",
@@ -209,22 +163,86 @@ def render_card(
         f'outputs = layer(images)["{key}"]',
         "```",
         "",
-        "## Verification",
-        "",
     ]
+
+
+def _verification_text(parity: ParityFigures | None) -> str:
     if parity is None:
-        lines.append(
+        return (
             "This export was written with `--skip-parity`: it was **not** compared with the JAX forward pass "
             "of the checkpoint. Run `bitconvert export` without that flag (or `bitconvert verify`) for a checked export."
         )
-    else:
-        lines.append(
-            f"After writing, this SavedModel was reloaded from disk and its `{parity.output}` compared with the "
-            f"JAX (Flax) forward pass of the same checkpoint, run in float64, on {parity.images} images ({parity.random_images} random, "
-            f"{parity.images - parity.random_images} structured: flat, gradients, checkerboards) at "
-            f"{parity.resolution}x{parity.resolution}: maximum absolute error {parity.max_abs_error:.3g}, "
-            f"relative L2 error {parity.relative_l2_error:.3g} (bound {parity.threshold:.3g})."
-        )
+    return (
+        f"After writing, this SavedModel was reloaded from disk and its `{parity.output}` compared with the "
+        f"JAX (Flax) forward pass of the same checkpoint, run in float64, on {parity.images} images ({parity.random_images} random, "
+        f"{parity.images - parity.random_images} structured: flat, gradients, checkerboards) at "
+        f"{parity.resolution}x{parity.resolution}: maximum absolute error {parity.max_abs_error:.3g}, "
+        f"relative L2 error {parity.relative_l2_error:.3g} (bound {parity.threshold:.3g})."
+    )
+
+
+def render_card(
+    entry: ModelEntry,
+    variant: str,
+    *,
+    input_range: str,
+    source_url: str,
+    sha256: str,
+    parity: ParityFigures | None,
+    features: int,
+) -> str:
+    """The markdown card of one exported variant.
+
+    ``parity`` is None when the export skipped the JAX check: the card then
+    says so instead of claiming equality. The usage examples load
+    ``exports/<id>/<variant>``, the CLI's default path.
+    """
+    _check_variant(variant)
+    _range_text(input_range)  # validates
+    res = entry.resolution
+    arch = f"ResNetV2-{entry.depth}x{entry.width}"
+    classifier = variant == "classification"
+    key = OUTPUT_KEYS[variant]
+
+    lines = [
+        *_header_lines(entry, variant),
+        "## Overview",
+        "",
+        f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
+        + (
+            f"This SavedModel computes the classification logits over {_labels_text(entry.classes)}."
+            if classifier
+            else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
+            "(after the final group norm, ReLU and global average pooling), for transfer learning."
+        ),
+        "",
+        f"Weights: `{source_url}` (sha256 `{sha256}`), converted by bitconvert. "
+        "Architecture: pre-activation ResNetV2 with weight-standardised convolutions and group norm (32 groups); "
+        "no batch norm and no dropout, so training and inference behave the same.",
+        "",
+        "## Inputs",
+        "",
+        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {_range_text(input_range)}. "
+        f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
+        f"resize (or crop) to {res}x{res} for the accuracy of the original model.",
+        "",
+        "## Outputs",
+        "",
+        (
+            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised (apply `tf.nn.softmax` for probabilities); "
+            f"index i is class i of {_labels_text(entry.classes)}."
+            if classifier
+            else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
+        ),
+        "",
+        "The `serving_default` signature takes `images` and returns the dict "
+        f'`{{"{key}": ...}}`; calling the model object directly returns the tensor.',
+        "",
+        *_usage_lines(entry, variant, features, input_range),
+        "## Verification",
+        "",
+    ]
+    lines.append(_verification_text(parity))
     published = entry.hub.classification if classifier else entry.hub.feature_extraction
     if published:
         lines += [

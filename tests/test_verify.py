@@ -84,7 +84,8 @@ BITCONVERT = Path(sys.executable).parent / "bitconvert"
 
 
 def _one_error_line(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    """Our one line (TF's C++ start-up chatter on stderr, which --quiet cannot silence, aside)."""
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("bitconvert:")]
     assert len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith("bitconvert: error: ") and "Traceback" not in proc.stderr
     return lines[0]
