@@ -561,3 +561,52 @@ def test_stale_temp_dirs_of_live_processes_are_kept(tmp_path):
         d.mkdir()
     clear_stale_temp_dirs(tmp_path, MODEL)
     assert not dead.exists() and live.exists() and other.exists()
+
+
+# -- a second target through the same interface -------------------------------------------------
+
+
+@pytest.fixture
+def fake_format(monkeypatch):
+    """tests/fake_target.py registered as --format fake (the formats table is data)."""
+    import fake_target
+
+    import convert.export.formats as formats
+
+    monkeypatch.setitem(formats.FORMATS, "fake", "fake_target")
+    monkeypatch.setitem(fake_target.SCALE, "value", 1.0)
+    return fake_target
+
+
+def test_second_target_gets_cards_digests_and_parity_under_targets(tmp_path, fake_format):
+    out = tmp_path / "out"
+    only = _tiny_export(tmp_path, tmp_path / "only", reference="inline")
+    both = _tiny_export(tmp_path, out, reference="inline", formats=("savedmodel", "fake"))
+    m = both.manifest
+
+    def savedmodel_keys(manifest):
+        """Everything but "targets", and the fingerprints (TF's graph names differ between exports in one process)."""
+        d = json.loads(json.dumps({k: v for k, v in manifest.items() if k != "targets"}))
+        for v in d["variants"].values():
+            del v["fingerprint"]
+        return d
+
+    assert list(m) == [*only.manifest, "targets"]
+    assert savedmodel_keys(m) == savedmodel_keys(only.manifest)  # unchanged by a second target
+    (entry,) = m["targets"]["fake"]
+    assert (entry["variant"], entry["path"], entry["card"]) == ("classification", "fake/classification", "fake/classification.md")
+    assert entry["facts"] == {"converter": "tf.saved_model"}
+    assert entry["sha256"]["saved_model.pb"] == _sha(both.path / "fake/classification/saved_model.pb")
+    report = entry["parity"]["tensorflow"]["report"]
+    assert report["summary"]["passed"] and set(report) == {"logits", "summary"}
+    assert f"relative L2 error {report['logits']['tf_rel_l2_f64']}" in (both.path / "fake/classification.md").read_text()
+
+
+def test_second_target_failing_parity_removes_the_whole_export(tmp_path, fake_format):
+    from convert.errors import ParityError
+
+    fake_format.SCALE["value"] = 1.01  # 1% off: far above the tolerance
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match=r"reloaded classification fake artifact \(tensorflow\) does not reproduce JAX"):
+        _tiny_export(tmp_path, out, reference="inline", formats=("savedmodel", "fake"))
+    assert not out.exists()

@@ -18,10 +18,20 @@ atomic publication. Each target:
    (``figures``: the parity figures of each runtime that ran it, or None
    with ``--skip-parity``), or None when the target has no card of its own.
 
-The orchestrator compares every :class:`Run` with the JAX reference at the
-variant's stage (``VARIANT_STAGES``) under the architecture's tolerance, the
-same rule for every target; one failing run removes the whole export.
-A target raises :class:`convert.errors.BitconvertError` subclasses only.
+The orchestrator (``orchestrator.py``) checks every :class:`Run`'s shape
+(``(images, classes)`` or ``(images, features)``) and compares it with the JAX
+reference at the variant's stage (``VARIANT_STAGES``) under the architecture's
+tolerance (``judge.py``), the same rule for every target; one failing run
+removes the whole export. It writes each card next to its artifact
+(``Path(artifact.path).with_suffix(".md")``: ``keras/classification.keras`` ->
+``keras/classification.md``) and records, for every target but savedmodel
+(whose keys are the manifest's historical ones), under ``manifest["targets"][name]``
+a list of ``{variant, path, card, sha256, facts, parity: {runtime: {seconds,
+facts, report}}}``; ``sha256`` is the file's digest, or ``{relative path:
+digest}`` for a directory. ``job.net`` is None in ``check`` and ``card``: the
+TF weights are dropped once every target has written. A target raises
+:class:`convert.errors.BitconvertError` subclasses only. Register a new
+module in ``formats.py``.
 """
 
 from __future__ import annotations
