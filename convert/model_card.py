@@ -125,6 +125,25 @@ def _header_lines(entry: ModelEntry, variant: str) -> list[str]:
     ]
 
 
+def _outputs_lines(entry: ModelEntry, variant: str, features: int) -> list[str]:
+    """The card's Outputs section."""
+    classifier, key = variant == "classification", OUTPUT_KEYS[variant]
+    return [
+        "## Outputs",
+        "",
+        (
+            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised (apply `tf.nn.softmax` for probabilities); "
+            f"index i is class i of {_labels_text(entry.classes)}."
+            if classifier
+            else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
+        ),
+        "",
+        "The `serving_default` signature takes `images` and returns the dict "
+        f'`{{"{key}": ...}}`; calling the model object directly returns the tensor.',
+        "",
+    ]
+
+
 def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: str) -> list[str]:
     """The card's Usage section: tf.saved_model.load, hub.KerasLayer, Keras 3 TFSMLayer."""
     res, key, classifier = entry.resolution, OUTPUT_KEYS[variant], variant == "classification"
@@ -202,7 +221,6 @@ def render_card(
     res = entry.resolution
     arch = f"ResNetV2-{entry.depth}x{entry.width}"
     classifier = variant == "classification"
-    key = OUTPUT_KEYS[variant]
 
     lines = [
         *_header_lines(entry, variant),
@@ -226,18 +244,7 @@ def render_card(
         f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
         f"resize (or crop) to {res}x{res} for the accuracy of the original model.",
         "",
-        "## Outputs",
-        "",
-        (
-            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised (apply `tf.nn.softmax` for probabilities); "
-            f"index i is class i of {_labels_text(entry.classes)}."
-            if classifier
-            else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
-        ),
-        "",
-        "The `serving_default` signature takes `images` and returns the dict "
-        f'`{{"{key}": ...}}`; calling the model object directly returns the tensor.',
-        "",
+        *_outputs_lines(entry, variant, features),
         *_usage_lines(entry, variant, features, input_range),
         "## Verification",
         "",

@@ -30,10 +30,6 @@ def test_entry_matches_its_architecture(entry):
     assert entry.source.endswith(".npz")
 
 
-def test_check_reports_no_problem_for_the_shipped_registry():
-    assert check(REGISTRY) == []
-
-
 def test_check_catches_a_wrong_parameter_count(tmp_path):
     text = (Path(REGISTRY.path).read_text()).replace("params: 25549352", "params: 25549353", 1)
     problems = check(parse_registry(text, tmp_path / "r.yaml"))
