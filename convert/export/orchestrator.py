@@ -328,16 +328,11 @@ def export_model(
     window = CpuWindow() if options.reference == "auto" and options.machine is None else None
     source = read_source(entry, Path(checkpoint_path), arch, options, sha256, source_url, log)
     pending, inputs = start_reference(entry, source, options, window, log)
+    final = options.output_dir / entry.id
     try:
-        net, release = build_graph(entry, source, pending, inputs, log)
-        live = start_live_run(net, inputs)
-        final = options.output_dir / entry.id
         with temporary_export(options.output_dir, entry.id, log) as tmp:
-            job = ExportJob(
-                entry.id, entry, arch, net, options.input_range, tmp, log, None, source.source_url, source.sha256, release
-            )
-            del net
-            manifest = _export_into(job, targets, options, source, checkpoint_origin, pending, inputs, live)
+            job = ExportJob(entry.id, entry, arch, None, options.input_range, tmp, log, None, source.source_url, source.sha256)
+            manifest = _export_into(job, targets, options, source, checkpoint_origin, pending, inputs)
             try:
                 atomic_write(tmp / MANIFEST_NAME, manifest_text(manifest))
                 publish(tmp, final)
@@ -350,10 +345,17 @@ def export_model(
     return ExportResult(entry.id, final, manifest)
 
 
-def _export_into(job: ExportJob, targets, options, source, origin, pending, inputs, live) -> dict:
-    """Steps 3-4 inside the temporary directory: write, judge the live graph, check, judge, cards, archives."""
-    written = write_targets(targets, job)
-    job = dataclasses.replace(job, net=None)  # every target has written: the weights may go
+def _export_into(job: ExportJob, targets, options, source, origin, pending, inputs) -> dict:
+    """Steps 3-4 inside the temporary directory: build, write, judge the live graph, check, judge, cards, archives.
+
+    The TF graph exists only here, in ``net`` and the written-to job: once every
+    target has written, both go, so no caller keeps the weights alive while reloading.
+    """
+    net, release = build_graph(job.entry, source, pending, inputs, job.log)
+    live = start_live_run(net, inputs)
+    written = write_targets(targets, dataclasses.replace(job, net=net, release=release))
+    del net
+    job = dataclasses.replace(job, release=release)
     before = None
     if live is not None:
         out = live.result()
