@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 from fetch_support import HALF, SIZE, SOURCE, assert_pass_rule, make_payload
 
-from convert.errors import DownloadError, OfflineError, VerificationError
+from convert.errors import DownloadError, OfflineError, UsageError, VerificationError
 from convert.fetch import (
     DEFAULT_BASE_URL,
     RetryPolicy,
     cache_path,
     default_cache_dir,
     fetch_checkpoint,
+    fetch_file,
     parse_goog_hash,
     recorded_sha256,
     resolve_checkpoint,
@@ -743,3 +744,41 @@ def test_connection_refused_is_retried_then_a_download_error(fetch, target, slee
         fetch(base_url=f"http://127.0.0.1:{port}/")
     assert len(sleeps) == 2
     assert_pass_rule(target, None)
+
+
+# ---------------------------------------------------------------------------------------------- other files of the bucket
+
+LEMMAS = "ilsvrc2012_wordnet_lemmas.txt"
+
+
+def test_fetch_file_shares_the_verified_download_and_cache(bucket, mirror, cache, policy, monkeypatch):
+    text = "".join(f"class {i}, lemma {i}\n" for i in range(1000)).encode()
+    (bucket / LEMMAS).write_bytes(text)
+    lines: list[str] = []
+    path = fetch_file(LEMMAS, cache_dir=cache, base_url=mirror.base_url, policy=policy, log=lines.append)
+    assert path == cache / LEMMAS and path.read_bytes() == text
+    assert_pass_rule(path, text)
+    record = json.loads((cache / f"{LEMMAS}.verified.json").read_text())
+    assert record["sha256"] == hashlib.sha256(text).hexdigest() and record["checked"] == ["crc32c"]
+    assert lines[-1].startswith(f"{LEMMAS}: verified {path}")
+    assert [r[1] for r in mirror.body_requests()] == [LEMMAS]
+    assert fetch_file(LEMMAS, cache_dir=cache, offline=True, log=lines.append) == path  # cached: no network
+    assert len(mirror.requests) == 1
+    monkeypatch.setenv("BITCONVERT_BASE_URL", mirror.base_url)  # the base URL from the environment, as for checkpoints
+    fetch_file(LEMMAS, cache_dir=cache, force=True, policy=policy, quiet=True)
+    assert len(mirror.body_requests(LEMMAS)) == 2
+
+
+def test_fetch_file_is_verified_and_offline_like_checkpoints(bucket, mirror, cache, policy):
+    (bucket / LEMMAS).write_bytes(b"tench, Tinca tinca\n")
+    with pytest.raises(OfflineError, match=f"{LEMMAS}: offline mode and .* is not cached"):
+        fetch_file(LEMMAS, cache_dir=cache, base_url=mirror.base_url, offline=True, policy=policy)
+    assert mirror.requests == []
+    mirror.hook = _hash_header_hook(["crc32c=AAAAAA=="])
+    with pytest.raises(VerificationError, match="crc32c expected AAAAAA=="):
+        fetch_file(LEMMAS, cache_dir=cache, base_url=mirror.base_url, quiet=True, policy=policy)
+    assert_pass_rule(cache / LEMMAS, None)
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetch_file("imagenet21k_wordnet_lemmas.txt", cache_dir=cache, base_url=mirror.base_url, quiet=True, policy=policy)
+    with pytest.raises(UsageError, match="not an object name"):
+        fetch_file("../escape.txt", cache_dir=cache, base_url=mirror.base_url, policy=policy)
