@@ -103,58 +103,62 @@ def run(work: Path) -> int:
     registry.write_text(REGISTRY.format(entries="".join(ENTRY.format(id=i, source=s, size=n) for i, (s, n) in files.items())))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITCONVERT_")}
     env.update(BITCONVERT_REGISTRY=str(registry), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
-    cache = work / "cache"
 
     with serve_directory(bucket) as server:
         for source, _ in files.values():  # the mirror hashes each file once; keep that out of the timings
             server.info(bucket / source)
-
-        def curl():
-            out = work / "curl.out"
-            result = timed_child([CURL, "-s", "-f", "-o", str(out), server.url(files["bench-1g"][0])], env)
-            assert out.stat().st_size == BIG
-            out.unlink()
-            return result
-
-        def fetch(model_id):
-            argv = [sys.executable, "-m", "convert", "fetch", model_id, "--force", "--quiet"]
-            result = timed_child([*argv, "--cache-dir", str(cache), "--base-url", server.base_url], env)
-            shutil.rmtree(cache)
-            return result
-
-        def durable_copy():
-            # What any downloader that fsyncs (as issue 3 requires) pays for the disk alone:
-            # the served file, already in the page cache, copied and fsynced by dd.
-            out = work / "dd.out"
-            result = timed_child(
-                ["dd", f"if={bucket / files['bench-1g'][0]}", f"of={out}", "bs=1M", "conv=fsync", "status=none"], env
-            )
-            out.unlink()
-            return result
-
-        def sha256_alone():
-            # The slowest of the required hashes, single-stream: a lower bound for any verified fetch.
-            code = f"import hashlib; h = hashlib.sha256(); f = open({str(bucket / files['bench-1g'][0])!r}, 'rb')\n"
-            code += "while b := f.read(1 << 20): h.update(b)"
-            return timed_child([sys.executable, "-c", code], env)
-
+        runs = Runs(work, server, env, bucket / files["bench-1g"][0])
         samples: dict[str, list[Measured]] = {"curl": [], "bitconvert": [], "dd": [], "sha256": []}
         load_before = os.getloadavg()[0]
         for round_number in range(1, ROUNDS + 1):
-            pair = [("curl", curl), ("bitconvert", lambda: fetch("bench-1g"))]
+            pair = [("curl", runs.curl), ("bitconvert", lambda: runs.fetch("bench-1g"))]
             for name, run_one in pair if round_number % 2 else reversed(pair):
                 samples[name].append(run_one())
-            samples["dd"].append(durable_copy())
-            samples["sha256"].append(sha256_alone())
+            samples["dd"].append(runs.durable_copy())
+            samples["sha256"].append(runs.sha256_alone())
             c, b = samples["curl"][-1], samples["bitconvert"][-1]
             log(
                 f"round {round_number}: curl {c.wall_s:.2f} s ({c.cpu_s:.2f} s CPU), "
                 f"bitconvert {b.wall_s:.2f} s ({b.cpu_s:.2f} s CPU): {b.wall_s / c.wall_s:.2f}x"
             )
-        small = fetch("bench-128m")
+        small = runs.fetch("bench-128m")
         load_after = os.getloadavg()[0]
-
     return report(samples, small, (load_before, load_after))
+
+
+class Runs:
+    """The commands compared, each one fresh child measured by timed_child."""
+
+    def __init__(self, work: Path, server, env: dict[str, str], big: Path):
+        self.work, self.server, self.env, self.big = work, server, env, big
+
+    def curl(self) -> Measured:
+        out = self.work / "curl.out"
+        result = timed_child([CURL, "-s", "-f", "-o", str(out), self.server.url("bench/big.bin")], self.env)
+        assert out.stat().st_size == BIG
+        out.unlink()
+        return result
+
+    def fetch(self, model_id: str) -> Measured:
+        cache = self.work / "cache"
+        argv = [sys.executable, "-m", "convert", "fetch", model_id, "--force", "--quiet"]
+        result = timed_child([*argv, "--cache-dir", str(cache), "--base-url", self.server.base_url], self.env)
+        shutil.rmtree(cache)
+        return result
+
+    def durable_copy(self) -> Measured:
+        # What any downloader that fsyncs (as issue 3 requires) pays for the disk alone:
+        # the served file, already in the page cache, copied and fsynced by dd.
+        out = self.work / "dd.out"
+        result = timed_child(["dd", f"if={self.big}", f"of={out}", "bs=1M", "conv=fsync", "status=none"], self.env)
+        out.unlink()
+        return result
+
+    def sha256_alone(self) -> Measured:
+        # The slowest of the required hashes, single-stream: a lower bound for any verified fetch.
+        code = f"import hashlib; h = hashlib.sha256(); f = open({str(self.big)!r}, 'rb')\n"
+        code += "while b := f.read(1 << 20): h.update(b)"
+        return timed_child([sys.executable, "-c", code], self.env)
 
 
 def report(samples: dict[str, list[Measured]], small: Measured, load) -> int:

@@ -80,7 +80,7 @@ class Wanted:
     #: The sha256 (hex) the registry pins, if any.
     sha256: str | None = None
     #: What to do about an object the server gives no hash for and nothing pins.
-    unverifiable_hint: str = "pass --allow-unverified to accept it by size only"
+    unverifiable_hint: str = "pass --allow-unverified (verify_hashes=False) to accept it by size only"
 
 
 @dataclass(frozen=True)
