@@ -5,9 +5,11 @@
         digests = sink.finish()                                   # fsynced; Digests(sha256=..., crc32c=...)
 
 sha256 is always computed (pins and records cite it); crc32c or md5 only
-when asked (the transfer asks for the one it will check). sha256 and md5
-run in their own threads (hashlib releases the GIL), so hashing overlaps
-the network and the disk; crc32c (C, several GB/s) runs inline.
+when asked (the transfer asks for the one it will check). Writing, sha256
+(and md5) run in their own threads (os.write and hashlib release the GIL),
+so receiving, writing and hashing overlap; crc32c (C, several GB/s) runs
+inline. On a loaded 2-core machine the separate writer cut a 1 GiB fetch
+from about 3.2 s to 2.7 s (medians of 8 interleaved runs; docs/fetch.md).
 """
 
 from __future__ import annotations
@@ -150,14 +152,54 @@ class _Flusher:
         self._thread.join()
 
 
+class _Writer:
+    """``os.write`` in its own thread, fed from a bounded queue, so that receiving, writing and hashing overlap."""
+
+    def __init__(self, fd: int, flusher: _Flusher):
+        self.fd, self.flusher = fd, flusher
+        self.error: OSError | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=16)  # at most 16 chunks in flight: memory stays flat
+        self._thread = threading.Thread(target=self._run, daemon=True, name="write")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining after a failure, so that put() never blocks
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            except OSError as exc:
+                self.error = exc
+                continue
+            self.flusher.wrote(len(chunk))
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(chunk)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class Sink:
-    """The work file at ``path``, kept from byte ``offset`` on (its first bytes are hashed again), appended to."""
+    """The work file at ``path``, kept from byte ``offset`` on (its first bytes are hashed again), appended to.
+
+    Three threads share the work besides the caller's (which receives and
+    runs crc32c): one writes, one computes sha256 (and md5 when asked), one
+    starts the writeback every few dozen MB.
+    """
 
     def __init__(self, path: Path, offset: int, server_hashes: tuple[str, ...] = ()):
         self.path = path
         self.received = offset
         self._hashes = Hashes(server_hashes)
         self._flusher: _Flusher | None = None
+        self._writer: _Writer | None = None
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -174,6 +216,7 @@ class Sink:
             self.close()
             raise
         self._flusher = _Flusher(self._fd)
+        self._writer = _Writer(self._fd, self._flusher)
 
     def _hash_prefix(self, offset: int) -> None:
         """Feed the bytes already on disk to the hashes (a resume)."""
@@ -189,23 +232,24 @@ class Sink:
             done += len(chunk)
 
     def write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
+        """Queue ``chunk`` for writing and hashing; a failed earlier write raises here."""
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            self._writer.put(chunk)
         except OSError as exc:
             raise local_io_error(exc, self.path) from exc
         self._hashes.update(chunk)
-        self._flusher.wrote(len(chunk))
         self.received += len(chunk)
 
     def finish(self) -> Digests:
-        """Stop the background writeback, fsync the file and return the digests of all its bytes."""
+        """Write what is queued, stop the background writeback, fsync the file; the digests of all its bytes."""
+        writer, self._writer = self._writer, None
         flusher, self._flusher = self._flusher, None
+        writer.stop()
         flusher.stop()
         try:
-            if flusher.error is not None:
-                raise flusher.error
+            for error in (writer.error, flusher.error):
+                if error is not None:
+                    raise error
             os.fsync(self._fd)
         except OSError as exc:
             raise local_io_error(exc, self.path) from exc
@@ -213,6 +257,9 @@ class Sink:
 
     def close(self) -> None:
         """Release the file and the threads (after :meth:`finish`, or instead of it after an error)."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         if self._flusher is not None:
             self._flusher.stop()
             self._flusher = None
