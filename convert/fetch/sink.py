@@ -8,8 +8,7 @@ sha256 is always computed (pins and records cite it); crc32c or md5 only
 when asked (the transfer asks for the one it will check). Writing, sha256
 (and md5) run in their own threads (os.write and hashlib release the GIL),
 so receiving, writing and hashing overlap; crc32c (C, several GB/s) runs
-inline. On a loaded 2-core machine the separate writer cut a 1 GiB fetch
-from about 3.2 s to 2.7 s (medians of 8 interleaved runs; docs/fetch.md).
+inline (figures: docs/fetch.md).
 """
 
 from __future__ import annotations
