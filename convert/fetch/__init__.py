@@ -108,9 +108,10 @@ def fetch_checkpoint(
         target=cache_path(entry, cache_dir),
         sha256=entry.sha256,
         unverifiable_hint="add its sha256 to checkpoints.yaml, or pass --allow-unverified to accept it by size only",
+        offline_hint=f"run `bitconvert fetch {entry.id}` online first",
     )
-    hint = f"run `bitconvert fetch {entry.id}` online first"
-    return _fetch(wanted, hint, offline, force, verify_hashes, policy, Progress(entry.id, quiet))
+    progress = Progress(entry.id, quiet)
+    return _fetch(wanted, offline=offline, force=force, verify_hashes=verify_hashes, policy=policy, progress=progress)
 
 
 def fetch_file(
@@ -138,8 +139,8 @@ def fetch_file(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     wanted = Wanted(name=object_name, url=object_url(object_name, base_url), target=target, sha256=sha256)
-    hint = "run once without --offline first"
-    return _fetch(wanted, hint, offline, force, verify_hashes, policy, Progress(object_name, quiet, log=log))
+    progress = Progress(object_name, quiet, log=log)
+    return _fetch(wanted, offline=offline, force=force, verify_hashes=verify_hashes, policy=policy, progress=progress)
 
 
 def resolve_checkpoint(entry: ModelEntry, checkpoint: str | os.PathLike | None = None, **kwargs) -> Path:
@@ -156,13 +157,7 @@ def resolve_checkpoint(entry: ModelEntry, checkpoint: str | os.PathLike | None =
 
 
 def _fetch(
-    wanted: Wanted,
-    offline_hint: str,
-    offline: bool,
-    force: bool,
-    verify_hashes: bool,
-    policy: RetryPolicy | None,
-    progress: Progress,
+    wanted: Wanted, *, offline: bool, force: bool, verify_hashes: bool, policy: RetryPolicy | None, progress: Progress
 ) -> Path:
     """Cached and verified, else (online) downloaded under the lock, verified and installed."""
     target = wanted.target
@@ -170,7 +165,7 @@ def _fetch(
         return target
     if offline or config.from_env().offline:
         state = "is cached but not verified" if target.exists() else "is not cached"
-        raise OfflineError(f"{wanted.name}: offline mode and {target} {state}; {offline_hint}")
+        raise OfflineError(f"{wanted.name}: offline mode and {target} {state}; {wanted.offline_hint}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

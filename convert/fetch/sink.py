@@ -20,6 +20,7 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,26 +52,35 @@ class Digests:
     md5: str | None = None
 
 
-class _HashThread:
-    """One hash fed from a bounded queue in its own thread."""
+class _ChunkThread:
+    """A thread that consumes the chunks put to it, in order, from a bounded queue."""
 
-    def __init__(self, hasher):
-        self.hasher = hasher
+    def __init__(self, name: str, consume: Callable[[bytes], None]):
+        self._consume = consume
         self._queue: queue.Queue = queue.Queue(maxsize=16)  # at most 16 chunks in flight: memory stays flat
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"hash-{hasher.name}")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._thread.start()
 
     def _run(self) -> None:
         while (chunk := self._queue.get()) is not None:
-            self.hasher.update(chunk)
+            self._consume(chunk)
 
-    def update(self, chunk: bytes) -> None:
+    def put(self, chunk: bytes) -> None:
         self._queue.put(chunk)
 
     def stop(self) -> None:
+        """Consume what is queued, then end the thread (idempotent)."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+class _HashThread(_ChunkThread):
+    """One hash in its own thread (hashlib releases the GIL on large updates)."""
+
+    def __init__(self, hasher):
+        self.hasher = hasher
+        super().__init__(f"hash-{hasher.name}", hasher.update)
 
 
 class Hashes:
@@ -87,7 +97,7 @@ class Hashes:
 
     def update(self, chunk: bytes) -> None:
         for t in self._threads.values():
-            t.update(chunk)
+            t.put(chunk)
         if self._crc is not None:
             self._crc.update(chunk)
 
@@ -151,38 +161,30 @@ class _Flusher:
         self._thread.join()
 
 
-class _Writer:
-    """``os.write`` in its own thread, fed from a bounded queue, so that receiving, writing and hashing overlap."""
+class _Writer(_ChunkThread):
+    """``os.write`` in its own thread, so that receiving, writing and hashing overlap."""
 
     def __init__(self, fd: int, flusher: _Flusher):
         self.fd, self.flusher = fd, flusher
         self.error: OSError | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=16)  # at most 16 chunks in flight: memory stays flat
-        self._thread = threading.Thread(target=self._run, daemon=True, name="write")
-        self._thread.start()
+        super().__init__("write", self._write)
 
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            if self.error is not None:
-                continue  # keep draining after a failure, so that put() never blocks
-            try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self.fd, view) :]
-            except OSError as exc:
-                self.error = exc
-                continue
-            self.flusher.wrote(len(chunk))
+    def _write(self, chunk: bytes) -> None:
+        if self.error is not None:
+            return  # keep draining after a failure, so that put() never blocks
+        try:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            self.error = exc
+            return
+        self.flusher.wrote(len(chunk))
 
     def put(self, chunk: bytes) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put(chunk)
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        super().put(chunk)
 
 
 class Sink:

@@ -81,6 +81,8 @@ class Wanted:
     sha256: str | None = None
     #: What to do about an object the server gives no hash for and nothing pins.
     unverifiable_hint: str = "pass --allow-unverified (verify_hashes=False) to accept it by size only"
+    #: What to do about an object that is not cached in offline mode.
+    offline_hint: str = "run once without --offline first"
 
 
 @dataclass(frozen=True)
