@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import LocalIOError
 
 #: Bytes asked of the socket per read, and hashed per update when re-reading a file. 1 MiB, not more:
-#: copying 4 MiB chunks into the page cache measured 2-3x slower here (they overflow the CPU caches).
+#: larger chunks overflow the CPU caches on their way to the page cache (docs/fetch.md).
 CHUNK_SIZE = 1 << 20
 #: Start writeback of this many new bytes in the background, so the final fsync has little left to do.
 FLUSH_EVERY = 64 << 20
