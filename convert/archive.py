@@ -21,6 +21,7 @@ import tarfile
 from pathlib import Path
 
 from .errors import ExportError, LocalIOError
+from .fsutil import atomic_writer
 
 #: Members TF Hub hosting accepts at the root of a SavedModel archive.
 _ALLOWED = re.compile(
@@ -70,6 +71,15 @@ def _normalised_info(path: Path, name: str) -> tarfile.TarInfo:
     return info
 
 
+def _add_member(tar: tarfile.TarFile, path: Path, name: str) -> None:
+    info = _normalised_info(path, name)
+    if info.isdir():
+        tar.addfile(info)
+    else:
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+
+
 def write_archive(src_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Write ``src_dir``'s SavedModel as a deterministic ``.tar.gz`` at ``dest``.
 
@@ -80,27 +90,13 @@ def write_archive(src_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     src, dest = Path(src_dir), Path(dest)
     names = archive_members(src)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as raw:
+        with atomic_writer(dest) as raw:
             # filename="" and mtime=0 keep the gzip header free of the temp name and the clock.
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=COMPRESS_LEVEL, mtime=0) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
                     for name in names:
-                        path = src / name
-                        info = _normalised_info(path, name)
-                        if info.isdir():
-                            tar.addfile(info)
-                        else:
-                            with open(path, "rb") as f:
-                                tar.addfile(info, f)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, dest)
+                        _add_member(tar, src / name, name)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise LocalIOError(f"cannot write archive {dest}: {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest

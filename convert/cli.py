@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from . import __version__
+from . import __version__, config
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
 from .options import checkpoint_option, json_option, model_option, reference_option, source_options
 
@@ -29,7 +29,12 @@ error (a bug); 130 interrupted.
 
 def _debug_enabled(ctx: click.Context) -> bool:
     root = ctx.find_root()
-    return bool((root.obj or {}).get("debug")) or os.environ.get("BITCONVERT_DEBUG") == "1"
+    if (root.obj or {}).get("debug"):
+        return True
+    try:
+        return config.from_env().debug
+    except BitconvertError:  # a malformed variable: its own error is being reported
+        return False
 
 
 class BitconvertGroup(click.Group):

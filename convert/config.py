@@ -1,24 +1,103 @@
-"""``BITCONVERT_*`` environment variables, each parsed in one place with its default.
+"""Every ``BITCONVERT_*`` environment variable: its name, default and parser, in one place.
 
-(This branch holds only ``BITCONVERT_REFERENCE``; the others join it here.)
+    config = from_env()          # or from_env({"BITCONVERT_OFFLINE": "yes"}) in a test
+    config.cache_dir, config.base_url, config.offline, config.registry, config.debug, config.reference
+
+Nothing else in the package reads these variables. Booleans follow click's
+rules (``1/true/t/yes/y/on`` and ``0/false/f/no/n/off``, any case; empty is
+unset), so a value means the same to an option's environment variable and to
+the library. An unrecognised boolean is a UsageError naming the variable.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import UsageError
 
+CACHE = "BITCONVERT_CACHE"
+BASE_URL = "BITCONVERT_BASE_URL"
+OFFLINE = "BITCONVERT_OFFLINE"
+REGISTRY = "BITCONVERT_REGISTRY"
+DEBUG = "BITCONVERT_DEBUG"
+REFERENCE = "BITCONVERT_REFERENCE"
+
+DEFAULT_BASE_URL = "https://storage.googleapis.com/bit_models/"
 #: Where the JAX reference runs: decided from the machine (auto), in a worker process, or in this process.
 REFERENCE_MODES = ("auto", "worker", "inline")
 REFERENCE_DEFAULT = "auto"
 
 
-def reference_mode(environ=None) -> str:
-    """``BITCONVERT_REFERENCE`` (auto, worker or inline; default auto). A bad value is a UsageError."""
-    value = (os.environ if environ is None else environ).get("BITCONVERT_REFERENCE", "").strip().lower()
+@dataclass(frozen=True)
+class Config:
+    """The settings the environment gives; one field per variable."""
+
+    #: BITCONVERT_CACHE; default ``$XDG_CACHE_HOME/bitconvert``, else ``~/.cache/bitconvert``.
+    cache_dir: Path
+    #: BITCONVERT_BASE_URL, always ending in "/"; default the public BiT bucket.
+    base_url: str
+    #: BITCONVERT_OFFLINE: never touch the network.
+    offline: bool = False
+    #: BITCONVERT_REGISTRY: another checkpoints.yaml (None: the shipped one).
+    registry: Path | None = None
+    #: BITCONVERT_DEBUG: full tracebacks instead of one-line errors.
+    debug: bool = False
+    #: BITCONVERT_REFERENCE: auto, worker or inline (convert.parity.placement).
+    reference: str = REFERENCE_DEFAULT
+
+
+def parse_bool(name: str, value: str | None, default: bool = False) -> bool:
+    """The boolean an environment variable holds (click's rules); unset or empty gives ``default``."""
+    from click.types import BoolParamType
+
+    if value is None or not value.strip():
+        return default
+    parsed = BoolParamType.str_to_bool(value)
+    if parsed is None:
+        raise UsageError(f"{name}={value!r} is not a boolean: use 1/yes/true/on or 0/no/false/off")
+    return parsed
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/bitconvert``, else ``~/.cache/bitconvert`` (BITCONVERT_CACHE aside)."""
+    xdg = _path(environ.get("XDG_CACHE_HOME"))
+    return (xdg or Path.home() / ".cache") / "bitconvert"
+
+
+def normalise_base_url(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """Parse the variables of ``environ`` (default ``os.environ``), read at call time."""
+    env = os.environ if environ is None else environ
+    return Config(
+        cache_dir=_path(env.get(CACHE)) or default_cache_dir(env),
+        base_url=normalise_base_url(env.get(BASE_URL) or DEFAULT_BASE_URL),
+        offline=parse_bool(OFFLINE, env.get(OFFLINE)),
+        registry=_path(env.get(REGISTRY)),
+        debug=parse_bool(DEBUG, env.get(DEBUG)),
+        reference=parse_reference(env.get(REFERENCE)),
+    )
+
+
+def parse_reference(value: str | None) -> str:
+    """A BITCONVERT_REFERENCE value (auto, worker or inline; unset or empty: auto). A bad value is a UsageError."""
+    value = (value or "").strip().lower()
     if not value:
         return REFERENCE_DEFAULT
     if value not in REFERENCE_MODES:
-        raise UsageError(f"BITCONVERT_REFERENCE must be one of {', '.join(REFERENCE_MODES)}, got {value!r}")
+        raise UsageError(f"{REFERENCE} must be one of {', '.join(REFERENCE_MODES)}, got {value!r}")
     return value
+
+
+def reference_mode(environ: Mapping[str, str] | None = None) -> str:
+    """``BITCONVERT_REFERENCE`` of ``environ`` (default ``os.environ``)."""
+    return parse_reference((os.environ if environ is None else environ).get(REFERENCE))

@@ -1,9 +1,25 @@
-"""Small file-system helpers shared by the downloader and the exporter: the only copies."""
+"""File-system helpers shared by the downloader, the exporter and the synthetic checkpoints: the only copies.
+
+Temporary files are named ``.<name>.<pid>.<random>.tmp`` beside their final
+path, so that :func:`remove_dead_temps` can tell a leftover of a killed
+process (its pid is gone) from the work of a live one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
+
+TEMP_SUFFIX = ".tmp"
+#: fsync of a directory is not supported everywhere (some network and FUSE filesystems).
+_NO_DIR_FSYNC = (errno.EINVAL, errno.ENOTSUP, errno.EBADF)
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -15,29 +31,58 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling, fsync it, rename it, fsync the directory.
+def _fsync_dir_if_supported(path: Path) -> None:
+    try:
+        fsync_dir(path)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise
 
-    ``path`` is either absent or complete, even after a crash. str is written as UTF-8.
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """A process-unique temporary name beside ``path``: ``.<name>.<pid>.<8 hex>.tmp``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+
+
+def replace_durably(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """``os.replace(src, dest)``, then fsync ``dest``'s directory so the rename is on disk."""
+    dest = Path(dest)
+    os.replace(src, dest)
+    _fsync_dir_if_supported(dest.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into; ``path`` changes only if the block succeeds.
+
+    The bytes go to a temporary file in the same directory, which is fsynced,
+    renamed over ``path`` and followed by an fsync of the directory. On any
+    exception the temporary file is removed and ``path`` is untouched. OSError
+    propagates as is (callers word it).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(raw)
+        with open(tmp, "xb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+        replace_durably(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` atomically and durably; returns ``path``."""
+    with atomic_writer(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id exists (one of another user's counts as alive)."""
+    """True when a process ``pid`` exists (also one of another user, which we may not signal)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,3 +90,42 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    pieces = re.split(r"(\{pid\}|\*)", pattern)
+    if "{pid}" not in pieces:
+        raise ValueError(f"pattern {pattern!r} has no {{pid}}")
+    table = {"{pid}": r"(?P<pid>\d+)", "*": r".*"}
+    return re.compile("".join(table.get(p, re.escape(p)) for p in pieces))
+
+
+def remove_dead_temps(directory: str | os.PathLike, pattern: str) -> list[Path]:
+    """Remove the files and directories in ``directory`` whose name matches ``pattern`` and whose pid is gone.
+
+    ``pattern`` is a name with ``{pid}`` where the owner's process id stands
+    and ``*`` for any text, e.g. ``".obj.bin.{pid}.*.tmp"`` (the names of
+    :func:`temp_path`) or ``".r50x1-160.tmp-{pid}"``. Entries of this process
+    and of live processes are kept. Returns what was removed.
+    """
+    directory = Path(directory)
+    regex = _pattern_regex(pattern)
+    removed = []
+    try:
+        children = list(directory.iterdir())
+    except OSError:
+        return removed
+    for child in children:
+        match = regex.fullmatch(child.name)
+        if match is None:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
+        removed.append(child)
+    return removed

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from . import config
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
 model_option = click.option(
@@ -21,25 +23,23 @@ checkpoint_option = click.option(
     help="Use this local .npz instead of fetching the model's checkpoint.",
 )
 
+# The environment variables are read by convert.config (the library's defaults), not by click.
 cache_dir_option = click.option(
     "--cache-dir",
-    envvar="BITCONVERT_CACHE",
     type=click.Path(file_okay=False, path_type=str),
-    help="Checkpoint cache [env BITCONVERT_CACHE; default $XDG_CACHE_HOME/bitconvert].",
+    help=f"Checkpoint cache [env {config.CACHE}; default $XDG_CACHE_HOME/bitconvert].",
 )
 
 base_url_option = click.option(
     "--base-url",
-    envvar="BITCONVERT_BASE_URL",
     metavar="URL",
-    help="Mirror of the BiT bucket [env BITCONVERT_BASE_URL; default https://storage.googleapis.com/bit_models/].",
+    help=f"Mirror of the BiT bucket [env {config.BASE_URL}; default {config.DEFAULT_BASE_URL}].",
 )
 
 offline_option = click.option(
     "--offline",
     is_flag=True,
-    envvar="BITCONVERT_OFFLINE",
-    help="Never touch the network; use cached files only [env BITCONVERT_OFFLINE=1].",
+    help=f"Never touch the network; use cached files only [env {config.OFFLINE}=1].",
 )
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import config
 from .architecture import STANDARD_UNITS, Architecture, parameter_count
 from .errors import RegistryError, UnknownModelError
 
@@ -23,8 +24,8 @@ from .errors import RegistryError, UnknownModelError
 _SOURCE_REGISTRY = Path(__file__).resolve().parent.parent / "checkpoints.yaml"
 _INSTALLED_REGISTRY = Path(sys.prefix) / "share" / "bitconvert" / "checkpoints.yaml"
 DEFAULT_REGISTRY = _SOURCE_REGISTRY if _SOURCE_REGISTRY.exists() else _INSTALLED_REGISTRY
-#: Environment variable to point at another registry file.
-REGISTRY_ENV = "BITCONVERT_REGISTRY"
+#: Environment variable to point at another registry file (parsed by convert.config).
+REGISTRY_ENV = config.REGISTRY
 
 _REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dataset", "description")
 _OPTIONAL = ("sha256", "hub", "collection")
@@ -199,7 +200,7 @@ def _load_cached(path: str) -> Registry:
 
 def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Load the registry from ``path``, ``$BITCONVERT_REGISTRY`` or the shipped file."""
-    chosen = path or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY
+    chosen = path or config.from_env().registry or DEFAULT_REGISTRY
     return _load_cached(str(Path(chosen).resolve()))
 
 

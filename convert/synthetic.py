@@ -10,12 +10,12 @@ deterministic for a given seed.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .architecture import Architecture, checkpoint_layout
+from .fsutil import atomic_writer
 
 
 def synthetic_arrays(arch: Architecture, seed: int = 0) -> dict[str, np.ndarray]:
@@ -40,19 +40,11 @@ def synthetic_arrays(arch: Architecture, seed: int = 0) -> dict[str, np.ndarray]
 
 
 def write_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez`` (uncompressed, as the official files are) via a temp file and rename."""
+    """``np.savez`` (uncompressed, as the official files are), atomically (:func:`fsutil.atomic_writer`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        np.savez(f, **arrays)
     return path
 
 

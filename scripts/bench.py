@@ -5,15 +5,17 @@
     make bench BENCH=fetch     # only scripts/bench_fetch.py
 
 Each bench_*.py prints a Markdown table on stdout (and progress on stderr) and
-exits non-zero when a target from its issue is missed.
+exits non-zero when a target from its issue is missed. A last table sums up
+each benchmark's own cost (convert.testing.bench: wall, CPU, peak memory).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from convert.testing.bench import mb, measure, print_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,12 +31,16 @@ def main() -> int:
     if not scripts:
         print("no benchmarks yet", file=sys.stderr)
         return 1
-    failed = []
+    failed, rows = [], []
     for script in scripts:
-        print(f"\n## {script.stem[len('bench_') :]}\n", flush=True)
-        rc = subprocess.call([sys.executable, str(script)])
-        if rc:
+        name = script.stem[len("bench_") :]
+        print(f"\n## {name}\n", flush=True)
+        run = measure([sys.executable, script])
+        rows.append((name, run.returncode, f"{run.wall_s:.0f}", f"{run.cpu_s:.0f}", mb(run.peak_rss)))
+        if not run.ok:
             failed.append(script.stem)
+    print("\n## the benchmarks themselves\n")
+    print_table(("benchmark", "exit", "wall s", "CPU s", "peak RSS MB, all processes"), rows, right=(1, 2, 3, 4))
     if failed:
         print(f"\nmissed targets or failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import LocalIOError
-from ..fsutil import fsync_dir, pid_alive
+from ..fsutil import fsync_dir, remove_dead_temps
 
 Log = Callable[[str], None]
 
@@ -26,16 +26,8 @@ def temp_dir_for(out: Path, model_id: str, pid: int | None = None) -> Path:
 
 def clear_stale_temp_dirs(out: Path, model_id: str, log: Log = _quiet) -> None:
     """Remove ``.<id>.tmp-<pid>`` directories left by killed exports (their pid is gone)."""
-    if not out.is_dir():
-        return
-    prefix = f".{model_id}.tmp-"
-    for child in out.iterdir():
-        if not child.name.startswith(prefix):
-            continue
-        pid = child.name[len(prefix) :]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            log(f"removing {child}, left by an interrupted export")
-            shutil.rmtree(child, ignore_errors=True)
+    for child in remove_dead_temps(out, f".{model_id}.tmp-{{pid}}"):
+        log(f"removed {child}, left by an interrupted export")
 
 
 _RENAME_EXCHANGE = 2

@@ -1,0 +1,164 @@
+"""What the benchmarks share: run a child process and measure it; print a Markdown table.
+
+    run = measure([sys.executable, "-m", "convert", "fetch", ...], env=env, sync=True)
+    run.wall_s, run.cpu_s, run.peak_rss, run.largest_rss, run.processes, run.returncode
+    print_table(["tool", "seconds"], [["curl", f"{run.wall_s:.2f}"]])
+
+Memory comes from /proc, sampled every ``interval`` seconds while the child
+runs: ``peak_rss`` is the largest sum of VmRSS over the child and all its
+descendants (an export runs its JAX reference in a worker: both hold memory
+at once), ``largest_rss`` the largest VmHWM (the kernel's own high-water
+mark, so a short peak between samples still counts) of any one of them.
+``ru_maxrss`` is not used: a child forked from a big parent inherits the
+parent's figure. CPU is user+sys of the child and every descendant it
+waited for (``wait4``), so it does not grow when other processes share the
+cores, unlike the wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One child's run."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    wall_s: float
+    #: user+sys seconds of the child and its waited-for descendants.
+    cpu_s: float
+    #: Bytes: the peak of the process tree's summed RSS (sampled).
+    peak_rss: int
+    #: Bytes: the largest high-water mark (VmHWM) of any single process of the tree.
+    largest_rss: int
+    #: The most processes seen in the tree at once.
+    processes: int
+    #: The child's stdout when ``capture=True``, else None.
+    stdout: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (from /proc/<pid>/task/*/children)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in bytes; zeros once it is gone."""
+    rss = hwm = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return rss, hwm
+
+
+class _Sampler(threading.Thread):
+    def __init__(self, pid: int, interval: float):
+        super().__init__(daemon=True, name="bench-sampler")
+        self.pid, self.interval = pid, interval
+        self.peak_rss = self.largest_rss = self.processes = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            pids = process_tree(self.pid)
+            figures = [_memory(p) for p in pids]
+            self.peak_rss = max(self.peak_rss, sum(r for r, _ in figures))
+            self.largest_rss = max(self.largest_rss, max((h for _, h in figures), default=0))
+            self.processes = max(self.processes, len(pids))
+            self.done.wait(self.interval)
+
+
+def measure(
+    argv: Sequence[str | os.PathLike],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike | None = None,
+    capture: bool = False,
+    quiet: bool = False,
+    sync: bool = False,
+    interval: float = 0.1,
+) -> Measured:
+    """Run ``argv`` to completion and measure it (see the module docstring).
+
+    ``capture`` returns its stdout (else it is inherited, or discarded when
+    ``quiet``); stderr is inherited, or discarded when ``quiet``. ``sync``
+    writes back every dirty page first, so a run does not pay for the one
+    before it. A non-zero exit is returned, not raised.
+    """
+    if sync:
+        os.sync()
+    stdout = subprocess.PIPE if capture else (subprocess.DEVNULL if quiet else None)
+    stderr = subprocess.DEVNULL if quiet else None
+    started = time.perf_counter()
+    child = subprocess.Popen([str(a) for a in argv], env=env, cwd=cwd, stdout=stdout, stderr=stderr, text=True)
+    sampler = _Sampler(child.pid, interval)
+    sampler.start()
+    out = child.stdout.read() if capture else None  # read before waiting: a full pipe would block the child
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    sampler.done.set()
+    sampler.join()
+    if capture:
+        child.stdout.close()
+    return Measured(
+        argv=tuple(str(a) for a in argv),
+        returncode=child.returncode,
+        wall_s=wall,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        peak_rss=sampler.peak_rss,
+        largest_rss=sampler.largest_rss,
+        processes=sampler.processes,
+        stdout=out,
+    )
+
+
+def print_table(head: Sequence[str], rows: Iterable[Sequence[object]], file=None, right: Iterable[int] = ()) -> None:
+    """A Markdown table; the columns numbered in ``right`` are right-aligned (figures)."""
+    file = file or sys.stdout
+    right = set(right)
+    print("| " + " | ".join(head) + " |", file=file)
+    print("|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|", file=file)
+    for row in rows:
+        print("| " + " | ".join(str(c) for c in row) + " |", file=file)
+
+
+def mb(n: int) -> str:
+    """Bytes as whole MB, for tables."""
+    return f"{n / 1e6:.0f}"
+
+
+def python_tool(name: str) -> Path:
+    """A console script installed beside this interpreter (``bitconvert``)."""
+    return Path(sys.executable).with_name(name)
