@@ -83,12 +83,25 @@ def emit_json(data) -> None:
 @cli.command("list")
 @json_option
 @click.option("--collection", is_flag=True, help="Only the four entries of the TF Hub collection.")
-def list_cmd(as_json: bool, collection: bool):
-    """List the models in the registry (checkpoints.yaml)."""
+@click.option("--all", "show_all", is_flag=True, help="Every entry, the 285 generated VTAB-1k fine-tunes too.")
+@click.option("--family", metavar="NAME", help="Only one family: bit-s, bit-m, bit-m-ilsvrc2012, distill or vtab.")
+def list_cmd(as_json: bool, collection: bool, show_all: bool, family: str | None):
+    """List the models in the registry (checkpoints.yaml).
+
+    By default the named models; --all adds the generated families (VTAB-1k),
+    --family shows one family, --json prints every entry (or the selection).
+    """
     from .registry import load_registry
 
     reg = load_registry()
-    entries = reg.collection() if collection else list(reg.entries)
+    if collection:
+        entries = reg.collection()
+    elif family:
+        entries = reg.family(family)
+    elif show_all or as_json:
+        entries = list(reg.entries)
+    else:
+        entries = reg.named()
     if as_json:
         emit_json([e.as_dict() for e in entries])
         return
@@ -97,6 +110,13 @@ def list_cmd(as_json: bool, collection: bool):
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    hidden = len(reg.entries) - len(entries)
+    if hidden and not (collection or family) and sys.stdout.isatty():  # a hint for a reader, not for a pipe
+        click.echo(
+            f"bitconvert: {hidden} generated entries not shown (families: {', '.join(reg.families)}); "
+            "`bitconvert list --all` or `--family vtab` lists them",
+            err=True,
+        )
 
 
 @cli.command("inspect")

@@ -28,7 +28,8 @@ def test_list_prints_every_registry_entry(invoke):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["ID", "ARCH", "CLASSES", "RES", "SOURCE"]
     reg = load_registry()
-    assert len(lines) == 1 + len(reg.entries)
+    assert len(lines) == 1 + len(reg.named()) == 27  # the 26 named models, not the 285 generated ones
+    assert not any(line.startswith("vtab-") for line in lines)
     assert lines[4].split() == ["r50x1-160", "R50x1", "1000", "160", "distill/R50x1_160.npz"]
     assert result.stderr == ""
 
@@ -44,6 +45,19 @@ def test_list_json_is_the_registry(invoke):
         384,
         "distill/R152x2_T_384.npz",
     )
+
+
+def test_list_all_and_family(invoke):
+    reg = load_registry()
+    everything = invoke("list", "--all").stdout.splitlines()
+    assert len(everything) == 1 + len(reg.entries) == 1 + 26 + 285
+    vtab = invoke("list", "--family", "vtab").stdout.splitlines()[1:]
+    assert len(vtab) == 285 and all(line.startswith("vtab-") for line in vtab)
+    assert vtab[0].split() == ["vtab-r50x1-run0-caltech101", "R50x1", "102", "480", "vtab/BiT-M-R50x1-run0-caltech101.npz"]
+    ilsvrc = json.loads(invoke("list", "--json", "--family", "bit-m-ilsvrc2012").stdout)
+    assert len(ilsvrc) == 6 and all(d["resolution"] == 480 and d["resolution_note"] for d in ilsvrc)
+    bad = invoke("list", "--family", "vtab1k")
+    assert bad.exit_code == 2 and "unknown family 'vtab1k'; known: bit-m, bit-m-ilsvrc2012, bit-s, distill, vtab" in bad.stderr
 
 
 def test_list_collection_only(invoke):
