@@ -34,8 +34,9 @@ DEFAULT_REGISTRY = _SOURCE_REGISTRY if _SOURCE_REGISTRY.exists() else _INSTALLED
 #: Environment variable to point at another registry file.
 REGISTRY_ENV = "BITCONVERT_REGISTRY"
 
-_REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dataset", "labels", "description")
-_OPTIONAL = ("sha256", "hub", "collection", "multi_label", "resolution_note")
+_REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dataset", "description")
+#: ``labels`` is optional (absent = not published) so that registries written before it still load.
+_OPTIONAL = ("sha256", "hub", "collection", "labels", "multi_label", "resolution_note")
 _HUB_KEYS = ("classification", "feature_extraction")
 #: Label files of the bucket a head may name (bit-format.md, "Labels").
 LABEL_FILES = {"ilsvrc2012_wordnet_lemmas.txt": 1000, "imagenet21k_wordnet_lemmas.txt": 21843}
@@ -185,7 +186,7 @@ def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
         flags[name] = raw.get(name, False)
         if not isinstance(flags[name], bool):
             raise RegistryError(f"model {model_id!r}: {name} must be true or false")
-    labels = raw["labels"]
+    labels = raw.get("labels")
     if labels is not None and labels not in LABEL_FILES:
         raise RegistryError(f"model {model_id!r}: labels must be null or one of {', '.join(LABEL_FILES)}, got {labels!r}")
     note = raw.get("resolution_note")

@@ -111,7 +111,6 @@ def _one_entry(**fields) -> str:
         ({"collection": "maybe"}, "collection must be true or false"),
         ({"multi_label": "yes please"}, "multi_label must be true or false"),
         ({"labels": "my_labels.txt"}, "labels must be null or one of ilsvrc2012_wordnet_lemmas.txt"),
-        ({"labels": None}, "missing field(s) labels"),
         ({"resolution_note": '""'}, "resolution_note must be a non-empty string"),
     ],
 )
