@@ -16,8 +16,8 @@ the shipped file differs from what timm gives.
 from __future__ import annotations
 
 import argparse
-import sys
 import importlib.util
+import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "convert" / "data" / "ilsvrc2012_wordnet_lemmas.txt"
