@@ -76,6 +76,13 @@ def cli(ctx: click.Context, debug: bool):
     ctx.obj = {"debug": debug}
 
 
+def prepare_frameworks() -> None:
+    """TensorFlow's and JAX's start-up lines off stderr (convert.quiet), before either is imported."""
+    from .quiet import prepare
+
+    prepare()
+
+
 def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
@@ -188,7 +195,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
     exits 1 with the report when the TF graph's error exceeds the tolerance of
     its architecture. Without --checkpoint the model's checkpoint is fetched.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    prepare_frameworks()  # before TensorFlow or JAX is imported
     from .checkpoint import load_checkpoint
     from .errors import ParityError
     from .fetch import resolve_checkpoint
@@ -202,7 +209,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"verify: {msg}", err=True)
+            click.echo(f"bitconvert verify: {msg}", err=True)
 
     path = resolve_checkpoint(entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet)
     log(f"loading {path}")
@@ -311,7 +318,7 @@ def export_cmd(
     to a temporary directory and renamed into place, so DIR/<id> is always a
     complete export. Prints the path of each finished export on stdout.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    prepare_frameworks()  # before TensorFlow or JAX is imported
     from .export import ExportOptions, export_model
     from .fetch import recorded_sha256, resolve_checkpoint, source_url
     from .registry import load_registry
@@ -333,7 +340,7 @@ def export_cmd(
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"export: {msg}", err=True)
+            click.echo(f"bitconvert export: {msg}", err=True)
 
     for entry in entries:
         path = resolve_checkpoint(
@@ -349,6 +356,44 @@ def export_cmd(
             log=log,
         )
         click.echo(str(result.path))
+
+
+@cli.command("predict")
+@click.option("--model", "-m", "model_id", required=True, metavar="ID", help="The exported model (registry id).")
+@click.option(
+    "--output-dir",
+    "-o",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=str),
+    default="exports",
+    show_default=True,
+    help="Where `bitconvert export` wrote it: DIR/<id>/.",
+)
+@click.option("--top", "top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@json_option
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(path_type=str))
+def predict_cmd(model_id, output_dir, top, as_json, images):
+    """Classify images with an exported classifier: the top classes with their probabilities.
+
+    \b
+    Reads DIR/<id>/manifest.json (input range, resolution, multi-label) and
+    the class names in classification/assets/labels.txt (indices when the
+    head's labels are not published). JPEG, PNG, GIF or BMP; an image at the
+    model's resolution is fed as is, any other keeps its aspect: shorter side
+    resized to the resolution (bilinear, antialiased), centre crop. Scores:
+    softmax, or a sigmoid per class for the multi-label BiT-M ImageNet-21k heads.
+    --json prints [{"image": PATH, "top": [{"index", "label", "score"}, ...]}, ...].
+    Exit status 1: an image missing, unreadable or not an image; 2: no such export.
+    """
+    from .predict import open_export, predict, render_text
+
+    export = open_export(model_id, output_dir)  # before TensorFlow: a missing export costs nothing
+    prepare_frameworks()
+    results = predict(export, list(images), top=top)
+    if as_json:
+        emit_json(results)
+    else:
+        click.echo(render_text(results, export.multi_label))
 
 
 #: Modules whose interpreter shutdown is slow: freeing traced graphs and the

@@ -17,7 +17,7 @@ from convert.synthetic import synthetic_arrays
 def test_help_lists_every_command(invoke):
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("list", "fetch", "inspect", "verify", "export"):
+    for command in ("list", "fetch", "inspect", "verify", "export", "predict"):
         assert f"\n  {command} " in result.output
     assert "Exit status" in result.output
 
@@ -86,7 +86,9 @@ def test_inspect_against_a_registry_entry(invoke, r50x1_npz):
     assert invoke("inspect", r50x1_npz, "--model", "r50x1-160").exit_code == 0
     result = invoke("inspect", r50x1_npz, "--model", "bit-m-r50x1")
     assert result.exit_code == 1
-    assert "wrong shape resnet/head/conv2d/bias: got (1000,), expected (21843,)" in result.stderr
+    assert "wrong shape resnet/head/conv2d/bias: got (1000,), expected (21843,)" in result.stdout  # every problem listed
+    # The error line says what the file is instead (issue 12, item 6).
+    assert "valid R50x1 checkpoint with a 1000-class head (it fits r50x1-224, r50x1-160, bit-s-r50x1" in result.stderr
 
 
 def test_inspect_reports_every_problem_and_exits_1(invoke, tmp_path):
