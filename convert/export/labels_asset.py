@@ -55,6 +55,16 @@ def tracked_labels(root, labels: Sequence[str] | None) -> Iterator[Path | None]:
         yield path
 
 
+def labels_manifest(entry, labels: Sequence[str] | None) -> dict:
+    """The manifest's ``labels`` section: which file, whether the classifier carries it, and where."""
+    return {
+        "file": entry.labels,
+        "embedded": labels is not None,
+        "path": f"classification/assets/{LABELS_FILE}" if labels is not None else None,
+        "count": len(labels) if labels is not None else None,
+    }
+
+
 def saved_labels_path(savedmodel_dir: str | Path) -> Path:
     return Path(savedmodel_dir) / "assets" / LABELS_FILE
 
