@@ -79,31 +79,31 @@ def _usage(entry, artifact, manifest: Mapping) -> str:
     name = Path(artifact.path).name
     lo, hi = manifest["input"]["min"], manifest["input"]["max"]
     res = entry.resolution
-    load = {
-        "savedmodel": ["import tensorflow as tf", "", 'model = tf.saved_model.load("${PATH}")', "outputs = model(images)"],
-        "keras": ["import keras", "", f'model = keras.saving.load_model("${{PATH}}/{name}")', "outputs = model(images)"],
-        "tflite": [
-            "from ai_edge_litert.interpreter import Interpreter",
-            "",
-            f'interpreter = Interpreter(model_path="${{PATH}}/{name}")',
-            "runner = interpreter.get_signature_runner()",
-            "outputs = runner(images=images)",
-        ],
-        "onnx": [
-            "import onnxruntime as ort",
-            "",
-            f'session = ort.InferenceSession("${{PATH}}/{name}")',
-            'outputs = session.run(None, {"images": images})[0]',
-        ],
+    imports, body = {
+        "savedmodel": (["import tensorflow as tf"], ['model = tf.saved_model.load("${PATH}")', "outputs = model(images)"]),
+        "keras": (["import keras"], [f'model = keras.saving.load_model("${{PATH}}/{name}")', "outputs = model(images)"]),
+        "tflite": (
+            ["from ai_edge_litert.interpreter import Interpreter"],
+            [
+                f'interpreter = Interpreter(model_path="${{PATH}}/{name}")',
+                "runner = interpreter.get_signature_runner()",
+                "outputs = runner(images=images)",
+            ],
+        ),
+        "onnx": (
+            ["import onnxruntime as ort"],
+            [f'session = ort.InferenceSession("${{PATH}}/{name}")', 'outputs = session.run(None, {"images": images})[0]'],
+        ),
     }[artifact.target]
     lines = [
         f"Input: float32 `[batch, height, width, 3]` RGB in [{lo:g}, {hi:g}]; trained at {res}x{res}.",
         "",
         "```python",
         "import numpy as np",
+        *imports,
         "",
         f"images = np.random.uniform({lo:g}, {hi:g}, (1, {res}, {res}, 3)).astype(np.float32)  # your images",
-        *load,
+        *body,
         "```",
     ]
     if artifact.variant == "classification":
