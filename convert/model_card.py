@@ -34,6 +34,7 @@ NETWORK_ARCHITECTURE = "bit"
 #: The BiT weights are released under Apache-2.0 (google-research/big_transfer).
 LICENSE = "apache-2.0"
 BUCKET_URL = "https://storage.googleapis.com/bit_models/"
+LABELS_URL = BUCKET_URL + "ilsvrc2012_wordnet_lemmas.txt"
 #: Where an export keeps its class names inside the classification SavedModel (convert.export.labels_asset).
 LABELS_ASSET = "assets/labels.txt"
 #: Input range of the earlier published handles, by publisher: Google's BiT modules take
