@@ -85,6 +85,9 @@ class Inspection:
     architecture: Architecture | None
     infos: dict[str, ArrayInfo]
     problems: list[Problem]
+    #: When checked against a given architecture and refused: the other official
+    #: architecture the file is, exactly (every key, shape and dtype fit it), else None.
+    actual: Architecture | None = None
 
     @property
     def ok(self) -> bool:
@@ -223,7 +226,8 @@ def inspect_checkpoint(
     problems += layout_problems
     if chosen is not None:
         problems += check_headers(infos, chosen)
-    inspection = Inspection(path, chosen, infos, problems)
+    actual = _actual_architecture(infos) if arch is not None and problems else None
+    inspection = Inspection(path, chosen, infos, problems, actual if actual != arch else None)
     if read_data and not problems:
         for _key, _arr, problem in _iter_data(inspection):
             if problem:
@@ -231,8 +235,46 @@ def inspect_checkpoint(
     return inspection
 
 
-def summarise(path: Path, arch: Architecture | None, problems: list[Problem]) -> str:
-    """One line naming the offending keys and what was expected."""
+def _actual_architecture(infos: dict[str, ArrayInfo]) -> Architecture | None:
+    """The official architecture whose layout the headers fit exactly, if any."""
+    try:
+        inferred = infer_architecture({k: i.shape for k, i in infos.items()})
+    except ValueError:
+        return None
+    if not inferred.is_standard or check_headers(infos, inferred):
+        return None
+    return inferred
+
+
+def registry_matches(arch: Architecture) -> list[str]:
+    """Registry ids whose checkpoints have ``arch`` (depth, width and head size)."""
+    from .errors import RegistryError
+    from .registry import load_registry
+
+    try:
+        entries = load_registry().entries
+    except RegistryError:
+        return []
+    return [e.id for e in entries if e.architecture == arch]
+
+
+def describe_mismatch(path: Path, expected: Architecture, actual: Architecture, problems: list[Problem]) -> str:
+    """One line for a valid checkpoint of another architecture: what it is, which ids it fits, then the count."""
+    ids = registry_matches(actual)
+    shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+    fits = f"it fits {shown}" if ids else "no registry entry has that architecture"
+    return (
+        f"{path}: this is a valid {actual.name} checkpoint with a {actual.classes}-class head ({fits}), "
+        f"not the {expected.name} with {expected.classes} classes expected: "
+        f"{len(problems)} layout problem{'s' if len(problems) != 1 else ''} against {expected.name} "
+        f"(`bitconvert inspect {path}` lists them)"
+    )
+
+
+def summarise(path: Path, arch: Architecture | None, problems: list[Problem], actual: Architecture | None = None) -> str:
+    """One line naming the offending keys and what was expected (or, for another architecture's file, what it is)."""
+    if actual is not None and arch is not None:
+        return describe_mismatch(path, arch, actual, problems)
     what = f"a valid {arch.name} checkpoint" if arch else "a valid BiT checkpoint"
     shown = "; ".join(str(p) for p in problems[:_SUMMARY_LIMIT])
     more = len(problems) - _SUMMARY_LIMIT
@@ -275,7 +317,8 @@ def load_checkpoint(path: str | os.PathLike, arch: Architecture | None = None, a
     """
     inspection = inspect_checkpoint(path, arch, allow_nonstandard, read_data=False)
     if inspection.problems:
-        raise CheckpointError(summarise(inspection.path, inspection.architecture, inspection.problems), inspection.problems)
+        message = summarise(inspection.path, inspection.architecture, inspection.problems, inspection.actual)
+        raise CheckpointError(message, inspection.problems)
     arrays: dict[str, np.ndarray] = {}
     problems: list[Problem] = []
     for key, arr, problem in _iter_data(inspection):

@@ -81,6 +81,13 @@ def cli(ctx: click.Context, debug: bool):
     ctx.obj = {"debug": debug}
 
 
+def prepare_frameworks() -> None:
+    """TensorFlow's and JAX's start-up lines off stderr (convert.quiet), before either is imported."""
+    from .quiet import prepare
+
+    prepare()
+
+
 def emit_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
@@ -88,12 +95,25 @@ def emit_json(data) -> None:
 @cli.command("list")
 @json_option
 @click.option("--collection", is_flag=True, help="Only the four entries of the TF Hub collection.")
-def list_cmd(as_json: bool, collection: bool):
-    """List the models in the registry (checkpoints.yaml)."""
+@click.option("--all", "show_all", is_flag=True, help="Every entry, the 285 generated VTAB-1k fine-tunes too.")
+@click.option("--family", metavar="NAME", help="Only one family: bit-s, bit-m, bit-m-ilsvrc2012, distill or vtab.")
+def list_cmd(as_json: bool, collection: bool, show_all: bool, family: str | None):
+    """List the models in the registry (checkpoints.yaml).
+
+    By default the named models; --all adds the generated families (VTAB-1k),
+    --family shows one family, --json prints every entry (or the selection).
+    """
     from .registry import load_registry
 
     reg = load_registry()
-    entries = reg.collection() if collection else list(reg.entries)
+    if collection:
+        entries = reg.collection()
+    elif family:
+        entries = reg.family(family)
+    elif show_all or as_json:
+        entries = list(reg.entries)
+    else:
+        entries = reg.named()
     if as_json:
         emit_json([e.as_dict() for e in entries])
         return
@@ -102,6 +122,13 @@ def list_cmd(as_json: bool, collection: bool):
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    hidden = len(reg.entries) - len(entries)
+    if hidden and not (collection or family) and sys.stdout.isatty():  # a hint for a reader, not for a pipe
+        click.echo(
+            f"bitconvert: {hidden} generated entries not shown (families: {', '.join(reg.families)}); "
+            "`bitconvert list --all` or `--family vtab` lists them",
+            err=True,
+        )
 
 
 @cli.command("inspect")
@@ -174,7 +201,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
     exits 1 with the report when the TF graph's error exceeds the tolerance of
     its architecture. Without --checkpoint the model's checkpoint is fetched.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    prepare_frameworks()  # before TensorFlow or JAX is imported
     from .checkpoint import load_checkpoint
     from .config import reference_mode
     from .errors import ParityError
@@ -190,7 +217,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"verify: {msg}", err=True)
+            click.echo(f"bitconvert verify: {msg}", err=True)
 
     path = resolve_checkpoint(entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet)
     log(f"loading {path}")
@@ -306,7 +333,7 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     complete export. Prints the path of each finished export on stdout.
     --format adds other formats (listed below), each checked the same way.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+    prepare_frameworks()  # before TensorFlow or JAX is imported
     from .config import reference_mode
     from .export import ExportOptions, export_model, parse_formats
     from .fetch import recorded_sha256, resolve_checkpoint, source_url
@@ -327,7 +354,7 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"export: {msg}", err=True)
+            click.echo(f"bitconvert export: {msg}", err=True)
 
     for entry in entries:
         path = resolve_checkpoint(
@@ -343,6 +370,44 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
             log=log,
         )
         click.echo(str(result.path))
+
+
+@cli.command("predict")
+@click.option("--model", "-m", "model_id", required=True, metavar="ID", help="The exported model (registry id).")
+@click.option(
+    "--output-dir",
+    "-o",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=str),
+    default="exports",
+    show_default=True,
+    help="Where `bitconvert export` wrote it: DIR/<id>/.",
+)
+@click.option("--top", "top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
+@json_option
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(path_type=str))
+def predict_cmd(model_id, output_dir, top, as_json, images):
+    """Classify images with an exported classifier: the top classes with their probabilities.
+
+    \b
+    Reads DIR/<id>/manifest.json (input range, resolution, multi-label) and
+    the class names in classification/assets/labels.txt (indices when the
+    head's labels are not published). JPEG, PNG, GIF or BMP; an image at the
+    model's resolution is fed as is, any other keeps its aspect: shorter side
+    resized to the resolution (bilinear, antialiased), centre crop. Scores:
+    softmax, or a sigmoid per class for the multi-label BiT-M ImageNet-21k heads.
+    --json prints [{"image": PATH, "top": [{"index", "label", "score"}, ...]}, ...].
+    Exit status 1: an image missing, unreadable or not an image; 2: no such export.
+    """
+    from .predict import open_export, predict, render_text
+
+    export = open_export(model_id, output_dir)  # before TensorFlow: a missing export costs nothing
+    prepare_frameworks()
+    results = predict(export, list(images), top=top)
+    if as_json:
+        emit_json(results)
+    else:
+        click.echo(render_text(results, export.multi_label))
 
 
 #: Modules whose interpreter shutdown is slow: freeing traced graphs and the

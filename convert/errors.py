@@ -111,6 +111,18 @@ class LocalIOError(BitconvertError):
     exit_code = EXIT_IO
 
 
+class LabelsError(BitconvertError):
+    """A label file does not fit its head (line count != classes, empty names)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ImageError(BitconvertError):
+    """An input image is missing, unreadable, or not a JPEG/PNG/GIF/BMP."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class ExportError(BitconvertError):
     """Writing a SavedModel failed."""
 

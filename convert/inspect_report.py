@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .checkpoint import Inspection, inspect_checkpoint, summarise
+from .checkpoint import Inspection, inspect_checkpoint, registry_matches, summarise
 from .errors import CheckpointError
 
 _MARK = {"missing": "-", "unexpected": "+"}
@@ -21,6 +21,9 @@ def inspection_dict(ins: Inspection) -> dict:
         "width": arch.width if arch else None,
         "classes": arch.classes if arch else None,
         "units": list(arch.units) if arch else None,
+        "actual": None
+        if ins.actual is None
+        else {"architecture": ins.actual.name, "classes": ins.actual.classes, "matches": registry_matches(ins.actual)},
         "arrays": len(ins.infos),
         "parameters": ins.parameters,
         "ok": ins.ok,
@@ -36,6 +39,12 @@ def render_text(ins: Inspection) -> str:
             f"architecture: {arch.name} (depth {arch.depth}, width {arch.width}, units {','.join(map(str, arch.units))})",
             f"classes:     {arch.classes}",
         ]
+    if ins.actual:
+        ids = registry_matches(ins.actual)
+        lines.append(
+            f"file is:     {ins.actual.name} with {ins.actual.classes} classes"
+            + (f" (registry: {', '.join(ids)})" if ids else " (no registry entry)")
+        )
     lines += [f"arrays:      {len(ins.infos)}", f"parameters:  {ins.parameters:,}"]
     if ins.problems:
         lines.append(f"problems:    {len(ins.problems)}")
@@ -54,4 +63,4 @@ def inspect_command(path: str, model_id: str | None, allow_nonstandard: bool, as
     ins = inspect_checkpoint(path, arch, allow_nonstandard)
     click.echo(json.dumps(inspection_dict(ins), indent=2) if as_json else render_text(ins))
     if ins.problems:
-        raise CheckpointError(summarise(ins.path, ins.architecture, ins.problems), ins.problems)
+        raise CheckpointError(summarise(ins.path, ins.architecture, ins.problems, ins.actual), ins.problems)

@@ -33,7 +33,14 @@ DEFAULT_PUBLISHER = "bitconvert"
 NETWORK_ARCHITECTURE = "bit"
 #: The BiT weights are released under Apache-2.0 (google-research/big_transfer).
 LICENSE = "apache-2.0"
-LABELS_URL = "https://storage.googleapis.com/bit_models/ilsvrc2012_wordnet_lemmas.txt"
+BUCKET_URL = "https://storage.googleapis.com/bit_models/"
+LABELS_URL = BUCKET_URL + "ilsvrc2012_wordnet_lemmas.txt"
+#: Where an export keeps its class names inside the classification SavedModel (convert.export.labels_asset).
+LABELS_ASSET = "assets/labels.txt"
+#: Input range of the earlier published handles, by publisher: Google's BiT modules take
+#: [0, 1] (the TF Hub convention); the sayakpaul/bit-resnet collection takes [-1, 1].
+PUBLISHED_RANGES = {"google": "[0, 1]", "sayakpaul": "[-1, 1]"}
+
 
 _META = re.compile(r"^<!--\s*([a-z-]+)\s*:\s*(.*?)\s*-->$")
 
@@ -87,12 +94,41 @@ def _range_text(input_range: str) -> str:
     raise ValueError(f"input_range must be one of {tuple(INPUT_RANGES)}, got {input_range!r}")
 
 
-def _labels_text(classes: int) -> str:
-    if classes == 1000:
-        return f"the 1000 ImageNet-1k (ILSVRC-2012) classes, in the order of [{LABELS_URL.rsplit('/', 1)[-1]}]({LABELS_URL})"
-    if classes == 21843:
-        return "the 21843 ImageNet-21k classes of the BiT-M release"
-    return f"the checkpoint's {classes} classes"
+def _labels_text(entry: ModelEntry) -> str:
+    if entry.labels is None:
+        return f"the {entry.classes} classes of {entry.dataset} (their names are not published with the checkpoint)"
+    what = {1000: "ImageNet-1k (ILSVRC-2012)", 21843: "ImageNet-21k"}.get(entry.classes, entry.dataset)
+    return f"the {entry.classes} {what} classes, in the order of [{entry.labels}]({BUCKET_URL}{entry.labels})"
+
+
+def labels_line(entry: ModelEntry, embedded: bool) -> str:
+    """Where the class names of an exported classifier are, or why there are none."""
+    if entry.labels is None:
+        return (
+            "Labels: the class names of this head are not published, so the export carries none: "
+            f"output i is class index i (0 to {entry.classes - 1})."
+        )
+    if embedded:
+        return (
+            f"Labels: `{LABELS_ASSET}` inside this SavedModel (a tracked asset, `model.labels_file` after loading), "
+            f"one class name per line, line i = output i; a copy of `{entry.labels}` from the BiT bucket."
+        )
+    return (
+        f"Labels: not embedded (`{entry.labels}` could not be fetched when this was exported, e.g. offline); "
+        f"line i of {BUCKET_URL}{entry.labels} names output i."
+    )
+
+
+def probability_text(entry: ModelEntry) -> str:
+    if entry.multi_label:
+        return "multi-label: apply `tf.math.sigmoid` for per-class probabilities, not a softmax"
+    return "apply `tf.nn.softmax` for probabilities"
+
+
+def published_line(handle: str) -> str:
+    rng = PUBLISHED_RANGES.get(handle.split("/", 1)[0])
+    takes = f", which takes {rng} inputs" if rng else ""
+    return f"The same checkpoint was published earlier as [`{handle}`](https://tfhub.dev/{handle}){takes}."
 
 
 def _references(entry: ModelEntry) -> list[str]:
@@ -125,15 +161,15 @@ def _header_lines(entry: ModelEntry, variant: str) -> list[str]:
     ]
 
 
-def _outputs_lines(entry: ModelEntry, variant: str, features: int) -> list[str]:
+def _outputs_lines(entry: ModelEntry, variant: str, features: int, labels_embedded: bool) -> list[str]:
     """The card's Outputs section."""
     classifier, key = variant == "classification", OUTPUT_KEYS[variant]
     return [
         "## Outputs",
         "",
         (
-            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised (apply `tf.nn.softmax` for probabilities); "
-            f"index i is class i of {_labels_text(entry.classes)}."
+            f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised ({probability_text(entry)}); "
+            f"index i is class i of {_labels_text(entry)}. {labels_line(entry, labels_embedded)}"
             if classifier
             else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
         ),
@@ -209,12 +245,14 @@ def render_card(
     sha256: str,
     parity: ParityFigures | None,
     features: int,
+    labels_embedded: bool = False,
 ) -> str:
     """The markdown card of one exported variant.
 
     ``parity`` is None when the export skipped the JAX check: the card then
     says so instead of claiming equality. The usage examples load
-    ``exports/<id>/<variant>``, the CLI's default path.
+    ``exports/<id>/<variant>``, the CLI's default path. ``labels_embedded``:
+    the classifier carries its class names as ``assets/labels.txt``.
     """
     _check_variant(variant)
     _range_text(input_range)  # validates
@@ -228,7 +266,7 @@ def render_card(
         "",
         f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
         + (
-            f"This SavedModel computes the classification logits over {_labels_text(entry.classes)}."
+            f"This SavedModel computes the classification logits over {_labels_text(entry)}."
             if classifier
             else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
             "(after the final group norm, ReLU and global average pooling), for transfer learning."
@@ -242,9 +280,10 @@ def render_card(
         "",
         f"A float32 tensor `[batch, height, width, 3]` of RGB images with {_range_text(input_range)}. "
         f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
-        f"resize (or crop) to {res}x{res} for the accuracy of the original model.",
+        f"resize (or crop) to {res}x{res} for the accuracy of the original model."
+        + (f" On that resolution: {entry.resolution_note}." if entry.resolution_note else ""),
         "",
-        *_outputs_lines(entry, variant, features),
+        *_outputs_lines(entry, variant, features, labels_embedded),
         *_usage_lines(entry, variant, features, input_range),
         "## Verification",
         "",
@@ -252,10 +291,7 @@ def render_card(
     lines.append(_verification_text(parity))
     published = entry.hub.classification if classifier else entry.hub.feature_extraction
     if published:
-        lines += [
-            "",
-            f"The same checkpoint was published earlier as `{published}`, which takes [-1, 1] inputs.",
-        ]
+        lines += ["", published_line(published)]
     lines += ["", "## References", ""]
     lines += [f"{i}. {ref}" for i, ref in enumerate(_references(entry), start=1)]
     return "\n".join(lines) + "\n"

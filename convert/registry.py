@@ -4,13 +4,21 @@ The file is data; this module only parses and validates it. Unknown fields
 and unknown ids are errors (the latter with a did-you-mean), so a typo in the
 registry or on the command line never passes silently. Cross-checks against
 the architecture (parameter counts) live in the tests and in ``check()``.
+
+Two kinds of entries: the named ones under ``models:``, written out, and the
+generated ones of each rule under ``families:`` (the 285 VTAB-1k fine-tunes:
+archs x runs x tasks), expanded here into the same :class:`ModelEntry` and
+validated by the same code, so every id is fetched, inspected, verified and
+exported alike.
 """
 
 from __future__ import annotations
 
+import collections
 import difflib
 import functools
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +36,14 @@ DEFAULT_REGISTRY = _SOURCE_REGISTRY if _SOURCE_REGISTRY.exists() else _INSTALLED
 REGISTRY_ENV = config.REGISTRY
 
 _REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dataset", "description")
-_OPTIONAL = ("sha256", "hub", "collection")
+#: ``labels`` is optional (absent = not published) so that registries written before it still load.
+_OPTIONAL = ("sha256", "hub", "collection", "labels", "multi_label", "resolution_note")
 _HUB_KEYS = ("classification", "feature_extraction")
+#: Label files of the bucket a head may name (bit-format.md, "Labels").
+LABEL_FILES = {"ilsvrc2012_wordnet_lemmas.txt": 1000, "imagenet21k_wordnet_lemmas.txt": 21843}
+#: Fields of a family rule; the templates are formatted with {arch}, {Arch}, {run}, {task}, {classes}.
+_FAMILY_FIELDS = ("id", "source", "dataset", "description", "labels", "runs", "backbone_params", "tasks")
+_TASK_FIELDS = ("classes", "resolution")
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,14 @@ class ModelEntry:
     sha256: str | None = None
     hub: HubHandles = HubHandles()
     collection: bool = False
+    #: The head's label file under the base URL, or None: labels not published.
+    labels: str | None = None
+    #: A sigmoid per class (BiT-M ImageNet-21k heads), not a softmax over all.
+    multi_label: bool = False
+    #: Where sources disagree on the resolution: what they say (cards repeat it).
+    resolution_note: str | None = None
+    #: The family rule that generated the entry (``vtab``), or None for a named entry.
+    family: str | None = None
 
     @property
     def architecture(self) -> Architecture:
@@ -62,6 +84,17 @@ class ModelEntry:
     @property
     def arch_name(self) -> str:
         return f"R{self.depth}x{self.width}"
+
+    @property
+    def family_name(self) -> str:
+        """The entry's family for ``bitconvert list --family``: its rule's name, else from its file name."""
+        if self.family:
+            return self.family
+        if self.source.startswith("distill/"):
+            return "distill"
+        if self.source.endswith("-ILSVRC2012.npz"):
+            return "bit-m-ilsvrc2012"
+        return "bit-s" if self.source.startswith("BiT-S-") else "bit-m"
 
     def as_dict(self) -> dict:
         return {
@@ -77,6 +110,10 @@ class ModelEntry:
             "dataset": self.dataset,
             "description": self.description,
             "collection": self.collection,
+            "family": self.family_name,
+            "labels": self.labels,
+            "multi_label": self.multi_label,
+            "resolution_note": self.resolution_note,
             "hub": {"classification": self.hub.classification, "feature_extraction": self.hub.feature_extraction},
         }
 
@@ -101,6 +138,19 @@ class Registry:
     def collection(self) -> list[ModelEntry]:
         return [e for e in self.entries if e.collection]
 
+    def named(self) -> list[ModelEntry]:
+        """The entries written out under ``models:`` (what ``bitconvert list`` shows by default)."""
+        return [e for e in self.entries if e.family is None]
+
+    @property
+    def families(self) -> list[str]:
+        return sorted({e.family_name for e in self.entries})
+
+    def family(self, name: str) -> list[ModelEntry]:
+        if name not in self.families:
+            raise UnknownModelError(f"unknown family {name!r}; known: {', '.join(self.families)}")
+        return [e for e in self.entries if e.family_name == name]
+
 
 def _int_field(model_id: str, raw: dict, name: str, positive: bool = True) -> int:
     value = raw[name]
@@ -109,7 +159,7 @@ def _int_field(model_id: str, raw: dict, name: str, positive: bool = True) -> in
     return value
 
 
-def _parse_entry(model_id: str, raw) -> ModelEntry:
+def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
     if not isinstance(raw, dict):
         raise RegistryError(f"model {model_id!r}: expected a mapping of fields, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
@@ -132,9 +182,17 @@ def _parse_entry(model_id: str, raw) -> ModelEntry:
     hub_raw = raw.get("hub") or {}
     if not isinstance(hub_raw, dict) or set(hub_raw) - set(_HUB_KEYS):
         raise RegistryError(f"model {model_id!r}: hub takes only {', '.join(_HUB_KEYS)}")
-    collection = raw.get("collection", False)
-    if not isinstance(collection, bool):
-        raise RegistryError(f"model {model_id!r}: collection must be true or false")
+    flags = {}
+    for name in ("collection", "multi_label"):
+        flags[name] = raw.get(name, False)
+        if not isinstance(flags[name], bool):
+            raise RegistryError(f"model {model_id!r}: {name} must be true or false")
+    labels = raw.get("labels")
+    if labels is not None and labels not in LABEL_FILES:
+        raise RegistryError(f"model {model_id!r}: labels must be null or one of {', '.join(LABEL_FILES)}, got {labels!r}")
+    note = raw.get("resolution_note")
+    if note is not None and (not isinstance(note, str) or not note.strip()):
+        raise RegistryError(f"model {model_id!r}: resolution_note must be a non-empty string")
     return ModelEntry(
         id=model_id,
         source=raw["source"],
@@ -147,7 +205,11 @@ def _parse_entry(model_id: str, raw) -> ModelEntry:
         description=raw["description"],
         sha256=sha,
         hub=HubHandles(**hub_raw),
-        collection=collection,
+        collection=flags["collection"],
+        labels=labels,
+        multi_label=flags["multi_label"],
+        resolution_note=note,
+        family=family,
     )
 
 
@@ -176,16 +238,85 @@ def parse_registry(text: str, path: Path) -> Registry:
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise RegistryError(f"{path}: not valid YAML: {detail}") from exc
-    if not isinstance(doc, dict) or set(doc) != {"models"} or not isinstance(doc["models"], dict):
-        raise RegistryError(f"{path}: expected a single top-level 'models:' mapping")
-    entries = tuple(_parse_entry(str(k), v) for k, v in doc["models"].items())
+    if (
+        not isinstance(doc, dict)
+        or "models" not in doc
+        or set(doc) - {"models", "families"}
+        or not isinstance(doc["models"], dict)
+    ):
+        raise RegistryError(f"{path}: expected a top-level 'models:' mapping and optionally 'families:'")
+    entries = [_parse_entry(str(k), v) for k, v in doc["models"].items()]
+    families = doc.get("families") or {}
+    if not isinstance(families, dict):
+        raise RegistryError(f"{path}: 'families:' must map family names to rules")
+    for name, rule in families.items():
+        entries += expand_family(str(name), rule)
     if not entries:
         raise RegistryError(f"{path}: no models")
-    sources = [e.source for e in entries]
-    dup = sorted({s for s in sources if sources.count(s) > 1})
-    if dup:
-        raise RegistryError(f"{path}: several models share the source file(s) {', '.join(dup)}")
-    return Registry(entries, path)
+    for what, said in (("id", "id(s)"), ("source", "source file(s)")):
+        counts = collections.Counter(getattr(e, what) for e in entries)
+        dup = sorted(v for v, n in counts.items() if n > 1)
+        if dup:
+            raise RegistryError(f"{path}: several models share the {said} {', '.join(dup[:5])}")
+    return Registry(tuple(entries), path)
+
+
+def _arch_key(name) -> tuple[int, int] | None:
+    m = re.fullmatch(r"R(\d+)x(\d+)", str(name))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _rule_part(family: str, rule: dict, name: str, kind: type):
+    value = rule[name]
+    if not isinstance(value, kind) or not value:
+        raise RegistryError(f"family {family!r}: {name} must be a non-empty {kind.__name__}")
+    return value
+
+
+def expand_family(family: str, rule) -> list[ModelEntry]:
+    """The entries of one ``families:`` rule: every (arch, run, task), formatted from its templates.
+
+    Each generated entry is a mapping of the same fields a named entry has,
+    parsed by the same :func:`_parse_entry`, so the rule cannot produce an
+    entry that a hand-written block could not.
+    """
+    if not isinstance(rule, dict):
+        raise RegistryError(f"family {family!r}: expected a mapping")
+    unknown = sorted(set(rule) - set(_FAMILY_FIELDS))
+    missing = [f for f in _FAMILY_FIELDS if f not in rule]
+    if unknown or missing:
+        raise RegistryError(f"family {family!r}: unknown field(s) {unknown}, missing field(s) {missing}")
+    backbones = _rule_part(family, rule, "backbone_params", dict)
+    runs = _rule_part(family, rule, "runs", list)
+    tasks = _rule_part(family, rule, "tasks", dict)
+    entries = []
+    for arch_name, backbone in backbones.items():
+        key = _arch_key(arch_name)
+        if key is None or not isinstance(backbone, int):
+            raise RegistryError(
+                f"family {family!r}: backbone_params needs R<depth>x<width>: <count>, got {arch_name}: {backbone}"
+            )
+        depth, width = key
+        for run in runs:
+            for task, spec in tasks.items():
+                if not isinstance(spec, dict) or sorted(spec) != sorted(_TASK_FIELDS):
+                    raise RegistryError(f"family {family!r}: task {task!r} needs exactly {', '.join(_TASK_FIELDS)}")
+                values = {"arch": arch_name.lower(), "Arch": arch_name, "run": run, "task": task, "classes": spec["classes"]}
+                try:
+                    fields = {f: rule[f].format(**values) for f in ("id", "source", "dataset", "description")}
+                except (KeyError, AttributeError, ValueError) as exc:
+                    raise RegistryError(f"family {family!r}: bad template: {exc}") from exc
+                raw = {
+                    **{f: v for f, v in fields.items() if f != "id"},
+                    "depth": depth,
+                    "width": width,
+                    "classes": spec["classes"],
+                    "resolution": spec["resolution"],
+                    "params": backbone + (2048 * width + 1) * spec["classes"] if isinstance(spec["classes"], int) else None,
+                    "labels": rule["labels"],
+                }
+                entries.append(_parse_entry(fields["id"], raw, family=family))
+    return entries
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,16 +4,18 @@
     make demo                      # or: .venv/bin/python scripts/demo.py [--work-dir DIR]
 
 1. writes a synthetic checkpoint in the official layout (random weights, NOT
-   the real model) where the BiT bucket keeps it: <work>/bucket/distill/R50x1_160.npz;
+   the real model) where the BiT bucket keeps it: <work>/bucket/distill/R50x1_160.npz,
+   and beside it the bucket's label file, ilsvrc2012_wordnet_lemmas.txt (the
+   copy shipped as package data, convert/data/);
 2. serves <work>/bucket on 127.0.0.1 with a GCS-like server (convert/testing/mirror.py);
 3. runs the real CLI against it: `bitconvert fetch r50x1-160 --base-url ...`,
    then `bitconvert export --model r50x1-160 ...` (checks parity with JAX,
    writes the SavedModels, cards and manifest);
-4. loads the exported classifier with plain TensorFlow and prints the top-5
-   classes for a generated sample image.
+4. writes a sample PNG and runs `bitconvert predict --model r50x1-160` on it:
+   the top-5 classes with their names (from the export's assets/labels.txt,
+   fetched from the mirror like the checkpoint) and softmax probabilities.
 
-Because the weights are random, the top-5 are meaningless class indices
-(the label file cannot be fetched offline either). Nothing leaves the
+Because the weights are random, the top-5 are meaningless. Nothing leaves the
 machine: the only address used is 127.0.0.1. Progress and timings go to
 stderr, the top-5 table to stdout; any failed step exits non-zero.
 """
@@ -54,14 +56,25 @@ def run_cli(args: list[str], env: dict) -> str:
     return proc.stdout
 
 
-def sample_image(size: int):
-    """A smooth colour gradient with a bright disc, float32 in [0, 1] (the export's default input range)."""
+def write_sample_png(path: Path, size: int) -> Path:
+    """A smooth colour gradient with a bright disc, written as an 8-bit PNG (no TensorFlow needed)."""
+    import struct
+    import zlib
+
     import numpy as np
 
     yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing="ij")
     disc = ((yy - 0.4) ** 2 + (xx - 0.6) ** 2 < 0.05).astype(np.float64)
-    image = np.stack([xx, yy, 0.5 * (1 - xx) + 0.5 * disc], axis=-1)
-    return np.clip(image, 0.0, 1.0).astype(np.float32)[None]
+    image = np.clip(np.stack([xx, yy, 0.5 * (1 - xx) + 0.5 * disc], axis=-1), 0.0, 1.0)
+    rows = (image * 255).round().astype(np.uint8).reshape(size, size * 3)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0))
+    path.write_bytes(png + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
 
 
 def main() -> int:
@@ -71,6 +84,7 @@ def main() -> int:
     work = args.work_dir.resolve()
     bucket, cache, exports = work / "bucket", work / "cache", work / "exports"
 
+    from convert.labels import packaged_labels_path
     from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
     from convert.testing.mirror import serve_directory
@@ -88,10 +102,13 @@ def main() -> int:
     t = step(1, f"writing a synthetic {entry.arch_name} checkpoint at {bucket / entry.source}")
     ckpt = write_synthetic_checkpoint(bucket / entry.source, entry.architecture, seed=0)
     print(f"[demo] {ckpt.stat().st_size / 1e6:.0f} MB", file=sys.stderr)
+    labels = packaged_labels_path(entry.labels)
+    shutil.copyfile(labels, bucket / entry.labels)  # the mirror serves the bucket's label file too
+    print(f"[demo] {bucket / entry.labels} (the package's copy of the bucket's label file)", file=sys.stderr)
     done(t)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BITCONVERT_")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
     with serve_directory(bucket) as server:
         t = step(2, f"serving {bucket} at {server.base_url} (a GCS-like mirror of the BiT bucket)")
         done(t)
@@ -106,20 +123,11 @@ def main() -> int:
         exported = Path(run_cli(["export", "--model", MODEL, *source, "--output-dir", str(exports)], env).strip())
         done(t)
 
-    t = step(5, f"loading {exported / 'classification'} with tf.saved_model.load and classifying a sample image")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    model = tf.saved_model.load(str(exported / "classification"))
-    image = sample_image(entry.resolution)  # [1, 160, 160, 3] in [0, 1]
-    probs = tf.nn.softmax(model(image))[0].numpy()
-    top5 = probs.argsort()[::-1][:5]
+    t = step(5, f"bitconvert predict: the exported classifier on a {entry.resolution}x{entry.resolution} sample PNG")
+    image = write_sample_png(work / "sample.png", entry.resolution)
+    top5 = run_cli(["predict", "--model", MODEL, "--output-dir", str(exports), "--top", "5", str(image)], env)
     done(t)
-
-    print(f"\nTop-5 for a {entry.resolution}x{entry.resolution} gradient image (class indices: synthetic weights, no labels):")
-    print("rank  class  probability")
-    for rank, cls in enumerate(top5, start=1):
-        print(f"{rank:>4}  {cls:>5}  {probs[cls]:.4f}")
+    print(f"\nTop-5 for a gradient image (synthetic weights: the classes are meaningless):\n{top5}")
     print(
         f"\n[demo] done in {time.perf_counter() - t_all:.1f}s; the export is in {exported} "
         f"(cards: {exported}/classification.md, manifest: {exported}/manifest.json)",

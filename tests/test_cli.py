@@ -26,7 +26,7 @@ def test_help_lists_every_command_and_exit_status(invoke):
 
     result = invoke("--help")
     assert result.exit_code == 0
-    assert {"list", "fetch", "inspect", "verify", "mapping", "export"} <= set(cli.commands)
+    assert {"list", "fetch", "inspect", "verify", "mapping", "export", "predict"} <= set(cli.commands)
     for command in cli.commands:
         assert f"\n  {command} " in result.output
     epilog = " ".join(result.output[result.output.index("Exit status") :].split())
@@ -41,7 +41,8 @@ def test_list_prints_every_registry_entry(invoke):
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["ID", "ARCH", "CLASSES", "RES", "SOURCE"]
     reg = load_registry()
-    assert len(lines) == 1 + len(reg.entries)
+    assert len(lines) == 1 + len(reg.named()) == 27  # the 26 named models, not the 285 generated ones
+    assert not any(line.startswith("vtab-") for line in lines)
     assert lines[4].split() == ["r50x1-160", "R50x1", "1000", "160", "distill/R50x1_160.npz"]
     assert result.stderr == ""
 
@@ -57,6 +58,19 @@ def test_list_json_is_the_registry(invoke):
         384,
         "distill/R152x2_T_384.npz",
     )
+
+
+def test_list_all_and_family(invoke):
+    reg = load_registry()
+    everything = invoke("list", "--all").stdout.splitlines()
+    assert len(everything) == 1 + len(reg.entries) == 1 + 26 + 285
+    vtab = invoke("list", "--family", "vtab").stdout.splitlines()[1:]
+    assert len(vtab) == 285 and all(line.startswith("vtab-") for line in vtab)
+    assert vtab[0].split() == ["vtab-r50x1-run0-caltech101", "R50x1", "102", "480", "vtab/BiT-M-R50x1-run0-caltech101.npz"]
+    ilsvrc = json.loads(invoke("list", "--json", "--family", "bit-m-ilsvrc2012").stdout)
+    assert len(ilsvrc) == 6 and all(d["resolution"] == 480 and d["resolution_note"] for d in ilsvrc)
+    bad = invoke("list", "--family", "vtab1k")
+    assert bad.exit_code == 2 and "unknown family 'vtab1k'; known: bit-m, bit-m-ilsvrc2012, bit-s, distill, vtab" in bad.stderr
 
 
 def test_list_collection_only(invoke):
@@ -85,7 +99,9 @@ def test_inspect_against_a_registry_entry(invoke, r50x1_npz):
     assert invoke("inspect", r50x1_npz, "--model", "r50x1-160").exit_code == 0
     result = invoke("inspect", r50x1_npz, "--model", "bit-m-r50x1")
     assert result.exit_code == 1
-    assert "wrong shape resnet/head/conv2d/bias: got (1000,), expected (21843,)" in result.stderr
+    assert "wrong shape resnet/head/conv2d/bias: got (1000,), expected (21843,)" in result.stdout  # every problem listed
+    # The error line says what the file is instead (issue 12, item 6).
+    assert "valid R50x1 checkpoint with a 1000-class head (it fits r50x1-224, r50x1-160, bit-s-r50x1" in result.stderr
 
 
 def test_inspect_reports_every_problem_and_exits_1(invoke, tmp_path):

@@ -110,7 +110,7 @@ def test_classifier_card_names_classes_and_logits():
     card = _card("r50x1-160", "classification")
     assert "`logits`: float32 `[batch, 1000]`" in card
     assert "ilsvrc2012_wordnet_lemmas.txt" in card
-    assert "sayakpaul/distill_bit_r50x1_160_classification/1" in card
+    assert "sayakpaul/distill_bit_resnet50x1_160_classification/1" in card
     assert "sayakpaul/distill_bit_r50x1_160_feature_extraction/1" not in card
 
 

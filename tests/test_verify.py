@@ -171,7 +171,11 @@ def test_verify_checkpoint_of_another_architecture(invoke, r50x1_npz):
     res = invoke("verify", "--model", "r152x2-224", "--checkpoint", r50x1_npz, "--quiet")
     assert res.exit_code == 1
     line = _error_line(res)
-    assert "not a valid R152x2 checkpoint: 458 problems: missing resnet/block2/unit05/" in line and "and 452 more" in line
+    # What the file is and which ids it fits, then the count (issue 12, item 6), not a list of 458 problems.
+    assert (
+        "this is a valid R50x1 checkpoint with a 1000-class head (it fits r50x1-224, r50x1-160, bit-s-r50x1, "
+        "bit-m-r50x1-ilsvrc2012), not the R152x2 with 1000 classes expected: 458 layout problems against R152x2" in line
+    )
 
 
 # -- damaged checkpoints (every case of the strict reader) --------------------------------
