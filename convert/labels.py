@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DownloadError, LabelsError, OfflineError
@@ -67,29 +66,11 @@ def read_labels_file(path: str | os.PathLike, classes: int) -> tuple[str, ...]:
     return parse_labels(text, classes, str(path))
 
 
-@dataclass(frozen=True)
-class _BucketObject:
-    """What convert.fetch.fetch_checkpoint reads of an entry, for an object that is not a checkpoint."""
-
-    id: str
-    source: str
-    sha256: str | None = None
-
-
 def fetch_object(name: str, *, cache_dir=None, base_url=None, offline=False, log: Log = _silent) -> Path:
-    """The verified cached copy of bucket object ``name``: ``convert.fetch.fetch_file`` when it exists.
+    """The verified cached copy of bucket object ``name`` (the checkpoints' downloader and cache)."""
+    from .fetch import fetch_file
 
-    Until the downloader offers ``fetch_file(object_name, cache_dir=, base_url=,
-    offline=, log=)``, the same verified path goes through ``fetch_checkpoint``
-    with the object standing in for an entry (it reads ``id``, ``source`` and
-    ``sha256`` only).
-    """
-    from . import fetch
-
-    fetch_file = getattr(fetch, "fetch_file", None)
-    if fetch_file is not None:
-        return fetch_file(name, cache_dir=cache_dir, base_url=base_url, offline=offline, log=log)
-    return fetch.fetch_checkpoint(_BucketObject(name, name), cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=True)
+    return fetch_file(name, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=True, log=log)
 
 
 Fetch = Callable[..., Path]
