@@ -16,7 +16,7 @@ import click
 
 from . import __version__, config
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
-from .options import checkpoint_option, json_option, model_option, reference_option, source_options
+from .options import checkpoint_option, json_option, kaggle_option, model_option, reference_option, source_options
 
 EPILOG = """\b
 Exit status: 0 ok; 1 bad input (damaged checkpoint, parity failure,
@@ -313,6 +313,7 @@ class ExportCommand(click.Command):
     show_default=True,
     help="Formats to write, comma-separated (see Formats below).",
 )
+@kaggle_option
 @reference_option
 @source_options
 def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir, base_url, offline, quiet, **layout):
@@ -337,6 +338,7 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     from .config import reference_mode
     from .export import ExportOptions, export_model, parse_formats
     from .fetch import recorded_sha256, resolve_checkpoint, source_url
+    from .labels import load_labels
     from .registry import load_registry
 
     if bool(model_ids) == bool(export_all):
@@ -349,17 +351,22 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     entries = registry.collection() if export_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
     if checkpoint and len(entries) != 1:
         raise click.UsageError("--checkpoint goes with exactly one --model")
-    # ``layout``: --output-dir, --input-range, --archive, --skip-parity, --parity-*: ExportOptions' own names.
+    # ``layout``: --output-dir, --input-range, --archive, --skip-parity, --parity-*, --kaggle: ExportOptions' own names.
     options = ExportOptions(**layout, formats=chosen, reference=reference or reference_mode())
 
     def log(msg: str) -> None:
         if not quiet:
             click.echo(f"bitconvert export: {msg}", err=True)
 
+    def warn(msg: str) -> None:
+        click.echo(f"bitconvert export: {msg}", err=True)
+
     for entry in entries:
         path = resolve_checkpoint(
             entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet
         )
+        # A warning about missing labels shows even with --quiet: the export lacks something.
+        labels = load_labels(entry, cache_dir=cache_dir, base_url=base_url, offline=offline, log=warn)
         result = export_model(
             entry,
             path,
@@ -367,6 +374,7 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
             source_url=source_url(entry, base_url),
             sha256=recorded_sha256(path),
             checkpoint_origin="--checkpoint" if checkpoint else "cache",
+            labels=labels,
             log=log,
         )
         click.echo(str(result.path))

@@ -60,3 +60,26 @@ reference_option = click.option(
     help="Where the JAX reference runs: auto (from free CPUs and memory), worker (a second process), "
     "inline (this process, first) [env BITCONVERT_REFERENCE; default auto].",
 )
+
+
+def _kaggle_handle(ctx, param, value):
+    if value is None:
+        return None
+    from .export.kaggle import parse_handle
+
+    try:
+        parse_handle(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+#: ``bitconvert export --kaggle OWNER/MODEL`` (value None or "owner/model").
+kaggle_option = click.option(
+    "--kaggle",
+    "kaggle",
+    metavar="OWNER/MODEL",
+    callback=_kaggle_handle,
+    help="Also write Kaggle Models metadata under DIR/<id>/kaggle/: model-metadata.json and one "
+    "model-instance-metadata.json per framework variation, each beside its files (docs/kaggle.md).",
+)

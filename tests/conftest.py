@@ -69,3 +69,30 @@ def target(cache):
     from fetch_support import SOURCE
 
     return cache / SOURCE
+
+
+# --- no test reaches the real bucket ----------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_bucket(tmp_path_factory):
+    """The default bucket of every test: a loopback mirror holding the ILSVRC-2012 label file.
+
+    An export fetches its labels from the bucket even with --checkpoint; without
+    this, a test that gives no --base-url would try the real bucket. The cache
+    is a session directory, never the user's. Tests that pass --base-url or
+    --cache-dir (the downloader's) are unaffected.
+    """
+    import shutil
+    from importlib import resources
+
+    from convert.testing.mirror import serve_directory
+
+    bucket = tmp_path_factory.mktemp("default-bucket")
+    lemmas = resources.files("convert") / "data" / "ilsvrc2012_wordnet_lemmas.txt"
+    with resources.as_file(lemmas) as src:
+        shutil.copyfile(src, bucket / "ilsvrc2012_wordnet_lemmas.txt")
+    with serve_directory(bucket) as server, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BITCONVERT_BASE_URL", server.base_url)
+        mp.setenv("BITCONVERT_CACHE", str(tmp_path_factory.mktemp("default-cache")))
+        yield server

@@ -12,12 +12,12 @@ from convert.export.kaggle import (
     FRAMEWORKS,
     INSTANCE_METADATA,
     kaggle_files,
-    kaggle_option,
     link_instances,
     parse_handle,
     variation_slug,
 )
 from convert.export.target import Artifact
+from convert.options import kaggle_option
 from convert.registry import load_registry
 
 REGISTRY = load_registry()

@@ -28,8 +28,6 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import click
-
 from ..errors import LocalIOError
 
 #: The export target (``Artifact.target``) -> Kaggle framework name.
@@ -48,27 +46,6 @@ def parse_handle(value: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(_SLUG.match(p) for p in parts):
         raise ValueError(f"--kaggle wants OWNER/MODEL, two slugs of lowercase letters, digits and hyphens, got {value!r}")
     return parts[0], parts[1]
-
-
-def _handle_callback(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        parse_handle(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
-#: The option for ``bitconvert export`` (apply as a decorator; value None or "owner/model").
-kaggle_option = click.option(
-    "--kaggle",
-    "kaggle",
-    metavar="OWNER/MODEL",
-    callback=_handle_callback,
-    help="Also write Kaggle Models metadata under DIR/<id>/kaggle/: model-metadata.json and one "
-    "model-instance-metadata.json per framework variation, each beside its files (docs/kaggle.md).",
-)
 
 
 def variation_slug(model_id: str, variant: str) -> str:

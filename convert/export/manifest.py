@@ -75,6 +75,7 @@ class ManifestData:
     archives: dict | None  # variant -> {"file", "sha256"} with --archive
     parity: ParityRecord | None  # None with --skip-parity
     targets: dict = field(default_factory=dict)  # name -> [TargetEntry]
+    labels: dict | None = None  # convert.export.labels_asset.labels_manifest
 
 
 def digests(path: Path):
@@ -163,6 +164,8 @@ def build_manifest(d: ManifestData) -> dict:
         "parity": _parity(d),
         "versions": library_versions(),
     }
+    if d.labels is not None:
+        manifest["labels"] = d.labels
     if d.targets:
         manifest["targets"] = _targets(d)
     return manifest

@@ -35,6 +35,7 @@ from ..model_card import INPUT_RANGES
 from ..registry import ModelEntry
 from . import judge
 from .formats import DEFAULT, get_targets
+from .labels_asset import labels_manifest
 from .manifest import MANIFEST_NAME, ManifestData, ParityRecord, TargetEntry, build_manifest, digests, manifest_text
 from .publish import check_free_space, io_error, publish, temporary_export
 from .target import VARIANT_STAGES, Artifact, ExportJob, Run
@@ -76,6 +77,8 @@ class ExportOptions:
     formats: tuple[str, ...] = (DEFAULT,)
     #: Where the JAX reference runs: auto, worker or inline (convert.parity.placement.place).
     reference: str = "auto"
+    #: --kaggle OWNER/MODEL: also write Kaggle Models metadata (convert.export.kaggle).
+    kaggle: str | None = None
     #: The machine's facts for the placement, instead of measuring them (tests, benchmarks).
     machine: object | None = None  # convert.parity.placement.MachineFacts
 
@@ -294,6 +297,7 @@ def manifest_data(job: ExportJob, options, source: Source, origin, written, runs
         archives,
         parity,
         targets,
+        labels_manifest(job.entry, job.labels),
     )
 
 
@@ -306,6 +310,7 @@ def export_model(
     sha256: str | None = None,
     checkpoint_origin: str | None = None,
     arch: Architecture | None = None,
+    labels: tuple[str, ...] | None = None,
     log: Log = _quiet,
 ) -> ExportResult:
     """Export ``entry`` from the checkpoint at ``checkpoint_path`` in each of ``options.formats``.
@@ -314,7 +319,8 @@ def export_model(
     official bucket URL). ``sha256``: the file's digest when already known.
     ``checkpoint_origin``: how the file was obtained (the CLI says ``cache`` or
     ``--checkpoint``). ``arch``: override the entry's architecture (reduced test
-    layouts only). Raises CheckpointError, ParityError, ExportError,
+    layouts only). ``labels``: the classifier's class names (convert.labels), embedded
+    by every target; None exports indices only. Raises CheckpointError, ParityError, ExportError,
     LocalIOError, JaxReferenceError, UsageError; on any failure nothing exists
     at ``<out>/<id>`` that was not there before.
     """
@@ -331,7 +337,7 @@ def export_model(
     final = options.output_dir / entry.id
     try:
         with temporary_export(options.output_dir, entry.id, log) as tmp:
-            job = ExportJob(entry.id, entry, arch, None, options.input_range, tmp, log, None, source.source_url, source.sha256)
+            job = ExportJob(entry.id, entry, arch, None, options.input_range, tmp, log, labels, source.source_url, source.sha256)
             manifest = _export_into(job, targets, options, source, checkpoint_origin, pending, inputs)
             try:
                 atomic_write(tmp / MANIFEST_NAME, manifest_text(manifest))
@@ -377,4 +383,25 @@ def _export_into(job: ExportJob, targets, options, source, origin, pending, inpu
     except OSError as exc:
         raise io_error(f"cannot write the export of {job.model_id} under {options.output_dir}", exc) from exc
     checked = (reports, cards, archives, inputs, before)
-    return build_manifest(manifest_data(job, options, source, origin, written, runs, checked))
+    manifest = build_manifest(manifest_data(job, options, source, origin, written, runs, checked))
+    if options.kaggle:
+        write_kaggle(job, options.kaggle, manifest, written, cards)
+    return manifest
+
+
+def write_kaggle(job: ExportJob, handle: str, manifest: dict, written, cards: dict) -> None:
+    """--kaggle: model-metadata.json and one instance folder per (format, variant) written (convert.export.kaggle)."""
+    from .kaggle import kaggle_files, link_instances
+
+    artifacts = [a for artifacts in written.values() for a in artifacts]
+    texts: dict[str, str] = {}  # variant -> card, the first target's (savedmodel's when written)
+    for (target, path), card in cards.items():
+        variant = next(a.variant for a in written[target] if a.path == path)
+        texts.setdefault(variant, (job.export_dir / card).read_text(encoding="utf-8"))
+    try:
+        for rel, text in kaggle_files(job.entry, manifest, texts, artifacts, handle).items():
+            (job.export_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(job.export_dir / rel, text)
+        link_instances(job.export_dir, job.entry, artifacts)
+    except OSError as exc:
+        raise io_error(f"cannot write the Kaggle metadata of {job.model_id}", exc) from exc

@@ -22,6 +22,7 @@ from ..architecture import PREFIX
 from ..errors import ExportError
 from ..fetch import sha256_file
 from ..model_card import INPUT_RANGES, OUTPUT_KEYS, archive_name, render_card
+from .labels_asset import check_reloaded_labels, tracked_labels
 from .publish import io_error
 from .target import INPUT_NAME, VARIANTS, Artifact, ExportJob, Run
 
@@ -128,6 +129,11 @@ def _check_signature(loaded, variant: str, width: int) -> list[str]:
     return problems
 
 
+def _labels(job: ExportJob, variant: str):
+    """The class names the variant carries as ``assets/labels.txt``: the classifier's, when known."""
+    return job.labels if variant == "classification" else None
+
+
 class SavedModelTarget:
     name = "savedmodel"
     summary = "TF Hub-style SavedModels (Reusable SavedModel API, serving_default signature) [default]"
@@ -142,7 +148,8 @@ class SavedModelTarget:
             root = build_exportable(job.net, variant, job.input_range)
             path = job.export_dir / variant
             try:
-                tf.saved_model.save(root, str(path), signatures={"serving_default": root.serving_default})
+                with tracked_labels(root, _labels(job, variant)):
+                    tf.saved_model.save(root, str(path), signatures={"serving_default": root.serving_default})
             except (OSError, tf.errors.OpError) as exc:
                 raise io_error(f"cannot write the {variant} SavedModel of {job.model_id} to {path}", exc) from exc
             facts = {
@@ -173,6 +180,7 @@ class SavedModelTarget:
         problems = _check_api(loaded, variant, artifact.facts, width)
         if problems:
             raise ExportError(f"{job.model_id}: the reloaded {variant} SavedModel is not as written: {'; '.join(problems)}")
+        check_reloaded_labels(loaded, path, _labels(job, variant), job.model_id)
         outputs = loaded(tf.constant(images)).numpy()
         del loaded
         job.release()  # the loaded model's weights, before the next variant is loaded
@@ -189,6 +197,7 @@ class SavedModelTarget:
             sha256=job.sha256,
             parity=figures["tensorflow"] if figures else None,
             features=job.arch.features,
+            labels_embedded=job.labels is not None,
         )
 
     def archive(self, job: ExportJob, artifacts: list[Artifact]) -> dict[str, dict]:
