@@ -208,7 +208,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, as_json, cache_dir, bas
 @model_option
 @json_option
 def mapping_cmd(model_ids, as_json):
-    """Print the name mapping: checkpoint key, TF variable, Flax path, shape, transform.
+    """Print the name mapping: checkpoint key, TF variable, Flax path, Keras weight, shape, transform.
 
     Derived from the model's architecture alone (no checkpoint is read).
     """
