@@ -48,6 +48,11 @@ STRIDED_PADDING = ("explicit", "same")
 POOL_PADS = ("zero", "neg_inf")
 #: Checkpoint keys only the classifier uses.
 HEAD_PREFIX = f"{PREFIX}head/"
+#: Initial value of every kernel (stored in the config, so also used by load_model before
+#: the saved weights arrive). Zeros, not random: an unloaded model must never look
+#: plausible, and random initialisers compile once per kernel shape on the JAX
+#: backend.
+ZEROS = "zeros"
 
 
 class _Builder:
@@ -60,10 +65,10 @@ class _Builder:
 
     def conv(self, x, name: str, filters: int, kernel: int, stride: int = 1, pad: int = 0):
         if pad and stride > 1 and self.strided_padding == "same":
-            return StandardizedConv2D(filters, kernel, strides=stride, padding="same", name=name)(x)
+            return StandardizedConv2D(filters, kernel, strides=stride, padding="same", kernel_initializer=ZEROS, name=name)(x)
         if pad:
             x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        return StandardizedConv2D(filters, kernel, strides=stride, padding="valid", name=name)(x)
+        return StandardizedConv2D(filters, kernel, strides=stride, padding="valid", kernel_initializer=ZEROS, name=name)(x)
 
     @staticmethod
     def gn_relu(x, name: str):
@@ -120,7 +125,7 @@ def build_keras_models(
             x = b.unit(x, arch, block, unit)
     x = b.gn_relu(x, "pre_head_gn")
     pre = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
-    logits = keras.layers.Dense(arch.classes, name="head")(pre)
+    logits = keras.layers.Dense(arch.classes, kernel_initializer=ZEROS, name="head")(pre)
     classifier = keras.Model(images, logits, name="bit_classification")
     features = keras.Model(images, pre, name="bit_feature_extraction")
     if arrays is not None:
