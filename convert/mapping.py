@@ -139,7 +139,10 @@ def keras_path_for(key: str) -> str:
     long names shortened (``block1/unit01/a/group_norm/gamma`` -> ``block1_unit01_a_gn/gamma``).
     Raises :class:`MappingError` for a key that is not of the BiT layout.
     """
-    flax_path_for(key)  # validates the key: the same keys, the same errors
+    try:
+        flax_path_for(key)  # validates the key: the same keys are valid on every side
+    except MappingError:
+        raise MappingError(f"no Keras weight for {key!r}") from None
     parts = key[len(PREFIX) :].split("/")
     leaf = parts[-1]
     if parts[0] == "root_block":

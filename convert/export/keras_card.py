@@ -62,7 +62,8 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
     lo, hi = INPUT_RANGES[job.input_range]
     path = f"exports/{entry.id}/{artifact.path}"
     features = job.arch.features
-    out_shape = f"(2, {entry.classes})" if classifier else f"(2, {features})"
+    classes = job.arch.classes
+    out_shape = f"(2, {classes})" if classifier else f"(2, {features})"
     lines = [
         f"# BiT {entry.arch_name} {_TITLES[variant]} for Keras 3 (`{entry.id}`)",
         "",
@@ -82,7 +83,7 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
         f"The weights were trained at {res}x{res}.",
         "",
         (
-            f"Output: logits `(batch, {entry.classes})` over {_labels_text(entry.classes)}."
+            f"Output: logits `(batch, {classes})` over {_labels_text(classes)}."
             if classifier
             else f"Output: the pre-logits feature vector `(batch, {features})` (after the final group norm, ReLU and "
             "global average pooling)."
