@@ -1,6 +1,7 @@
 """Run by tests/test_keras_export.py in a fresh process per backend: fine-tune a loaded feature extractor.
 
 ``KERAS_BACKEND=<b> python tests/keras_fit_child.py feature_extraction.keras`` prints one JSON line:
+the top-level modules that importing ``convert.keras_layers`` added after keras,
 how many backbone weights one ``fit`` step changed inside a larger model, and
 how many changed once ``backbone.trainable = False``.
 """
@@ -9,9 +10,13 @@ import json
 import sys
 
 import keras
-import numpy as np
 
-import convert.keras_layers  # noqa: F401
+_BEFORE = {m.split(".")[0] for m in sys.modules}
+import convert.keras_layers  # noqa: E402, F401
+
+NEW_MODULES = sorted({m.split(".")[0] for m in sys.modules} - _BEFORE)
+
+import numpy as np  # noqa: E402
 
 
 def snapshot(weights):
@@ -42,6 +47,7 @@ def main(path: str) -> None:
     model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     result = {
         "backend": keras.backend.backend(),
+        "new_modules": NEW_MODULES,
         "weights": len(backbone.weights),
         "trainable_changed": trainable_changed,
         "frozen_changed": changed(before, backbone.weights),

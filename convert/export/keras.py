@@ -260,6 +260,7 @@ class KerasTarget:
                         "backend_version": info["backend_version"],
                         "keras": info["keras"],
                         "safe_mode": True,
+                        "import_s": round(info["import_s"], 3),
                         "load_s": round(m["load_s"], 3),
                         "run_s": round(m["run_s"], 3),
                     }
