@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import R50X1, TINY
+from conftest import R50X1, R152X2, TINY
 
 from convert.architecture import checkpoint_layout
 from convert.checkpoint import Checkpoint, load_checkpoint
@@ -179,6 +179,15 @@ def test_missing_backend_is_skipped_and_named(tmp_path):
     assert logs == ["keras: the torch backend is not installed, not checked (install it: pip install .[keras-torch])"]
     with pytest.raises(KerasBackendError, match="no Keras backend"):
         KerasTarget(is_installed=lambda b: False).available()
+
+
+def test_checks_run_concurrently_within_cpus_and_memory():
+    from convert.architecture import parameter_count
+    from convert.resources import usable_cpus
+
+    assert KerasTarget().parallel_for(parameter_count(R50X1) * 4, 3) == min(3, usable_cpus())
+    assert KerasTarget().parallel_for(parameter_count(R152X2) * 4, 3) == 1  # 0.95 GB of weights: one at a time
+    assert KerasTarget(parallel=3).parallel_for(parameter_count(R152X2) * 4, 3) == 3
 
 
 def test_a_backend_that_cannot_load_is_one_line_naming_it(tmp_path):
