@@ -8,8 +8,9 @@ saves the outputs. ``WORKDIR/spec.json`` names the models and the images
 ``WORKDIR/<i>.npy`` and ``WORKDIR/result.json``. A failure writes
 ``WORKDIR/error.json`` ({"model", "step", "message"}) and exits 1.
 
-With ``"repeat": n`` in the spec each model also runs n more times on the
-same batch and the fastest run is reported (the benchmark's warm timings).
+Images run ``"batch"`` at a time (all at once without it). With ``"repeat": n``
+each model also runs n more times on the whole batch and the fastest run is
+reported (the benchmark's warm timings).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(workdir: str) -> int:
             loaded = time.perf_counter() - t
             step = "run"
             t = time.perf_counter()
-            out = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)), dtype=np.float32)
+            out = _predict(keras, model, images, int(spec.get("batch") or len(images)))
             first = time.perf_counter() - t
             best = None
             for _ in range(int(spec.get("repeat", 0))):
@@ -67,6 +68,19 @@ def main(workdir: str) -> int:
         error = {"model": model_path, "step": step, "message": _one_line(exc)}
         (work / "error.json").write_text(json.dumps(error))
         return 1
+
+
+def _predict(keras, model, images, batch: int):
+    """``predict_on_batch`` on ``batch`` images at a time, outputs concatenated (float32 numpy).
+
+    Small batches because Keras' functional model keeps every intermediate output
+    until the call returns when it runs eagerly (the torch backend): R152x2 on 6
+    images at 224 peaked at 6.2 GB, one image at a time at 2.9 GB.
+    """
+    import numpy as np
+
+    parts = [keras.ops.convert_to_numpy(model.predict_on_batch(images[i : i + batch])) for i in range(0, len(images), batch)]
+    return np.concatenate(parts).astype(np.float32)
 
 
 def _backend_version(backend: str) -> str | None:

@@ -45,6 +45,9 @@ BACKENDS = ("jax", "tensorflow", "torch")
 BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 #: How to install a missing backend (setup.cfg extras; jax and TensorFlow are core dependencies).
 INSTALL_HINTS = {"jax": "pip install .", "tensorflow": "pip install .", "torch": "pip install .[keras-torch]"}
+#: Images per predict_on_batch call in the check (see convert.keras_check._predict: on the
+#: torch backend a call holds every intermediate output of all its images).
+CHECK_BATCH = 1
 #: Directory of the artifacts inside the export.
 SUBDIR = "keras"
 #: Memory of one checking process: a fixed part (Python, keras, the backend) plus
@@ -98,10 +101,11 @@ class BackendRuns:
         python: str = sys.executable,
         repeat: int = 0,
         threads: int | None = None,
+        batch: int | None = CHECK_BATCH,
     ):
         from ..resources import usable_cpus
 
-        self.paths, self.backends = [str(p) for p in paths], tuple(backends)
+        self.paths, self.backends, self.batch = [str(p) for p in paths], tuple(backends), batch
         # Threads per process, so that the processes running at once do not oversubscribe
         # the CPUs: torch's OpenMP threads spin while they wait, and with two 2-thread
         # processes on 2 busy cores R50x1 at 224 ran 10x slower (0.73 s -> 8-11 s).
@@ -120,7 +124,7 @@ class BackendRuns:
     def _run(self, backend: str, python: str, repeat: int) -> int:
         work = self._scratch / backend
         work.mkdir()
-        spec = {"images": "../images.npy", "models": self.paths, "repeat": repeat}
+        spec = {"images": "../images.npy", "models": self.paths, "repeat": repeat, "batch": self.batch}
         (work / "spec.json").write_text(json.dumps(spec))
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
         for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
