@@ -243,7 +243,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
 @model_option
 @json_option
 def mapping_cmd(model_ids, as_json):
-    """Print the name mapping: checkpoint key, TF variable, Flax path, shape, transform.
+    """Print the name mapping: checkpoint key, TF variable, Flax path, Keras weight, shape, transform.
 
     Derived from the model's architecture alone (no checkpoint is read).
     """

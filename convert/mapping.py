@@ -1,12 +1,13 @@
-"""The name mapping as data: checkpoint key -> TF variable -> Flax parameter path.
+"""The name mapping as data: checkpoint key -> TF variable -> Flax parameter path -> Keras weight path.
 
 One pure function, :func:`mapping_rows`, derives every row from
 :func:`convert.architecture.checkpoint_layout` alone (never from a file), so
 the table can be printed, diffed and tested without loading anything.
 
-Each row says where one checkpoint array goes on both sides and which named
-transform turns the checkpoint array into the Flax parameter (the TF variables
-keep the checkpoint's shapes, so their transform is always the identity).
+Each row says where one checkpoint array goes on every side and which named
+transform turns the checkpoint array into the Flax parameter and the Keras
+weight (both hold the head as a Dense kernel; the TF variables keep the
+checkpoint's shapes, so their transform is always the identity).
 
 Loading checks both sides before assigning anything (:func:`check_sides`):
 every checkpoint array used exactly once, every target set exactly once, equal
@@ -66,6 +67,8 @@ class MappingRow:
     ``tf_variable`` is the name the TF variable is created with (``.name``
     without TF's ``:0`` suffix, and its key in ``BiTResNetV2.variables_by_key``).
     ``flax_path`` is '/'-joined under the ``params`` collection.
+    ``keras_path`` is the Keras 3 weight's ``.path`` (``<layer name>/<weight name>``)
+    in :mod:`convert.keras_model`'s models; its shape is ``flax_shape``.
     """
 
     checkpoint_key: str
@@ -73,6 +76,7 @@ class MappingRow:
     flax_path: str
     shape: tuple[int, ...]
     transform: str = "identity"
+    keras_path: str = ""
 
     @property
     def flax_shape(self) -> tuple[int, ...]:
@@ -83,6 +87,7 @@ class MappingRow:
             "checkpoint_key": self.checkpoint_key,
             "tf_variable": self.tf_variable,
             "flax_path": self.flax_path,
+            "keras_path": self.keras_path,
             "shape": list(self.shape),
             "flax_shape": list(self.flax_shape),
             "transform": self.transform,
@@ -123,12 +128,39 @@ def flax_path_for(key: str) -> tuple[str, str]:
     raise MappingError(f"no Flax name for {key!r}")
 
 
+#: Keras layer names (no '/' allowed in them) of the parts of a unit.
+_KERAS_PART = {"group_norm": "gn", CONV: "conv", "proj": "proj"}
+
+
+def keras_path_for(key: str) -> str:
+    """The Keras weight path (``layer/weight``) of one checkpoint key in :mod:`convert.keras_model`'s models.
+
+    The layer name is the checkpoint key's path with '/' turned into '_' and the
+    long names shortened (``block1/unit01/a/group_norm/gamma`` -> ``block1_unit01_a_gn/gamma``).
+    Raises :class:`MappingError` for a key that is not of the BiT layout.
+    """
+    try:
+        flax_path_for(key)  # validates the key: the same keys are valid on every side
+    except MappingError:
+        raise MappingError(f"no Keras weight for {key!r}") from None
+    parts = key[len(PREFIX) :].split("/")
+    leaf = parts[-1]
+    if parts[0] == "root_block":
+        return f"root_conv/{leaf}"
+    if parts[0] == "group_norm":
+        return f"pre_head_gn/{leaf}"
+    if parts[0] == "head":
+        return f"head/{leaf}"
+    block, unit, part, kind = parts[:4]
+    return f"{block}_{unit}_{part}_{_KERAS_PART[kind]}/{leaf}"
+
+
 def mapping_rows(arch: Architecture) -> tuple[MappingRow, ...]:
     """Every row of ``arch``'s mapping, in checkpoint layout (forward) order. Pure."""
     rows = []
     for key, shape in checkpoint_layout(arch).items():
         flax_path, transform = flax_path_for(key)
-        rows.append(MappingRow(key, key, flax_path, tuple(shape), transform))
+        rows.append(MappingRow(key, key, flax_path, tuple(shape), transform, keras_path_for(key)))
     return tuple(rows)
 
 
@@ -219,6 +251,31 @@ def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow
         variables[r.tf_variable].assign(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
 
 
+def assign_keras(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow]) -> None:
+    """Assign checkpoint ``arrays`` to a Keras model's weights (matched by ``.path``) through ``rows``.
+
+    Both sides are checked first, as for TF and Flax: every array used once,
+    every weight of ``model`` set once, the weight's shape equal to the row's
+    ``flax_shape``. Nothing is assigned unless all of it holds.
+    """
+    rows = tuple(rows)
+    weights = {w.path: w for w in model.weights}
+    if len(weights) != len(model.weights):
+        raise MappingError(f"the Keras model has {len(model.weights) - len(weights)} weights with duplicate paths")
+    diffs = check_sides(
+        rows,
+        _shapes(arrays),
+        {path: tuple(w.shape) for path, w in weights.items()},
+        target_of=lambda r: r.keras_path,
+        target_shape_of=lambda r: r.flax_shape,
+        target_label="Keras weight",
+    )
+    raise_on_diffs(diffs, f"checkpoint -> Keras mapping for {model.name} does not match")
+    for r in rows:
+        value = TRANSFORMS[r.transform].apply(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
+        weights[r.keras_path].assign(value)
+
+
 def _flatten_tree(tree, prefix: str = "") -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for k, v in tree.items():
@@ -272,7 +329,7 @@ def flax_params(
 
 def render_table(rows: Iterable[MappingRow]) -> str:
     """The mapping as an aligned text table (for ``bitconvert mapping``)."""
-    head = ("CHECKPOINT KEY", "TF VARIABLE", "FLAX PATH", "SHAPE", "TRANSFORM")
-    body = [(r.checkpoint_key, r.tf_variable + ":0", r.flax_path, format_shape(r.shape), r.transform) for r in rows]
+    head = ("CHECKPOINT KEY", "TF VARIABLE", "FLAX PATH", "KERAS WEIGHT", "SHAPE", "TRANSFORM")
+    body = [(r.checkpoint_key, r.tf_variable + ":0", r.flax_path, r.keras_path, format_shape(r.shape), r.transform) for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])

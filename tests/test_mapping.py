@@ -11,7 +11,7 @@ from conftest import R50X1, R152X2, TINY
 
 from convert.architecture import Architecture, checkpoint_layout
 from convert.errors import MappingError
-from convert.mapping import TRANSFORMS, MappingRow, assign_tf, flax_params, flax_path_for, mapping_rows
+from convert.mapping import TRANSFORMS, MappingRow, assign_tf, flax_params, flax_path_for, keras_path_for, mapping_rows
 from convert.synthetic import synthetic_arrays
 
 
@@ -23,6 +23,7 @@ def test_rows_cover_the_layout_once_in_order(arch):
     assert [r.shape for r in rows] == list(layout.values())
     assert len({r.tf_variable for r in rows}) == len(rows)
     assert len({r.flax_path for r in rows}) == len(rows)
+    assert len({r.keras_path for r in rows}) == len(rows)
     assert all(r.transform in TRANSFORMS for r in rows)
     # Only the head kernel is reshaped.
     assert [r.checkpoint_key for r in rows if r.transform != "identity"] == ["resnet/head/conv2d/kernel"]
@@ -48,6 +49,29 @@ def test_rows_cover_the_layout_once_in_order(arch):
 )
 def test_authors_flax_names(key, path, transform):
     assert flax_path_for(key) == (path, transform)
+
+
+@pytest.mark.parametrize(
+    "key, path",
+    [
+        ("resnet/root_block/standardized_conv2d/kernel", "root_conv/kernel"),
+        ("resnet/block1/unit01/a/group_norm/gamma", "block1_unit01_a_gn/gamma"),
+        ("resnet/block2/unit01/a/proj/standardized_conv2d/kernel", "block2_unit01_a_proj/kernel"),
+        ("resnet/block3/unit05/b/standardized_conv2d/kernel", "block3_unit05_b_conv/kernel"),
+        ("resnet/block4/unit03/c/group_norm/beta", "block4_unit03_c_gn/beta"),
+        ("resnet/group_norm/gamma", "pre_head_gn/gamma"),
+        ("resnet/head/conv2d/kernel", "head/kernel"),
+        ("resnet/head/conv2d/bias", "head/bias"),
+    ],
+)
+def test_keras_weight_paths(key, path):
+    assert keras_path_for(key) == path
+
+
+@pytest.mark.parametrize("key", ["resnet/block1/unit01/d/group_norm/gamma", "other/root"])
+def test_unknown_key_has_no_keras_path(key):
+    with pytest.raises(MappingError, match="no Keras weight"):
+        keras_path_for(key)
 
 
 @pytest.mark.parametrize("key", ["resnet/block1/unit01/d/group_norm/gamma", "other/root", "resnet/head/dense/kernel"])
@@ -203,13 +227,14 @@ def test_mapping_command_table(invoke):
     res = invoke("mapping", "--model", "r50x1-160")
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
-    assert lines[0].split() == ["CHECKPOINT", "KEY", "TF", "VARIABLE", "FLAX", "PATH", "SHAPE", "TRANSFORM"]
+    assert lines[0].split() == ["CHECKPOINT", "KEY", "TF", "VARIABLE", "FLAX", "PATH", "KERAS", "WEIGHT", "SHAPE", "TRANSFORM"]
     assert len(lines) == 1 + len(checkpoint_layout(R50X1))
     head = next(line for line in lines if line.startswith("resnet/head/conv2d/kernel"))
     assert head.split() == [
         "resnet/head/conv2d/kernel",
         "resnet/head/conv2d/kernel:0",
         "conv_head/kernel",
+        "head/kernel",
         "(1,",
         "1,",
         "2048,",
@@ -228,6 +253,7 @@ def test_mapping_command_json(invoke):
         "checkpoint_key": "resnet/root_block/standardized_conv2d/kernel",
         "tf_variable": "resnet/root_block/standardized_conv2d/kernel",
         "flax_path": "root_block/conv_root/kernel",
+        "keras_path": "root_conv/kernel",
         "shape": [7, 7, 3, 128],
         "flax_shape": [7, 7, 3, 128],
         "transform": "identity",

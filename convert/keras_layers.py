@@ -1,0 +1,158 @@
+"""The custom Keras 3 layers of bitconvert's BiT models: import this module before loading a ``.keras`` file.
+
+Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode`` left on::
+
+    import keras
+    import convert.keras_layers  # registers the layers below (package "bitconvert")
+
+    model = keras.saving.load_model("classification.keras")
+
+This module imports keras, numpy and :mod:`convert.numerics` (plain Python)
+and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
+loads. Every constant defaults to :mod:`convert.numerics` and is stored in the
+layer's config, so a saved model carries the epsilons it was checked with.
+
+The layers:
+
+* :class:`StandardizedConv2D`: a bias-free ``Conv2D`` whose kernel is weight
+  standardised on every call (``(k - mean) / sqrt(var + eps)`` over H, W, I),
+  through Keras' ``convolution_op`` hook;
+* :class:`GroupNorm`: group norm with BiT's two-pass variance, reduced axis by
+  axis. Keras' ``GroupNormalization`` goes through ``ops.moments``, which the
+  torch backend computes as ``E[x^2] - E[x]^2``: that cancels catastrophically
+  where a group's mean dwarfs its spread (flat images), and one reduction over
+  (H, W, C) loses accuracy on JAX (see :func:`_mean_hw_c`), hence a layer of our own;
+* :class:`InputRange`: the affine map from the export's input range ([0, 1]
+  by default) to the [-1, 1] the weights were trained on;
+* :class:`ConstantPadding2D`: symmetric padding with a constant (the models use
+  Keras' ``ZeroPadding2D``; the parity tests pad the max-pool with -inf through it).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from .numerics import GN_EPS, GN_GROUPS, INPUT_RANGE, WS_AXES, WS_EPS, pixels_to_model_range
+
+PACKAGE = "bitconvert"
+_register = keras.saving.register_keras_serializable(package=PACKAGE)
+
+
+@_register
+class StandardizedConv2D(keras.layers.Conv2D):
+    """Bias-free Conv2D with weight standardisation: ``(k - mean) / sqrt(mean((k - mean)^2) + eps)`` over (H, W, I)."""
+
+    def __init__(self, filters, kernel_size, *, ws_eps: float = WS_EPS, **kwargs):
+        kwargs.setdefault("use_bias", False)
+        if kwargs["use_bias"]:
+            raise ValueError("StandardizedConv2D has no bias")
+        super().__init__(filters, kernel_size, **kwargs)
+        self.ws_eps = float(ws_eps)
+
+    def convolution_op(self, inputs, kernel):
+        k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
+        k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
+        return super().convolution_op(inputs, k)
+
+    def get_config(self):
+        return {**super().get_config(), "ws_eps": self.ws_eps}
+
+
+def _mean_hw_c(g):
+    """Mean over axes (1, 2, 4) of (N, H, W, groups, C/groups), one axis at a time.
+
+    Equal to one reduction over the three axes (every partial mean has the same
+    count), but far more accurate in float32: XLA's CPU reduction accumulates
+    long sums in order, and a block1 group at 160 px sums 12,800 values. One
+    reduction gave R50x1 at 160 a block4 error of 5.3e-4 on the JAX backend
+    (over the 4.0e-4 tolerance); axis by axis, 4.2e-5.
+    """
+    return ops.mean(ops.mean(ops.mean(g, axis=4, keepdims=True), axis=2, keepdims=True), axis=1, keepdims=True)
+
+
+@_register
+class GroupNorm(keras.layers.Layer):
+    """Group norm over (H, W, channels-in-group) of NHWC inputs, two-pass variance, then ``* gamma + beta``.
+
+    Statistics are computed in float32 at least (float16/bfloat16 inputs are
+    upcast, like Keras' own GroupNormalization); the output has the input's dtype.
+    """
+
+    def __init__(self, groups: int = GN_GROUPS, epsilon: float = GN_EPS, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+        self.epsilon = float(epsilon)
+        self.autocast = False
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(f"{self.name}: {channels} channels do not split into {self.groups} groups")
+        self.gamma = self.add_weight(shape=(channels,), name="gamma", initializer="ones", autocast=False)
+        self.beta = self.add_weight(shape=(channels,), name="beta", initializer="zeros", autocast=False)
+
+    def call(self, inputs):
+        dtype = inputs.dtype
+        x = inputs if keras.backend.standardize_dtype(dtype) in ("float32", "float64") else ops.cast(inputs, "float32")
+        shape = ops.shape(x)
+        channels = x.shape[-1]
+        g = ops.reshape(x, (-1, shape[1], shape[2], self.groups, channels // self.groups))
+        mean = _mean_hw_c(g)
+        var = _mean_hw_c(ops.square(g - ops.stop_gradient(mean)))
+        g = (g - mean) * ops.rsqrt(var + self.epsilon)
+        y = ops.reshape(g, shape) * ops.cast(self.gamma, g.dtype) + ops.cast(self.beta, g.dtype)
+        return ops.cast(y, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon}
+
+
+@_register
+class InputRange(keras.layers.Layer):
+    """Maps pixels from ``[low, high]`` to the model's range (``numerics.pixels_to_model_range``)."""
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.low, self.high = float(low), float(high)
+        if self.high <= self.low:
+            raise ValueError(f"input range [{self.low}, {self.high}] is empty")
+
+    def call(self, inputs):
+        return pixels_to_model_range(inputs, self.low, self.high)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "high": self.high, "model_range": list(INPUT_RANGE)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.pop("model_range", None)  # informative: the map always targets numerics.INPUT_RANGE
+        return cls(**config)
+
+
+@_register
+class ConstantPadding2D(keras.layers.Layer):
+    """Pads H and W of NHWC inputs by ``padding`` on each side with ``value``."""
+
+    def __init__(self, padding: int = 1, value: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.padding, self.value = int(padding), float(value)
+
+    def call(self, inputs):
+        p = self.padding
+        return ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=self.value)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        grow = 2 * self.padding
+        return (n, None if h is None else h + grow, None if w is None else w + grow, c)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "value": self.value}

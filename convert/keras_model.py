@@ -1,0 +1,133 @@
+"""BiT ResNetV2 as a Keras 3 functional model, beside the TF graph and the Flax reference.
+
+Built from :mod:`convert.keras_layers` and Keras' own layers only (no Lambda
+layers, so ``load_model`` works with ``safe_mode`` on), with every constant
+from :mod:`convert.numerics`: weight-standardised convolutions, group norm
+(``GN_GROUPS``, ``GN_EPS``, two-pass variance), explicit symmetric zero padding
+then VALID on every padded conv (never ``padding="same"``), the root max-pool
+padded with zeros, the stride on the 3x3 conv and on the projection. Imports
+keras and numpy only, so it builds on any backend.
+
+Layer names follow :func:`convert.mapping.keras_path_for` (``root_conv``,
+``block1_unit01_a_gn``, ``block1_unit01_a_proj``, ..., ``pre_head_gn``,
+``head``); weights are assigned through the mapping rows, both sides checked
+before any weight is set. Every weight is trainable (BiT has no batch-norm
+statistics); ``model.trainable = False`` freezes them all.
+
+Mutation knobs (parity tests only; the defaults are the correct model), the
+same as :class:`convert.tf_model.BiTResNetV2`'s: ``strided_padding="same"``
+uses Keras ``padding="same"`` on the strided padded convs (pads (0, 1) on even
+inputs); ``pool_pad="neg_inf"`` pads the root max-pool with -inf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+
+from .architecture import PREFIX, Architecture
+from .keras_layers import ConstantPadding2D, GroupNorm, InputRange, StandardizedConv2D
+from .mapping import assign_keras, mapping_rows
+from .numerics import (
+    BLOCK_STRIDES,
+    INPUT_RANGE,
+    MID_KERNEL,
+    MID_PAD,
+    POOL_PAD,
+    POOL_PAD_VALUE,
+    POOL_STRIDE,
+    POOL_WINDOW,
+    ROOT_KERNEL,
+    ROOT_PAD,
+    ROOT_STRIDE,
+)
+
+STRIDED_PADDING = ("explicit", "same")
+POOL_PADS = ("zero", "neg_inf")
+#: Checkpoint keys only the classifier uses.
+HEAD_PREFIX = f"{PREFIX}head/"
+#: Initial value of every kernel (stored in the config, so also used by load_model before
+#: the saved weights arrive). Zeros, not random: an unloaded model must never look
+#: plausible, and random initialisers compile once per kernel shape on the JAX
+#: backend.
+ZEROS = "zeros"
+
+
+class _Builder:
+    def __init__(self, strided_padding: str, pool_pad: str):
+        if strided_padding not in STRIDED_PADDING:
+            raise ValueError(f"strided_padding must be one of {STRIDED_PADDING}, got {strided_padding!r}")
+        if pool_pad not in POOL_PADS:
+            raise ValueError(f"pool_pad must be one of {POOL_PADS}, got {pool_pad!r}")
+        self.strided_padding, self.pool_pad = strided_padding, pool_pad
+
+    def conv(self, x, name: str, filters: int, kernel: int, stride: int = 1, pad: int = 0):
+        if pad and stride > 1 and self.strided_padding == "same":
+            return StandardizedConv2D(filters, kernel, strides=stride, padding="same", kernel_initializer=ZEROS, name=name)(x)
+        if pad:
+            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        return StandardizedConv2D(filters, kernel, strides=stride, padding="valid", kernel_initializer=ZEROS, name=name)(x)
+
+    @staticmethod
+    def gn_relu(x, name: str):
+        return keras.layers.ReLU(name=f"{name}_relu")(GroupNorm(name=name)(x))
+
+    def root(self, x, width: int):
+        x = self.conv(x, "root_conv", width, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
+        value = POOL_PAD_VALUE if self.pool_pad == "zero" else float("-inf")
+        if value == 0.0:
+            x = keras.layers.ZeroPadding2D(POOL_PAD, name="root_pool_pad")(x)
+        else:
+            x = ConstantPadding2D(POOL_PAD, value, name="root_pool_pad")(x)
+        return keras.layers.MaxPooling2D(POOL_WINDOW, POOL_STRIDE, padding="valid", name="root_pool")(x)
+
+    def unit(self, x, arch: Architecture, block: int, unit: int):
+        p = f"block{block}_unit{unit:02d}_"
+        stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        mid, out = arch.mid_width(block), arch.out_width(block)
+        y = self.gn_relu(x, f"{p}a_gn")
+        shortcut = self.conv(y, f"{p}a_proj", out, 1, stride) if unit == 1 else x
+        y = self.conv(y, f"{p}a_conv", mid, 1)
+        y = self.gn_relu(y, f"{p}b_gn")
+        y = self.conv(y, f"{p}b_conv", mid, MID_KERNEL, stride, MID_PAD)
+        y = self.gn_relu(y, f"{p}c_gn")
+        y = self.conv(y, f"{p}c_conv", out, 1)
+        return keras.layers.Add(name=f"{p}add")([y, shortcut])
+
+
+def build_keras_models(
+    arch: Architecture,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    *,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    strided_padding: str = "explicit",
+    pool_pad: str = "zero",
+) -> tuple[keras.Model, keras.Model]:
+    """(classifier, feature extractor) for ``arch``, sharing one set of layers and weights.
+
+    Both take float32 ``(batch, height, width, 3)`` of any batch and size in
+    ``input_range`` (rescaled inside the model to the weights' [-1, 1]); the
+    classifier returns logits ``(batch, classes)``, the feature extractor the
+    pre-logits vector ``(batch, 2048 * width)``. With ``arrays`` (checkpoint
+    key -> array) the weights are assigned through the mapping rows after the
+    two-sided check (:func:`convert.mapping.assign_keras`); without, they keep
+    Keras' initial values (tests of the structure only).
+    """
+    b = _Builder(strided_padding, pool_pad)
+    lo, hi = (float(v) for v in input_range)
+    images = keras.Input((None, None, 3), dtype="float32", name="images")
+    x = images if (lo, hi) == INPUT_RANGE else InputRange(lo, hi, name="input_range")(images)
+    x = b.root(x, arch.root_width)
+    for block, n in enumerate(arch.units, start=1):
+        for unit in range(1, n + 1):
+            x = b.unit(x, arch, block, unit)
+    x = b.gn_relu(x, "pre_head_gn")
+    pre = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
+    logits = keras.layers.Dense(arch.classes, kernel_initializer=ZEROS, name="head")(pre)
+    classifier = keras.Model(images, logits, name="bit_classification")
+    features = keras.Model(images, pre, name="bit_feature_extraction")
+    if arrays is not None:
+        assign_keras(classifier, arrays, mapping_rows(arch))
+    return classifier, features
