@@ -25,6 +25,11 @@ Mutation knobs (for the parity tests; the defaults are the correct model):
   which pads (0, 1) / (2, 3) asymmetrically on even inputs: the classic
   port bug.
 * ``pool_pad="neg_inf"`` pads the root max-pool with -inf instead of zeros.
+
+Inference-only exports (LiteRT, ONNX) fold weight standardisation into the
+stored kernels: :func:`standardize_kernel` once per kernel, then a module
+built with ``weights=`` (those tensors instead of new variables) and
+``standardized_kernels=True`` (the convs use their kernels as given).
 """
 
 from __future__ import annotations
@@ -56,6 +61,12 @@ POOL_PADS = ("zero", "neg_inf")
 _GN_AXES = (1, 2, 4)
 
 
+def standardize_kernel(k):
+    """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``, in ``k``'s dtype."""
+    k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
+    return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+
+
 def _pad(x, p: int, value: float = 0.0):
     return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=value)
 
@@ -76,6 +87,8 @@ class BiTResNetV2(tf.Module):
         *,
         strided_padding: str = "explicit",
         pool_pad: str = "zero",
+        standardized_kernels: bool = False,
+        weights=None,
     ):
         super().__init__(name=name)
         if strided_padding not in STRIDED_PADDING:
@@ -85,6 +98,11 @@ class BiTResNetV2(tf.Module):
         self.arch = arch
         self.strided_padding = strided_padding
         self.pool_pad = pool_pad
+        #: The conv kernels are standardised already (folded exports): use them as given.
+        self.standardized_kernels = standardized_kernels
+        if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
+            self.variables_by_key = dict(weights)
+            return
         # Zeros, not random: an unloaded model must never look plausible.
         self.variables_by_key = {
             key: tf.Variable(tf.zeros(shape, tf.float32), trainable=True, name=key)
@@ -94,10 +112,9 @@ class BiTResNetV2(tf.Module):
     # -- building blocks ----------------------------------------------------
 
     def _std_kernel(self, key: str):
-        """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``."""
+        """The standardised kernel of ``key`` (:func:`standardize_kernel`, unless folded already)."""
         k = self.variables_by_key[key]
-        k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
-        return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+        return k if self.standardized_kernels else standardize_kernel(k)
 
     def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
