@@ -8,9 +8,9 @@ standardisation folded into the kernels (:mod:`.folded`).
 How: tf2onnx converts the forward pass with the weights as function
 *arguments* (:func:`.folded.function_with_weight_inputs`), so the TF graph it
 freezes is small whatever the model's size; the weights then become ONNX
-initializers named after their checkpoint keys. Every tensor and node name
-is then renumbered in graph order, so re-exports are byte-identical
-(tf2onnx's own generated names come from a process-wide counter).
+initializers named after their checkpoint keys. Nodes and the names tf2onnx
+generates are put in a canonical order and renumbered (:mod:`.onnx_graph`),
+so re-exports are byte-identical.
 
 Why tf2onnx (and not jax2onnx from the Flax model): it passes parity here on
 TF 2.21 / numpy 2 / protobuf 7 and converts the very graph the SavedModels
@@ -162,34 +162,20 @@ print({out}.shape)
 
 
 def finish_graph(model, weight_inputs: dict[str, str], arrays: dict[str, np.ndarray], output: str, model_id: str, variant: str):
-    """Weights from graph inputs to initializers (named by checkpoint key), I/O names fixed, the rest renumbered."""
+    """Weights from graph inputs to initializers (named by checkpoint key), I/O names fixed, the rest canonical."""
     from onnx import numpy_helper
+
+    from .onnx_graph import canonicalize
 
     graph = model.graph
     inputs = [i.name for i in graph.input]
     if inputs[0] != INPUT_NAME or set(inputs[1:]) != set(weight_inputs) or len(graph.output) != 1:
         raise ExportError(f"{model_id}: tf2onnx gave {variant} inputs {inputs[:3]}... and {len(graph.output)} outputs")
-    names = dict(weight_inputs)
-    names[graph.output[0].name] = output
-    fixed = {INPUT_NAME, *names.values()}
-    for init in graph.initializer:  # tf2onnx's own constants (shapes, axes)
-        names.setdefault(init.name, f"c{len(names)}")
+    names = {**weight_inputs, graph.output[0].name: output}
     for node in graph.node:
-        for out in node.output:
-            if out not in names and out not in fixed:
-                names[out] = f"t{len(names)}"
-
-    def rename(name: str) -> str:
-        return names.get(name, name)
-
-    for i, node in enumerate(graph.node):
-        node.input[:] = [rename(n) for n in node.input]
-        node.output[:] = [rename(n) for n in node.output]
-        node.name = f"{node.op_type}_{i}"
-    for init in graph.initializer:
-        init.name = rename(init.name)
-    for vi in graph.value_info:
-        vi.name = rename(vi.name)
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    canonicalize(graph, {INPUT_NAME, output, *weight_inputs.values()})
     images = graph.input[0]
     del graph.input[1:]
     for dim, label in zip(images.type.tensor_type.shape.dim[:3], DIMS, strict=True):
