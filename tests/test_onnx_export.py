@@ -117,7 +117,9 @@ def test_default_limit_external_data_for_r152x4_only():
 
 def test_card_usage_runs_as_written(written):
     job, artifacts, _, _ = written
-    figures = {"onnxruntime": {"max_abs_error": 1e-5, "relative_l2_error": 3e-6, "threshold": 1.6e-4, "resolution": PX, "images": 6}}
+    figures = {
+        "onnxruntime": {"max_abs_error": 1e-5, "relative_l2_error": 3e-6, "threshold": 1.6e-4, "resolution": PX, "images": 6}
+    }
     card = TARGET.card(job, artifacts[0], figures)
     assert "InferenceSession" in card and "3.00e-06" in card and "opset 17" in card
     scope: dict = {}

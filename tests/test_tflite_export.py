@@ -13,7 +13,6 @@ from deploy_support import (
     load_with_reference,
     make_job,
     reports,
-    to_unit,
     usage_code,
     write_and_check,
 )
@@ -46,7 +45,7 @@ def test_writes_both_variants_and_they_match_jax_from_disk(written):
     job, artifacts, runs, ref = written
     assert [a.path for a in artifacts] == ["tflite/classification.tflite", "tflite/feature_extraction.tflite"]
     assert [(r.artifact.variant, r.runtime) for r in runs] == [(v, "litert") for v in VARIANTS]
-    for variant, report in reports(ref, runs).items():
+    for _variant, report in reports(ref, runs).items():
         assert report.passed, report.render()
     facts = artifacts[0].facts
     assert facts["converter"].startswith("tf.lite.TFLiteConverter") and facts["converter_version"]["tensorflow"]
@@ -132,5 +131,5 @@ def test_card_usage_runs_as_written(written):
 def test_r50x1_full_layout(r50x1_npz, tmp_path):
     ckpt, images, ref = load_with_reference(r50x1_npz, R50X1, 64)
     _, runs = write_and_check(TARGET, make_job(ckpt, tmp_path), images)
-    for variant, report in reports(ref, runs).items():
+    for _variant, report in reports(ref, runs).items():
         assert report.passed, report.render()

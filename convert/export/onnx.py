@@ -133,7 +133,9 @@ class OnnxTarget:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
             msg = " ".join(str(exc).split())[:300]
             raise ExportError(f"{job.model_id}: {artifact.path} does not run in onnxruntime: {msg}") from exc
-        return Run(artifact, RUNTIME, outputs, time.perf_counter() - t, {"onnxruntime": _version("onnxruntime"), "provider": PROVIDER})
+        return Run(
+            artifact, RUNTIME, outputs, time.perf_counter() - t, {"onnxruntime": _version("onnxruntime"), "provider": PROVIDER}
+        )
 
     # -- card -------------------------------------------------------------------------
 

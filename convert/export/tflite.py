@@ -127,7 +127,9 @@ class TFLiteTarget:
         try:
             outputs = run_tflite(path, images)
         except (ValueError, RuntimeError) as exc:
-            raise ExportError(f"{job.model_id}: {artifact.path} does not run in the LiteRT interpreter: {_one_line(exc)}") from exc
+            raise ExportError(
+                f"{job.model_id}: {artifact.path} does not run in the LiteRT interpreter: {_one_line(exc)}"
+            ) from exc
         return Run(
             artifact,
             RUNTIME,
@@ -186,7 +188,9 @@ def name_io(flat: bytes, output: str) -> bytes:
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise ExportError(f"the converter produced {len(graph.inputs)} inputs and {len(graph.outputs)} outputs, expected one each")
+        raise ExportError(
+            f"the converter produced {len(graph.inputs)} inputs and {len(graph.outputs)} outputs, expected one each"
+        )
     graph.tensors[graph.inputs[0]].name = INPUT_NAME.encode()
     graph.tensors[graph.outputs[0]].name = output.encode()
     for sig in model.signatureDefs or []:
