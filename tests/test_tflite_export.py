@@ -133,3 +133,16 @@ def test_r50x1_full_layout(r50x1_npz, tmp_path):
     _, runs = write_and_check(TARGET, make_job(ckpt, tmp_path), images)
     for _variant, report in reports(ref, runs).items():
         assert report.passed, report.render()
+
+
+def test_a_damaged_file_fails_the_check_in_one_line(written, tmp_path):
+    job, artifacts, _, _ = written
+    from dataclasses import replace
+
+    damaged = replace(job, export_dir=tmp_path)
+    (tmp_path / "tflite").mkdir()
+    data = (job.export_dir / artifacts[0].path).read_bytes()
+    (tmp_path / artifacts[0].path).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ExportError) as err:
+        TARGET.check(damaged, artifacts[:1], np.zeros((1, 32, 32, 3), np.float32))()
+    assert "\n" not in str(err.value) and artifacts[0].path in str(err.value)
