@@ -42,14 +42,8 @@ def _value_digests(graph, fixed: set[str]) -> dict[str, bytes]:
     return values
 
 
-def canonicalize(graph, fixed: set[str]) -> None:
-    """Reorder and rename ``graph``'s nodes, intermediate values and constants canonically (in place).
-
-    ``fixed``: names kept as they are (the graph input, the weights, the output).
-    """
-    values = _value_digests(graph, fixed)
-    nodes = list(graph.node)
-    keys = [_digest(*(values[o] for o in n.output)) for n in nodes]
+def _topological_order(nodes, keys: list[bytes]) -> list[int]:
+    """Kahn's algorithm, the ready node with the smallest digest first."""
     producer = {out: i for i, n in enumerate(nodes) for out in n.output}
     waiting = [0] * len(nodes)
     users: list[list[int]] = [[] for _ in nodes]
@@ -70,6 +64,17 @@ def canonicalize(graph, fixed: set[str]) -> None:
                 heapq.heappush(ready, (keys[u], u))
     if len(order) != len(nodes):
         raise ValueError("the ONNX graph has a cycle")
+    return order
+
+
+def canonicalize(graph, fixed: set[str]) -> None:
+    """Reorder and rename ``graph``'s nodes, intermediate values and constants canonically (in place).
+
+    ``fixed``: names kept as they are (the graph input, the weights, the output).
+    """
+    values = _value_digests(graph, fixed)
+    nodes = list(graph.node)
+    order = _topological_order(nodes, [_digest(*(values[o] for o in n.output)) for n in nodes])
     names: dict[str, str] = {}
     consts = {init.name for init in graph.initializer if init.name not in fixed}
     for i in order:
@@ -89,13 +94,15 @@ def canonicalize(graph, fixed: set[str]) -> None:
         renamed.append(n)
     del graph.node[:]
     graph.node.extend(renamed)
-    inits = sorted((i for i in graph.initializer if i.name in names), key=lambda i: int(names[i.name][1:]))
+    # Constants in order of first use (unused ones dropped), then any fixed-name initializers.
+    used = sorted((i for i in graph.initializer if i.name in names), key=lambda i: int(names[i.name][1:]))
     kept = [i for i in graph.initializer if i.name not in consts]
-    for init in inits:
-        init.name = names[init.name]
-    rest = [type(i)() for i in inits + kept]
-    for dst, src in zip(rest, inits + kept, strict=True):
+    rest = []
+    for src in used + kept:
+        dst = type(src)()
         dst.CopyFrom(src)
+        dst.name = names.get(src.name, src.name)
+        rest.append(dst)
     del graph.initializer[:]
     graph.initializer.extend(rest)
     del graph.value_info[:]  # shape hints keyed by the old names; onnxruntime infers shapes itself
