@@ -25,6 +25,11 @@ Mutation knobs (for the parity tests; the defaults are the correct model):
   which pads (0, 1) / (2, 3) asymmetrically on even inputs: the classic
   port bug.
 * ``pool_pad="neg_inf"`` pads the root max-pool with -inf instead of zeros.
+
+Inference-only exports (LiteRT, ONNX) fold weight standardisation into the
+stored kernels: :func:`standardize_kernel` once per kernel, then a module
+built with ``weights=`` (those tensors instead of new variables) and
+``standardized_kernels=True`` (the convs use their kernels as given).
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ POOL_PADS = ("zero", "neg_inf")
 _GN_AXES = (1, 2, 4)
 
 
+def standardize_kernel(k):
+    """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``, in ``k``'s dtype."""
+    k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
+    return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+
+
 def _pad(x, p: int, value: float = 0.0):
     return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=value)
 
@@ -73,6 +84,9 @@ class BiTResNetV2(tf.Module):
         *,
         strided_padding: str = "explicit",
         pool_pad: str = "zero",
+        standardized_kernels: bool = False,
+        staged_moments: bool = False,
+        weights=None,
     ):
         super().__init__(name=name)
         if strided_padding not in STRIDED_PADDING:
@@ -82,6 +96,15 @@ class BiTResNetV2(tf.Module):
         self.arch = arch
         self.strided_padding = strided_padding
         self.pool_pad = pool_pad
+        #: The conv kernels are standardised already (folded exports): use them as given.
+        self.standardized_kernels = standardized_kernels
+        #: Group-norm means as three one-axis means (W, then H, then channels): the same
+        #: value, but runtimes that sum a reduction in one float32 pass (LiteRT, onnxruntime)
+        #: then add at most max(H, W) terms at a time instead of H*W*C/G.
+        self.staged_moments = staged_moments
+        if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
+            self.variables_by_key = dict(weights)
+            return
         # Zeros, not random: an unloaded model must never look plausible.
         self.variables_by_key = {
             key: tf.Variable(tf.zeros(shape, tf.float32), trainable=True, name=key)
@@ -91,10 +114,9 @@ class BiTResNetV2(tf.Module):
     # -- building blocks ----------------------------------------------------
 
     def _std_kernel(self, key: str):
-        """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``."""
+        """The standardised kernel of ``key`` (:func:`standardize_kernel`, unless folded already)."""
         k = self.variables_by_key[key]
-        k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
-        return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+        return k if self.standardized_kernels else standardize_kernel(k)
 
     def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
@@ -121,10 +143,17 @@ class BiTResNetV2(tf.Module):
         # (bit-identical outputs), in fewer graph nodes and a third of the Python
         # time per trace; a group norm is ~2/3 of the network's tracing, saving
         # and loading time.
-        mean = tf.reduce_mean(g, axis=_GN_AXES, keepdims=True)
-        var = tf.reduce_mean(tf.math.squared_difference(g, tf.stop_gradient(mean)), axis=_GN_AXES, keepdims=True)
+        mean = self._group_mean(g)
+        var = self._group_mean(tf.math.squared_difference(g, tf.stop_gradient(mean)))
         g = (g - mean) * tf.math.rsqrt(var + GN_EPS)
         return tf.reshape(g, dims) * gamma + beta
+
+    def _group_mean(self, g):
+        if not self.staged_moments:
+            return tf.reduce_mean(g, axis=_GN_AXES, keepdims=True)
+        for axis in (2, 1, 4):  # equal-sized groups: the mean of means is the mean
+            g = tf.reduce_mean(g, axis=axis, keepdims=True)
+        return g
 
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)

@@ -1,0 +1,126 @@
+"""Inference-only forward passes with weight standardisation folded into the kernels.
+
+LiteRT and ONNX artifacts are for inference only, so each standardised kernel
+(:func:`convert.tf_model.standardize_kernel`, with numerics.WS_EPS over
+numerics.WS_AXES) is computed once, here, in float64, and stored: the graphs
+never standardise per call. This is exact for inference, and it also spares
+the LiteRT converter, which constant-folds the standardisation only for
+kernels up to about 128 MiB (R152x4's 3x3x2048x2048 kernels would stay
+computed at run time).
+
+The graph itself is :class:`convert.tf_model.BiTResNetV2` built with
+``weights=`` and ``standardized_kernels=True``: no copy of the forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..architecture import CONV, PREFIX, Architecture, parameter_count
+from ..model_card import INPUT_RANGES
+from .target import INPUT_NAME, VARIANTS
+
+#: Checkpoint keys that only the classifier uses.
+HEAD_PREFIX = f"{PREFIX}head/"
+
+
+def is_standardized_kernel(key: str) -> bool:
+    """Whether ``key`` is a weight-standardised conv kernel (every conv but the head)."""
+    return key.endswith(f"/{CONV}/kernel")
+
+
+def variant_keys(keys, variant: str) -> list[str]:
+    """The checkpoint keys a variant's graph uses, in layout order."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return [k for k in keys if variant == "classification" or not k.startswith(HEAD_PREFIX)]
+
+
+def variant_bytes(arch: Architecture, variant: str, bytes_per_weight: int = 4) -> int:
+    """Weight bytes of one variant, from the architecture's parameter count (nothing converted)."""
+    n = parameter_count(arch)
+    if variant == "feature_extraction":
+        n -= arch.features * arch.classes + arch.classes
+    return n * bytes_per_weight
+
+
+def folded_arrays(net) -> dict[str, np.ndarray]:
+    """Checkpoint key -> float32 array, conv kernels standardised (computed in float64, then rounded once)."""
+    import tensorflow as tf
+
+    from ..tf_model import standardize_kernel
+
+    out = {}
+    for key, var in net.variables_by_key.items():
+        if is_standardized_kernel(key):
+            out[key] = standardize_kernel(tf.cast(var, tf.float64)).numpy().astype(np.float32)
+        else:
+            out[key] = var.numpy()
+    return out
+
+
+def forward_fn(net, variant: str, input_range: str, weights):
+    """``images -> logits`` (or ``feature_vector``) over ``weights`` (key -> tensor), standardisation folded.
+
+    ``images`` are float32 NHWC in ``input_range`` ("unit" or "symmetric"),
+    rescaled inside; ``net`` lends its architecture and its build options
+    (the padding knobs, so a mutated net stays mutated).
+    """
+    from ..numerics import pixels_to_model_range
+    from ..tf_model import BiTResNetV2
+
+    lo, hi = INPUT_RANGES[input_range]
+    folded = BiTResNetV2(
+        net.arch,
+        strided_padding=net.strided_padding,
+        pool_pad=net.pool_pad,
+        standardized_kernels=True,
+        staged_moments=True,
+        weights=weights,
+    )
+    forward = folded.__call__ if variant == "classification" else folded.features
+
+    def model_fn(images):
+        x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
+        return forward(x)
+
+    return model_fn
+
+
+def images_spec():
+    import tensorflow as tf
+
+    return tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
+
+
+def concrete_with_constants(net, variant: str, input_range: str, arrays: dict[str, np.ndarray]):
+    """A concrete function ``images -> output`` whose folded weights are captured variables.
+
+    Returns ``(concrete_function, holder)``; ``holder`` owns the variables
+    (the LiteRT converter freezes them into constants).
+    """
+    import tensorflow as tf
+
+    keys = variant_keys(arrays, variant)
+    holder = tf.Module(name="folded")
+    holder.weights = {k: tf.Variable(arrays[k], trainable=False, name=f"w{i}") for i, k in enumerate(keys)}
+    fn = tf.function(forward_fn(net, variant, input_range, holder.weights), input_signature=[images_spec()], autograph=False)
+    return fn.get_concrete_function(), holder
+
+
+def function_with_weight_inputs(net, variant: str, input_range: str, arrays: dict[str, np.ndarray]):
+    """A tf.function ``(images, w0, w1, ...) -> output``: the weights as arguments, not constants.
+
+    Returns ``(function, input_signature, keys)``; argument ``w<i>`` is
+    checkpoint key ``keys[i]``. The graph stays small whatever the model's
+    size (no frozen constants, so no 2 GB protobuf limit on the way).
+    """
+    import tensorflow as tf
+
+    keys = variant_keys(arrays, variant)
+    signature = [images_spec()] + [tf.TensorSpec(arrays[k].shape, tf.float32, name=f"w{i}") for i, k in enumerate(keys)]
+
+    def fn(images, *ws):
+        return forward_fn(net, variant, input_range, dict(zip(keys, ws, strict=True)))(images)
+
+    return tf.function(fn, input_signature=signature, autograph=False), signature, keys

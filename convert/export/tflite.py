@@ -1,0 +1,219 @@
+"""``--format tflite``: LiteRT FlatBuffers, run by ``ai_edge_litert``'s interpreter.
+
+Writes ``tflite/classification.tflite`` and ``tflite/feature_extraction.tflite``:
+float32 weights with weight standardisation folded in (:mod:`.folded`), one
+float32 input ``images`` of shape ``[-1, -1, -1, 3]`` (any batch and size
+through ``resize_tensor_input``) in the export's input range, one output
+``logits`` or ``feature_vector``; the ``serving_default`` signature uses the
+same names.
+
+Converter: ``tf.lite.TFLiteConverter.from_concrete_functions``, the converter
+the LiteRT docs and Keras' own LiteRT export use (``from_saved_model`` is the
+same converter; the concrete function saves a SavedModel round trip). The
+tensor names it generates (``serving_default_images:0``,
+``StatefulPartitionedCall:0``) are renamed in the FlatBuffer afterwards.
+
+Size: a FlatBuffer cannot exceed 2 GB, so a model whose float32 weights (from
+the architecture's parameter count, before converting anything) do not fit
+is refused with one line saying why and what to do (R152x4: 3.7 GB). Halving
+the weights to float16 would fit but needs its own, measured tolerance;
+that is not offered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ExportError, LocalIOError
+from .folded import concrete_with_constants, folded_arrays, variant_bytes
+from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
+
+#: FlatBuffers address with 32-bit offsets: one .tflite holds less than 2 GiB.
+FLATBUFFER_LIMIT = 2**31 - 1
+#: Room left for the graph and FlatBuffer bookkeeping beside the weights.
+GRAPH_MARGIN = 64 * 2**20
+CONVERTER = "tf.lite.TFLiteConverter.from_concrete_functions"
+RUNTIME = "litert"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class TFLiteTarget:
+    """The ``tflite`` export target (see the module docstring). ``size_limit``: bytes per file (tests inject less)."""
+
+    name = "tflite"
+    summary = "LiteRT .tflite files (float32, standardisation folded), run by ai_edge_litert"
+
+    def __init__(self, size_limit: int = FLATBUFFER_LIMIT):
+        self.size_limit = size_limit
+
+    # -- write ------------------------------------------------------------------------
+
+    def refusal(self, arch) -> str | None:
+        """Why ``arch`` cannot be written as .tflite files (None when it can): decided from its parameter count."""
+        weights = max(variant_bytes(arch, v) for v in VARIANTS)
+        if weights + GRAPH_MARGIN <= self.size_limit:
+            return None
+        return (
+            f"{arch.name} does not fit in a .tflite file: its float32 weights are {weights / 1e9:.2f} GB, "
+            f"a LiteRT FlatBuffer holds at most {self.size_limit / 1e9:.2f} GB; "
+            "export --format onnx (external data) or savedmodel for this model instead"
+        )
+
+    def write(self, job: ExportJob) -> list[Artifact]:
+        why = self.refusal(job.arch)
+        if why is not None:
+            raise ExportError(f"{job.model_id}: {why}")
+        import tensorflow as tf
+
+        arrays = folded_arrays(job.net)
+        out_dir = Path(job.export_dir) / "tflite"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        artifacts = []
+        for variant in VARIANTS:
+            t = time.perf_counter()
+            concrete, holder = concrete_with_constants(job.net, variant, job.input_range, arrays)
+            try:
+                flat = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder).convert()
+            except Exception as exc:  # the converter raises ConverterError and friends
+                raise ExportError(f"{job.model_id}: the LiteRT converter failed on {variant}: {_one_line(exc)}") from exc
+            del concrete, holder
+            flat = name_io(flat, OUTPUT_NAMES[variant])
+            if len(flat) > self.size_limit:  # the estimate is a bound; never write a file that cannot load
+                raise ExportError(f"{job.model_id}: the {variant} .tflite came out at {len(flat) / 1e9:.2f} GB, over the limit")
+            rel = f"tflite/{variant}.tflite"
+            _write_file(Path(job.export_dir) / rel, flat, job.model_id)
+            seconds = time.perf_counter() - t
+            job.log(f"{job.model_id}: wrote {rel} ({len(flat) / 1e6:.1f} MB) in {seconds:.1f}s")
+            facts = {
+                "converter": CONVERTER,
+                "converter_version": {"tensorflow": _version("tensorflow")},
+                "runtime": "ai_edge_litert.interpreter.Interpreter",
+                "runtime_version": {"ai-edge-litert": _version("ai-edge-litert")},
+                "weight_dtype": "float32",
+                "weight_standardization": "folded into the kernels",
+                "input": {"name": INPUT_NAME, "shape_signature": [-1, -1, -1, 3], "range": job.input_range},
+                "output": OUTPUT_NAMES[variant],
+                "bytes": len(flat),
+                "convert_seconds": round(seconds, 2),
+            }
+            artifacts.append(Artifact(self.name, variant, rel, facts))
+        return artifacts
+
+    # -- check ------------------------------------------------------------------------
+
+    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray):
+        images = np.ascontiguousarray(images, np.float32)
+
+        def wait() -> list[Run]:
+            return [self._run(job, a, images) for a in artifacts]
+
+        return wait
+
+    def _run(self, job: ExportJob, artifact: Artifact, images: np.ndarray) -> Run:
+        t = time.perf_counter()
+        path = Path(job.export_dir) / artifact.path
+        try:
+            outputs = run_tflite(path, images)
+        except (ValueError, RuntimeError) as exc:
+            raise ExportError(
+                f"{job.model_id}: {artifact.path} does not run in the LiteRT interpreter: {_one_line(exc)}"
+            ) from exc
+        return Run(
+            artifact,
+            RUNTIME,
+            outputs,
+            time.perf_counter() - t,
+            {"ai-edge-litert": _version("ai-edge-litert"), "delegate": "XNNPACK (default)"},
+        )
+
+    # -- card -------------------------------------------------------------------------
+
+    def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None:
+        from .deploy_card import render_deploy_card
+
+        return render_deploy_card(job, artifact, figures, usage=_usage(job, artifact))
+
+
+def _usage(job: ExportJob, artifact: Artifact) -> str:
+    size = getattr(job.entry, "resolution", None) or 224
+    lo, hi = (0.0, 1.0) if job.input_range == "unit" else (-1.0, 1.0)
+    name = Path(artifact.path).name
+    return f"""```python
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+interpreter = Interpreter(model_path="{name}", num_threads=4)
+images = np.random.uniform({lo}, {hi}, (2, {size}, {size}, 3)).astype(np.float32)  # any batch and size
+inp = interpreter.get_input_details()[0]  # name "{INPUT_NAME}"
+interpreter.resize_tensor_input(inp["index"], images.shape)
+interpreter.allocate_tensors()
+interpreter.set_tensor(inp["index"], images)
+interpreter.invoke()
+{OUTPUT_NAMES[artifact.variant]} = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+print({OUTPUT_NAMES[artifact.variant]}.shape)
+```"""
+
+
+def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+    """Load ``path`` in ``ai_edge_litert``'s interpreter, resize to ``images``' shape, run; the output (a copy)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if [d["name"] for d in inputs] != [INPUT_NAME] or len(outputs) != 1:
+        raise ValueError(f"inputs {[d['name'] for d in inputs]}, {len(outputs)} outputs; expected [{INPUT_NAME!r}] and one")
+    interpreter.resize_tensor_input(inputs[0]["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inputs[0]["index"], images)
+    interpreter.invoke()
+    return np.array(interpreter.get_tensor(outputs[0]["index"]))
+
+
+def name_io(flat: bytes, output: str) -> bytes:
+    """Rename the single input tensor ``images`` and the single output ``output``, in the tensors and the signature."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ExportError(
+            f"the converter produced {len(graph.inputs)} inputs and {len(graph.outputs)} outputs, expected one each"
+        )
+    graph.tensors[graph.inputs[0]].name = INPUT_NAME.encode()
+    graph.tensors[graph.outputs[0]].name = output.encode()
+    for sig in model.signatureDefs or []:
+        for t in sig.inputs:
+            t.name = INPUT_NAME.encode()
+        for t in sig.outputs:
+            t.name = output.encode()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _write_file(path: Path, data: bytes, model_id: str) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise LocalIOError(f"{model_id}: cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+TARGET = TFLiteTarget()
