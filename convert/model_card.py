@@ -119,6 +119,13 @@ def labels_line(entry: ModelEntry, embedded: bool) -> str:
     )
 
 
+def sidecar_labels_line(entry: ModelEntry, embedded: bool) -> str:
+    """Where the class names of a classifier that is not a SavedModel are: ``labels.txt`` beside it."""
+    if entry.labels is None or not embedded:
+        return labels_line(entry, False)
+    return f"Labels: `labels.txt` beside this file, one class name per line, line i = output i; a copy of `{entry.labels}`."
+
+
 def probability_text(entry: ModelEntry) -> str:
     if entry.multi_label:
         return "multi-label: apply `tf.math.sigmoid` for per-class probabilities, not a softmax"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from ..model_card import INPUT_RANGES
+from ..model_card import INPUT_RANGES, probability_text, sidecar_labels_line
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANT_STAGES
 
 _TITLES = {"tflite": "LiteRT (.tflite)", "onnx": "ONNX"}
@@ -68,6 +68,8 @@ def render_deploy_card(job, artifact, figures: Mapping | None, usage: str) -> st
         f"- output `{out}`: float32 `[batch, {width}]`",
         f"- converter: {facts.get('converter')} {_versions(facts.get('converter_version'))}",
     ]
+    if artifact.variant == "classification":
+        lines.append(f"- {probability_text(job.entry)}; {sidecar_labels_line(job.entry, job.labels is not None)}")
     if facts.get("opset"):
         lines.append(f"- ONNX opset {facts['opset']}")
     if facts.get("weight_dtype"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..model_card import INPUT_RANGES, LICENSE, _labels_text, _range_text, _references
+from ..model_card import INPUT_RANGES, LICENSE, _labels_text, _range_text, _references, probability_text, sidecar_labels_line
 
 _TITLES = {"classification": "image classifier", "feature_extraction": "image feature vector"}
 
@@ -83,7 +83,8 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
         f"The weights were trained at {res}x{res}.",
         "",
         (
-            f"Output: logits `(batch, {classes})` over {_labels_text(classes)}."
+            f"Output: logits `(batch, {classes})` over {_labels_text(entry)} ({probability_text(entry)}). "
+            + sidecar_labels_line(entry, job.labels is not None)
             if classifier
             else f"Output: the pre-logits feature vector `(batch, {features})` (after the final group norm, ReLU and "
             "global average pooling)."

@@ -55,12 +55,20 @@ def tracked_labels(root, labels: Sequence[str] | None) -> Iterator[Path | None]:
         yield path
 
 
-def labels_manifest(entry, labels: Sequence[str] | None) -> dict:
-    """The manifest's ``labels`` section: which file, whether the classifier carries it, and where."""
+def labels_manifest(entry, labels: Sequence[str] | None, formats: Sequence[str] = ("savedmodel",)) -> dict:
+    """The manifest's ``labels`` section: which file, whether the classifiers carry it, and where.
+
+    ``paths``: the SavedModel's tracked asset, and for every other format its
+    ``<format>/labels.txt`` beside the classifier.
+    """
+    paths = None
+    if labels is not None:
+        paths = [f"classification/assets/{LABELS_FILE}" if f == "savedmodel" else f"{f}/{LABELS_FILE}" for f in formats]
     return {
         "file": entry.labels,
         "embedded": labels is not None,
-        "path": f"classification/assets/{LABELS_FILE}" if labels is not None else None,
+        "path": paths[0] if paths else None,
+        "paths": paths,
         "count": len(labels) if labels is not None else None,
     }
 

@@ -232,6 +232,18 @@ def judge_all(runs: dict[str, list[Run]], reference, n_images: int, arch, model_
     return reports
 
 
+def write_label_files(job: ExportJob, written) -> None:
+    """The class names beside every classifier that is not a SavedModel (which tracks them as an asset): ``<dir>/labels.txt``."""
+    if job.labels is None:
+        return
+    from .labels_asset import LABELS_FILE, labels_text
+
+    for name, artifacts in written.items():
+        for a in artifacts:
+            if name != "savedmodel" and a.variant == "classification":
+                atomic_write(job.export_dir / Path(a.path).parent / LABELS_FILE, labels_text(job.labels))
+
+
 def write_cards(targets, job: ExportJob, written, reports: dict, inputs: ParityInputs | None) -> dict[tuple, str]:
     """Each artifact's card next to it (``classification/`` -> ``classification.md``); {(target, path): card path}."""
     cards = {}
@@ -297,7 +309,7 @@ def manifest_data(job: ExportJob, options, source: Source, origin, written, runs
         archives,
         parity,
         targets,
-        labels_manifest(job.entry, job.labels),
+        labels_manifest(job.entry, job.labels, tuple(written)),
     )
 
 
@@ -376,6 +388,7 @@ def _export_into(job: ExportJob, targets, options, source, origin, pending, inpu
         before = judge.judge_live(reference, out, job.arch, job.model_id, job.log)
     reports = judge_all(runs, reference, len(images), job.arch, job.model_id, job.log)
     try:
+        write_label_files(job, written)
         cards = write_cards(targets, job, written, reports, inputs)
         archives = None
         if options.archive and "savedmodel" in written:
