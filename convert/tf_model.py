@@ -56,6 +56,23 @@ POOL_PADS = ("zero", "neg_inf")
 _GN_AXES = (1, 2, 4)
 
 
+def _mean_in_steps(x, axes):
+    """``reduce_mean(x, axes, keepdims=True)`` as one reduction per axis, innermost axis first.
+
+    Exact in arithmetic; in float32 it is what keeps the XLA-compiled graph
+    (the exported SavedModels are jit-compiled: docs/inference.md) accurate. XLA
+    on CPU sums a multi-axis reduction in one running accumulator, so a group
+    norm over 56x56x8 values, or a mean of a 3x3x512 kernel, accumulates
+    rounding error over thousands of terms; worst on images whose group means
+    dwarf their spread. R50x1 at 224, worst stage (block4) and image vs float64
+    on the parity images: with XLA 1.2e-3 (over the 4.0e-4 tolerance) in one
+    step, 1.1e-4 in steps; without XLA 1.1e-4 in one step, 6.2e-5 in steps.
+    """
+    for axis in sorted(axes, reverse=True):
+        x = tf.reduce_mean(x, axis=axis, keepdims=True)
+    return x
+
+
 def _pad(x, p: int, value: float = 0.0):
     return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=value)
 
@@ -94,10 +111,10 @@ class BiTResNetV2(tf.Module):
     # -- building blocks ----------------------------------------------------
 
     def _std_kernel(self, key: str):
-        """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``."""
+        """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + WS_EPS)``."""
         k = self.variables_by_key[key]
-        k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
-        return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+        k = k - _mean_in_steps(k, WS_AXES)
+        return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + WS_EPS)
 
     def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
@@ -120,12 +137,12 @@ class BiTResNetV2(tf.Module):
         channels = gamma.shape[0]
         dims = tf.shape(x)
         g = tf.reshape(x, tf.concat([dims[:3], [GN_GROUPS, channels // GN_GROUPS]], 0))
-        # tf.nn.moments' arithmetic, spelled out: the same ops in the same order
-        # (bit-identical outputs), in fewer graph nodes and a third of the Python
-        # time per trace; a group norm is ~2/3 of the network's tracing, saving
-        # and loading time.
-        mean = tf.reduce_mean(g, axis=_GN_AXES, keepdims=True)
-        var = tf.reduce_mean(tf.math.squared_difference(g, tf.stop_gradient(mean)), axis=_GN_AXES, keepdims=True)
+        # tf.nn.moments' two-pass arithmetic, spelled out (fewer graph nodes and a
+        # third of the Python time per trace than tf.nn.moments; a group norm is
+        # ~2/3 of the network's tracing, saving and loading time), with each mean
+        # taken in steps (see _mean_in_steps).
+        mean = _mean_in_steps(g, _GN_AXES)
+        var = _mean_in_steps(tf.math.squared_difference(g, tf.stop_gradient(mean)), _GN_AXES)
         g = (g - mean) * tf.math.rsqrt(var + GN_EPS)
         return tf.reshape(g, dims) * gamma + beta
 
