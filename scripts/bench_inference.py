@@ -53,6 +53,8 @@ KERAS_BACKENDS = ("tensorflow", "jax", "torch")
 #: Pause before each timed call: TF's, onnxruntime's and PyTorch's OpenMP worker threads
 #: busy-wait for a while after a call and would slow the next runtime's call down.
 PAUSE_S = 0.3
+#: Threads each runtime may use (--threads; default: one per core, as issue 11 asks).
+THREADS = int(os.environ.get("BENCH_THREADS") or os.cpu_count())
 
 
 def model_flops(arch, size: int) -> int:
@@ -80,7 +82,7 @@ def _timm(arch, checkpoint: str):
     import timm
     import torch
 
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(THREADS)
     model = timm.create_model(f"resnetv2_{arch.depth}x{arch.width}_bit", pretrained=False, num_classes=arch.classes)
     model.load_pretrained(checkpoint)
     model.eval()
@@ -97,12 +99,14 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
     if kind == "savedmodel":
         import tensorflow as tf
 
+        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(THREADS)
         loaded = tf.saved_model.load(path)
         return lambda x: loaded(tf.constant(x)).numpy()
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        interp = Interpreter(model_path=path, num_threads=os.cpu_count())
+        interp = Interpreter(model_path=path, num_threads=THREADS)
         inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
         shape = [None]
 
@@ -119,7 +123,9 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
     if kind == "onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     if kind.startswith("keras-"):
@@ -180,6 +186,7 @@ def floor() -> dict:
 
     n = 4096
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     ta = tf.constant(a)
     best = {}
     for name, fn in (("numpy", lambda: a @ a), ("tensorflow", lambda: tf.linalg.matmul(ta, ta).numpy())):
@@ -240,7 +247,7 @@ def targets(export_dir: Path) -> list[tuple[str, str, Path]]:
 
 def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int, model_id: str, floor_batches=BATCHES) -> str:
     lines = [
-        f"{model_id}, {SIZE} px, {os.cpu_count()} cores; best of the warm rounds; vs timm = timm's time in the same process / this one",
+        f"{model_id}, {SIZE} px, {os.cpu_count()} cores, {THREADS} threads per runtime; best of the warm rounds; vs timm = timm's time in the same process / this one",
         "",
         "| runtime | batch | s / batch | images / s | vs timm | timm s / batch | first call s |",
         "|---|---|---|---|---|---|---|",
@@ -267,11 +274,15 @@ def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int,
 @click.option("--reps", type=click.IntRange(1), default=7, show_default=True, help="Warm rounds per batch (best is kept).")
 @click.option("--r152x2", is_flag=True, envvar="BENCH_R152X2", help="Also R152x2 at 224, batch 1 (SavedModel and timm).")
 @click.option("--export-args", default="", envvar="BENCH_EXPORT_ARGS", help="Extra `bitconvert export` options, e.g. formats.")
+@click.option(
+    "--threads", type=click.IntRange(1), help="Threads per runtime [default: one per core]; 1 is robust to a loaded machine."
+)
+@click.option("--only", type=click.Choice(["savedmodel"]), help="Only the SavedModel (and timm).")
 @click.option("--reuse", is_flag=True, help="Reuse an earlier export in bench-results/inference/.")
 @click.option("--child", "child_args", nargs=4, hidden=True, help="kind path checkpoint model_id (internal).")
 @click.option("--batches", default="1,8", hidden=True)
 @click.option("--floor", "floor_only", is_flag=True, hidden=True)
-def main(reps, r152x2, export_args, reuse, child_args, batches, floor_only):
+def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, floor_only):
     """Time every exported target, JAX and timm at batch 1 and 8; print one table."""
     if floor_only:
         click.echo(json.dumps(floor()))
@@ -282,10 +293,17 @@ def main(reps, r152x2, export_args, reuse, child_args, batches, floor_only):
         return
     from convert.registry import load_registry
 
+    global THREADS
+    if threads:  # the children read them at start-up
+        THREADS = threads
+        os.environ.update({"BENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)})
+        if threads == 1:
+            os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     model_id = "r50x1-224"
     ckpt, export_dir = export(model_id, export_args, reuse)
     rows, failed = [], []
-    for label, kind, path in [*targets(export_dir), ("JAX jit of the Flax reference", "jax", ckpt)]:
+    found = [*targets(export_dir), ("JAX jit of the Flax reference", "jax", ckpt)]
+    for label, kind, path in found[:1] if only else found:
         env = {"KERAS_BACKEND": kind.split("-", 1)[1]} if kind.startswith("keras-") else None
         result = _call_child(["--child", kind, str(path), str(ckpt), model_id, "--reps", str(reps)], env)
         if result is None:
