@@ -187,6 +187,7 @@ def floor() -> dict:
     n = 4096
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
     ta = tf.constant(a)
     best = {}
     for name, fn in (("numpy", lambda: a @ a), ("tensorflow", lambda: tf.linalg.matmul(ta, ta).numpy())):
