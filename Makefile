@@ -13,7 +13,7 @@ help:
 	@echo "make test      install, then run the whole test suite"
 	@echo "make demo      install, then fetch+export a synthetic r50x1-160 over loopback"
 	@echo "make lint      ruff over convert/ scripts/ tests/"
-	@echo "make bench     benchmarks, printed as a table"
+	@echo "make bench     benchmarks, printed as a table (BENCH=inference: one of them; installs the bench extra)"
 	@echo "make clean     remove $(VENV), caches and exports"
 
 install: $(STAMP)
@@ -37,6 +37,7 @@ demo: install
 	$(BIN)/python scripts/demo.py
 
 bench: install
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[bench]'
 	$(BIN)/python scripts/bench.py
 
 constraints: install

@@ -58,10 +58,35 @@ POOL_PADS = ("zero", "neg_inf")
 _GN_AXES = (1, 2, 4)
 
 
-def standardize_kernel(k):
-    """Weight standardisation over (H, W, I): ``(k - mean) / sqrt(var + WS_EPS)``, in ``k``'s dtype."""
-    k = k - tf.reduce_mean(k, axis=WS_AXES, keepdims=True)
-    return k / tf.sqrt(tf.reduce_mean(tf.square(k), axis=WS_AXES, keepdims=True) + WS_EPS)
+def _mean_in_steps(x, axes):
+    """``reduce_mean(x, axes, keepdims=True)`` as one reduction per axis, innermost axis first.
+
+    Exact in arithmetic. In float32 it keeps accurate the runtimes that sum a
+    multi-axis reduction in one running accumulator (XLA on CPU, which the
+    exported SavedModels use; LiteRT; onnxruntime): a group norm over 56x56x8
+    values otherwise accumulates rounding error over thousands of terms, worst
+    on images whose group means dwarf their spread. Measured errors with and
+    without: docs/inference.md and docs/deploy.md.
+    """
+    for axis in sorted(axes, reverse=True):
+        x = tf.reduce_mean(x, axis=axis, keepdims=True)
+    return x
+
+
+def standardize_kernel(k, after=None):
+    """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + WS_EPS)``, in ``k``'s dtype.
+
+    ``after``: a tensor the result must wait for (see :meth:`BiTResNetV2._conv`).
+    """
+    mean = _mean_in_steps(k, WS_AXES)
+    if after is not None:
+        # A data dependency, for XLA: it ignores control dependencies and, left to
+        # itself, computes standardised kernels early and holds them (R152x2, batch
+        # 6 at 224: +0.59 GB RSS; with this, +0.12 GB; same run time). Adds exactly
+        # zero for finite inputs, and nothing to any gradient.
+        mean += tf.stop_gradient(0.0 * tf.reduce_sum(after[:1, :1, :1, :1]))
+    k = k - mean
+    return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + WS_EPS)
 
 
 def _pad(x, p: int, value: float = 0.0):
@@ -85,7 +110,6 @@ class BiTResNetV2(tf.Module):
         strided_padding: str = "explicit",
         pool_pad: str = "zero",
         standardized_kernels: bool = False,
-        staged_moments: bool = False,
         weights=None,
     ):
         super().__init__(name=name)
@@ -98,10 +122,6 @@ class BiTResNetV2(tf.Module):
         self.pool_pad = pool_pad
         #: The conv kernels are standardised already (folded exports): use them as given.
         self.standardized_kernels = standardized_kernels
-        #: Group-norm means as three one-axis means (W, then H, then channels): the same
-        #: value, but runtimes that sum a reduction in one float32 pass (LiteRT, onnxruntime)
-        #: then add at most max(H, W) terms at a time instead of H*W*C/G.
-        self.staged_moments = staged_moments
         if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
             self.variables_by_key = dict(weights)
             return
@@ -113,10 +133,10 @@ class BiTResNetV2(tf.Module):
 
     # -- building blocks ----------------------------------------------------
 
-    def _std_kernel(self, key: str):
+    def _std_kernel(self, key: str, after=None):
         """The standardised kernel of ``key`` (:func:`standardize_kernel`, unless folded already)."""
         k = self.variables_by_key[key]
-        return k if self.standardized_kernels else standardize_kernel(k)
+        return k if self.standardized_kernels else standardize_kernel(k, after)
 
     def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
@@ -124,8 +144,9 @@ class BiTResNetV2(tf.Module):
         # kernel depends on its variable alone, so the executor otherwise computes
         # them all at the start and holds them: a second copy of the weights (R152x2
         # at 224 px: 2.83 GB after a run instead of 2.08 GB). Same values either way.
+        # The control dependency binds TF's executor; `after` binds XLA.
         with tf.control_dependencies([x]):
-            w = self._std_kernel(key)
+            w = self._std_kernel(key, after=x)
         if pad and stride > 1 and self.strided_padding == "same":
             return tf.nn.conv2d(x, w, strides=stride, padding="SAME")
         if pad:
@@ -139,21 +160,14 @@ class BiTResNetV2(tf.Module):
         channels = gamma.shape[0]
         dims = tf.shape(x)
         g = tf.reshape(x, tf.concat([dims[:3], [GN_GROUPS, channels // GN_GROUPS]], 0))
-        # tf.nn.moments' arithmetic, spelled out: the same ops in the same order
-        # (bit-identical outputs), in fewer graph nodes and a third of the Python
-        # time per trace; a group norm is ~2/3 of the network's tracing, saving
-        # and loading time.
-        mean = self._group_mean(g)
-        var = self._group_mean(tf.math.squared_difference(g, tf.stop_gradient(mean)))
+        # tf.nn.moments' two-pass arithmetic, spelled out (fewer graph nodes and a
+        # third of the Python time per trace than tf.nn.moments; a group norm is
+        # ~2/3 of the network's tracing, saving and loading time), with each mean
+        # taken in steps (see _mean_in_steps).
+        mean = _mean_in_steps(g, _GN_AXES)
+        var = _mean_in_steps(tf.math.squared_difference(g, tf.stop_gradient(mean)), _GN_AXES)
         g = (g - mean) * tf.math.rsqrt(var + GN_EPS)
         return tf.reshape(g, dims) * gamma + beta
-
-    def _group_mean(self, g):
-        if not self.staged_moments:
-            return tf.reduce_mean(g, axis=_GN_AXES, keepdims=True)
-        for axis in (2, 1, 4):  # equal-sized groups: the mean of means is the mean
-            g = tf.reduce_mean(g, axis=axis, keepdims=True)
-        return g
 
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)

@@ -198,6 +198,60 @@ def test_signature_and_call_agree(exported, images):
     )
 
 
+def _compiled_functions_reached(variant_dir: Path) -> dict[str, list[str]]:
+    """For each entry point of a saved_model.pb: the XLA-compiled (``_XlaMustCompile``) library functions it calls.
+
+    Entry points: ``__call__`` per value of ``training``, and the serving signature.
+    Read from the protos on disk, so it shows what every loader will find.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow.python.saved_model import nested_structure_coder
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((variant_dir / "saved_model.pb").read_bytes())
+    meta = saved.meta_graphs[0]
+    lib = {f.signature.name: f for f in meta.graph_def.library.function}
+    objects = meta.object_graph_def
+
+    def reached(name):
+        seen, todo = {name}, [name]
+        while todo:
+            for node in lib[todo.pop()].node_def:
+                for callee in [node.op, *(a.func.name for a in node.attr.values())]:
+                    if callee in lib and callee not in seen:
+                        seen.add(callee)
+                        todo.append(callee)
+        return sorted(f for f in seen if "_XlaMustCompile" in lib[f].attr and lib[f].attr["_XlaMustCompile"].b)
+
+    def child(node, name):
+        return objects.nodes[next(c.node_id for c in node.children if c.local_name == name)]
+
+    out = {}
+    for name in child(objects.nodes[0], "__call__").function.concrete_functions:
+        args, _ = nested_structure_coder.decode_proto(objects.concrete_functions[name].canonicalized_input_signature)
+        out[f"__call__(training={args[1]})"] = reached(name)
+    serving = child(child(objects.nodes[0], "signatures"), "serving_default").bare_concrete_function
+    out["serving_default"] = reached(serving.concrete_function_name)
+    return out
+
+
+def test_inference_is_xla_compiled_and_training_is_not(exported, images):
+    """__call__ (training=False, the default) and serving_default run XLA-compiled; training=True the plain graph; all agree."""
+    import tensorflow as tf
+
+    path, _ = exported
+    for variant in VARIANTS:
+        reached = _compiled_functions_reached(path / variant)
+        assert sorted(reached) == ["__call__(training=False)", "__call__(training=True)", "serving_default"]
+        assert len(reached["__call__(training=False)"]) == 1
+        assert reached["serving_default"] == reached["__call__(training=False)"]
+        assert reached["__call__(training=True)"] == []
+    clf = tf.saved_model.load(str(path / "classification"))
+    compiled, plain = clf(images).numpy(), clf(images, training=True).numpy()
+    assert not np.array_equal(compiled, plain)  # two different programs (XLA's fusions round differently) ...
+    np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())  # ... of one function
+
+
 def test_unit_and_symmetric_ranges_agree(exported, symmetric_export, images):
     """[0, 1] inputs to the default export == the same pixels as [-1, 1] to --input-range symmetric."""
     import tensorflow as tf

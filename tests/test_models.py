@@ -106,14 +106,18 @@ def test_each_kernel_is_standardised_only_when_its_conv_input_exists(tiny_fn):
     convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
     assert convs
     for conv in convs:
-        kernel_reads, todo = [], [conv.inputs[1].op]
-        while todo:  # walk the kernel's standardisation back to the variable read
+        kernel_reads, todo, data_waits = [], [conv.inputs[1].op], False
+        stop = _producers(conv.inputs[0].op)
+        while todo:  # walk the kernel's standardisation back to the variable read, not into the activations
             op = todo.pop()
-            if op.type == "ReadVariableOp":
+            if op in stop:
+                data_waits = True  # the data dependency (for XLA, which ignores control dependencies)
+            elif op.type == "ReadVariableOp":
                 kernel_reads.append(op)
             else:
                 todo.extend(t.op for t in op.inputs)
         assert kernel_reads, conv.name
+        assert data_waits, f"{conv.name}: the standardised kernel does not depend on the conv input by data"
         for read in kernel_reads:
             assert conv.inputs[0].op in read.control_inputs or any(
                 c in read.control_inputs for c in _producers(conv.inputs[0].op)

@@ -75,7 +75,6 @@ def forward_fn(net, variant: str, input_range: str, weights):
         strided_padding=net.strided_padding,
         pool_pad=net.pool_pad,
         standardized_kernels=True,
-        staged_moments=True,
         weights=weights,
     )
     forward = folded.__call__ if variant == "classification" else folded.features

@@ -49,6 +49,7 @@ def build_exportable(net, variant: str, input_range: str):
     import tensorflow as tf
 
     from ..numerics import pixels_to_model_range
+    from ..xla_call import inference_compiled_call
 
     lo, hi = INPUT_RANGES[input_range]
     forward = net.__call__ if variant == "classification" else net.features
@@ -59,7 +60,8 @@ def build_exportable(net, variant: str, input_range: str):
         x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
         return forward(x)
 
-    call = tf.function(model_fn, input_signature=[spec], autograph=False)
+    # XLA-compiled for inference, the plain graph for training=True (convert.xla_call).
+    call = inference_compiled_call(model_fn, spec)
 
     def serving_fn(images):
         return {key: call(images)}

@@ -1,0 +1,347 @@
+#!/usr/bin/env python
+"""Benchmark inference of every exported target against timm's ResNetV2 (issue 11), beside the CPU's fp32 floor.
+
+    make bench BENCH=inference       # or: .venv/bin/python scripts/bench_inference.py [--r152x2] [--reps 7]
+
+One run: a synthetic r50x1-224 checkpoint (official layout, bench-results/)
+is exported with the `bitconvert` CLI (``--skip-parity``: parity is the
+export's own business; ``--export-args`` adds options such as more formats),
+then every target found in the export directory is timed at batch 1 and 8,
+224 px: the SavedModel classifier (``tf.saved_model.load``), and when present
+``*.keras`` (one process per Keras backend), ``*.tflite`` (ai_edge_litert),
+``*.onnx`` (onnxruntime, CPU); then JAX jit of the Flax reference.
+
+Each runtime is timed in a child process of its own, *interleaved* with timm
+(``resnetv2_<depth>x<width>_bit``, PyTorch eager, the same .npz weights,
+``torch.set_num_threads(cores)``, ``torch.inference_mode``): round by round,
+one call of each, best of ``--reps`` warm rounds. The ratio column is timm's
+time in that same process over the runtime's (above 1: faster than timm), which
+stays meaningful while other processes load the machine (a 0.3 s pause before
+each timed call lets the previous runtime's spinning worker threads go idle). "first call" is the
+first call at that input shape (XLA compiles per shape).
+
+The floor: the fastest float32 matmul this CPU does (numpy and TensorFlow,
+4096x4096, best of 5) in GFLOP/s, and the model's FLOPs per image counted
+from the architecture (2 x multiply-adds of every convolution and the head;
+R50x1 at 224: 8.2 GFLOP); seconds per batch = FLOPs x batch / peak.
+
+Prints a Markdown table on stdout, progress on stderr; exits 1 when the
+SavedModel is slower than timm at any batch or its first call at a new shape
+takes 3 s or more (the R50x1 targets of issue 11).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench-results" / "inference"
+BIN = Path(sys.executable).parent
+SIZE = 224
+BATCHES = (1, 8)
+FIRST_CALL_LIMIT_S = 3.0
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")
+#: Pause before each timed call: TF's, onnxruntime's and PyTorch's OpenMP worker threads
+#: busy-wait for a while after a call and would slow the next runtime's call down.
+PAUSE_S = 0.3
+#: Threads each runtime may use (--threads; default: one per core, as issue 11 asks).
+THREADS = int(os.environ.get("BENCH_THREADS") or os.cpu_count())
+
+
+def model_flops(arch, size: int) -> int:
+    """2 x multiply-adds of every convolution and the head of ``arch`` on one ``size`` x ``size`` image."""
+    from convert import numerics as n
+
+    h = (size + 2 * n.ROOT_PAD - n.ROOT_KERNEL) // n.ROOT_STRIDE + 1
+    macs = h * h * n.ROOT_KERNEL**2 * 3 * arch.root_width
+    h = (h + 2 * n.POOL_PAD - n.POOL_WINDOW) // n.POOL_STRIDE + 1
+    for b, u in arch.iter_units():
+        stride = n.BLOCK_STRIDES[b - 1] if u == 1 else 1
+        cin, mid, out = arch.unit_in_width(b, u), arch.mid_width(b), arch.out_width(b)
+        ho = (h + 2 * n.MID_PAD - n.MID_KERNEL) // stride + 1
+        macs += h * h * cin * mid + ho * ho * n.MID_KERNEL**2 * mid * mid + ho * ho * mid * out
+        if u == 1:
+            macs += ho * ho * cin * out  # the projection shortcut
+        h = ho
+    return 2 * (macs + arch.features * arch.classes)
+
+
+# -- the children: one runtime each, interleaved with timm ------------------------------------
+
+
+def _timm(arch, checkpoint: str):
+    import timm
+    import torch
+
+    torch.set_num_threads(THREADS)
+    model = timm.create_model(f"resnetv2_{arch.depth}x{arch.width}_bit", pretrained=False, num_classes=arch.classes)
+    model.load_pretrained(checkpoint)
+    model.eval()
+
+    def run(x):  # x: NHWC in [0, 1]; timm takes NCHW in the weights' [-1, 1]
+        with torch.inference_mode():
+            return model(torch.from_numpy((x * 2.0 - 1.0).transpose(0, 3, 1, 2).copy())).numpy()
+
+    return run
+
+
+def _runtime(kind: str, path: str, checkpoint: str, arch):
+    """A callable NHWC float32 [0, 1] batch -> logits (numpy) for one runtime."""
+    if kind == "savedmodel":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+        loaded = tf.saved_model.load(path)
+        return lambda x: loaded(tf.constant(x)).numpy()
+    if kind == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=path, num_threads=THREADS)
+        inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+        shape = [None]
+
+        def run_tflite(x):
+            if shape[0] != x.shape:
+                interp.resize_tensor_input(inp, list(x.shape))
+                interp.allocate_tensors()
+                shape[0] = x.shape
+            interp.set_tensor(inp, x)
+            interp.invoke()
+            return interp.get_tensor(out)
+
+        return run_tflite
+    if kind == "onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = THREADS
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if kind.startswith("keras-"):
+        import keras
+
+        try:  # registers the custom layers the .keras file names
+            import convert.export.keras  # noqa: F401
+        except ImportError:
+            pass
+        model = keras.saving.load_model(path)
+        return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    if kind == "jax":
+        import jax
+
+        from convert.checkpoint import load_checkpoint
+        from convert.flax_model import make_apply
+        from convert.mapping import flax_params
+
+        params = flax_params(load_checkpoint(checkpoint, arch).arrays, arch, put=jax.device_put)
+        apply = make_apply(arch)
+        return lambda x: apply(params, x * 2.0 - 1.0)["logits"].block_until_ready()
+    raise ValueError(kind)
+
+
+def child(kind: str, path: str, checkpoint: str, model_id: str, batches: tuple[int, ...], reps: int) -> dict:
+    """Time ``kind`` and timm in turn, round by round; best of ``reps`` warm rounds per batch."""
+    import numpy as np
+    import torch  # noqa: F401  (before TensorFlow: the other order crashed in this venv)
+
+    from convert.registry import load_registry
+
+    arch = load_registry().get(model_id).architecture
+    peer = _timm(arch, checkpoint)
+    run = _runtime(kind, path, checkpoint, arch)
+    rows = {}
+    for batch in batches:
+        x = np.random.default_rng(batch).uniform(0.0, 1.0, (batch, SIZE, SIZE, 3)).astype(np.float32)
+        t = time.perf_counter()
+        run(x)
+        first = time.perf_counter() - t
+        peer(x)
+        best = {"runtime": float("inf"), "timm": float("inf")}
+        for _ in range(reps):
+            for name, fn in (("runtime", run), ("timm", peer)):
+                time.sleep(PAUSE_S)  # the other runtime's worker threads stop spinning first
+                t = time.perf_counter()
+                fn(x)
+                best[name] = min(best[name], time.perf_counter() - t)
+        rows[str(batch)] = {**best, "first": first}
+        print(f"bench: {kind} {model_id} batch {batch}: {best['runtime']:.4f}s, timm {best['timm']:.4f}s", file=sys.stderr)
+    return rows
+
+
+def floor() -> dict:
+    """Best float32 matmul GFLOP/s of numpy and TensorFlow on this CPU (4096 x 4096, best of 5)."""
+    import numpy as np
+    import tensorflow as tf
+
+    n = 4096
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(THREADS)
+    ta = tf.constant(a)
+    best = {}
+    for name, fn in (("numpy", lambda: a @ a), ("tensorflow", lambda: tf.linalg.matmul(ta, ta).numpy())):
+        fn()
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        best[name] = 2 * n**3 / min(times) / 1e9
+    return best
+
+
+# -- the orchestration -------------------------------------------------------------------------
+
+
+def _call_child(args: list[str], env: dict | None = None) -> dict | None:
+    cmd = [sys.executable, __file__, *args]
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=full_env)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        print(f"bench: {' '.join(args[:3])} failed (exit {proc.returncode})", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def export(model_id: str, export_args: str, reuse: bool) -> tuple[Path, Path]:
+    """The synthetic checkpoint and its export directory (written with the bitconvert CLI)."""
+    from convert.registry import load_registry
+    from convert.synthetic import write_synthetic_checkpoint
+
+    entry = load_registry().get(model_id)
+    ckpt = RESULTS / "checkpoints" / Path(entry.source).name
+    if not ckpt.exists():
+        write_synthetic_checkpoint(ckpt, entry.architecture, seed=0)
+    out = RESULTS / "exports"
+    if not (reuse and (out / model_id / "classification").is_dir()):
+        cmd = [str(BIN / "bitconvert"), "export", "--model", model_id, "--checkpoint", str(ckpt), "-o", str(out)]
+        cmd += ["--skip-parity", "--quiet", *shlex.split(export_args)]
+        print(f"bench: $ {' '.join(cmd)}", file=sys.stderr, flush=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return ckpt, out / model_id
+
+
+def targets(export_dir: Path) -> list[tuple[str, str, Path]]:
+    """(label, child kind, path) of every classifier target present in ``export_dir``."""
+    found = [("SavedModel (tf.saved_model.load)", "savedmodel", export_dir / "classification")]
+    for path in sorted(export_dir.rglob("classification*.tflite")):
+        found.append((f"LiteRT {path.name} (ai_edge_litert, XNNPACK)", "tflite", path))
+    for path in sorted(export_dir.rglob("classification*.onnx")):
+        found.append((f"ONNX {path.name} (onnxruntime CPU)", "onnx", path))
+    for path in sorted(export_dir.rglob("classification*.keras")):
+        for backend in KERAS_BACKENDS:
+            found.append((f"Keras {path.name}, {backend} backend", f"keras-{backend}", path))
+    return found
+
+
+def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int, model_id: str, floor_batches=BATCHES) -> str:
+    lines = [
+        f"{model_id}, {SIZE} px, {os.cpu_count()} cores, {THREADS} threads per runtime; best of the warm rounds; vs timm = timm's time in the same process / this one",
+        "",
+        "| runtime | batch | s / batch | images / s | vs timm | timm s / batch | first call s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, result, batches in rows:
+        for b in batches:
+            r = result[str(b)]
+            lines.append(
+                f"| {label} | {b} | {r['runtime']:.4f} | {b / r['runtime']:.1f} | {r['timm'] / r['runtime']:.2f}x "
+                f"| {r['timm']:.4f} | {r['first']:.2f} |"
+            )
+    gflops = max(peak.values())
+    how = ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
+    for b in floor_batches:
+        s = flops * b / (gflops * 1e9)
+        lines.append(
+            f"| fp32 floor ({flops / 1e9:.1f} GFLOP/image at {gflops:.0f} GFLOP/s) | {b} | {s:.4f} | {b / s:.1f} | | | |"
+        )
+    lines += ["", f"Floor: fastest 4096x4096 float32 matmul, GFLOP/s: {how}."]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--reps", type=click.IntRange(1), default=7, show_default=True, help="Warm rounds per batch (best is kept).")
+@click.option("--r152x2", is_flag=True, envvar="BENCH_R152X2", help="Also R152x2 at 224, batch 1 (SavedModel and timm).")
+@click.option("--export-args", default="", envvar="BENCH_EXPORT_ARGS", help="Extra `bitconvert export` options, e.g. formats.")
+@click.option(
+    "--threads", type=click.IntRange(1), help="Threads per runtime [default: one per core]; 1 is robust to a loaded machine."
+)
+@click.option("--only", type=click.Choice(["savedmodel"]), help="Only the SavedModel (and timm).")
+@click.option("--reuse", is_flag=True, help="Reuse an earlier export in bench-results/inference/.")
+@click.option("--child", "child_args", nargs=4, hidden=True, help="kind path checkpoint model_id (internal).")
+@click.option("--batches", default="1,8", hidden=True)
+@click.option("--floor", "floor_only", is_flag=True, hidden=True)
+def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, floor_only):
+    """Time every exported target, JAX and timm at batch 1 and 8; print one table."""
+    if floor_only:
+        click.echo(json.dumps(floor()))
+        return
+    if child_args:
+        bs = tuple(int(b) for b in batches.split(","))
+        click.echo(json.dumps(child(*child_args, bs, reps)))
+        return
+    from convert.registry import load_registry
+
+    global THREADS
+    if threads:  # the children read them at start-up
+        THREADS = threads
+        os.environ.update({"BENCH_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)})
+        if threads == 1:
+            os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    model_id = "r50x1-224"
+    ckpt, export_dir = export(model_id, export_args, reuse)
+    rows, failed = [], []
+    found = [*targets(export_dir), ("JAX jit of the Flax reference", "jax", ckpt)]
+    for label, kind, path in found[:1] if only else found:
+        env = {"KERAS_BACKEND": kind.split("-", 1)[1]} if kind.startswith("keras-") else None
+        result = _call_child(["--child", kind, str(path), str(ckpt), model_id, "--reps", str(reps)], env)
+        if result is None:
+            failed.append(label)
+            continue
+        rows.append((label, result, BATCHES))
+    peak = _call_child(["--floor"]) or {"none": float("nan")}
+    flops = model_flops(load_registry().get(model_id).architecture, SIZE)
+    text = table(rows, peak, flops, model_id)
+    if r152x2:
+        big_id = "r152x2-224"
+        big_ckpt, big_dir = export(big_id, "", reuse)
+        args = ["--child", "savedmodel", str(big_dir / "classification"), str(big_ckpt), big_id, "--batches", "1"]
+        big = _call_child([*args, "--reps", str(reps)])
+        if big is None:
+            failed.append("R152x2 SavedModel")
+        else:
+            big_flops = model_flops(load_registry().get(big_id).architecture, SIZE)
+            big_row = ("SavedModel (tf.saved_model.load)", big, (1,))
+            text += "\n\n" + table([big_row], peak, big_flops, big_id, floor_batches=(1,))
+            rows.append(("R152x2 SavedModel", big, (1,)))
+    click.echo(text)
+    missed = list(failed)
+    for label, result, bs in rows:
+        if "SavedModel" not in label:
+            continue
+        for b in bs:
+            r = result[str(b)]
+            if r["runtime"] > r["timm"]:
+                missed.append(f"{label} batch {b}: {r['runtime']:.4f}s, timm {r['timm']:.4f}s")
+        first = result[str(bs[-1])]["first"]  # batch 8 after batch 1: a new shape, nothing else new
+        if label.startswith("SavedModel") and first >= FIRST_CALL_LIMIT_S:
+            missed.append(f"{label}: first call at a new shape {first:.2f}s")
+    if missed:
+        print("bench: missed: " + "; ".join(missed), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
