@@ -113,7 +113,10 @@ def test_manifest_contents(exported, r50x1_npz):
     m = json.loads((path / "manifest.json").read_text())
     entry = load_registry().get(MODEL)
     assert m["model"] == entry.as_dict()
-    assert m["source_url"] == "https://storage.googleapis.com/bit_models/distill/R50x1_160.npz"
+    # The tests' default bucket (conftest.loopback_bucket); the labels came from it too.
+    assert m["source_url"] == os.environ["BITCONVERT_BASE_URL"] + "distill/R50x1_160.npz"
+    assert m["labels"]["embedded"] and m["labels"]["count"] == 1000
+    assert (path / m["labels"]["path"]).read_text().splitlines()[0] == "tench, Tinca tinca"
     assert m["checkpoint"]["sha256"] == _sha(Path(r50x1_npz))
     assert m["checkpoint"]["origin"] == "--checkpoint"
     assert m["checkpoint"]["parameters"] == entry.params
