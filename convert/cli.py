@@ -16,7 +16,15 @@ import click
 
 from . import __version__, config
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
-from .options import checkpoint_option, json_option, kaggle_option, model_option, reference_option, source_options
+from .options import (
+    checkpoint_option,
+    json_option,
+    kaggle_option,
+    model_option,
+    output_dir_option,
+    reference_option,
+    source_options,
+)
 
 EPILOG = """\b
 Exit status: 0 ok; 1 bad input (damaged checkpoint, parity failure,
@@ -277,21 +285,13 @@ class ExportCommand(click.Command):
     "--all", "export_all", is_flag=True, help="The four models of the TF Hub collection (`bitconvert list --collection`)."
 )
 @checkpoint_option
-@click.option(
-    "--output-dir",
-    "-o",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=str),
-    default="exports",
-    show_default=True,
-    help="Exports go to DIR/<id>/.",
-)
+@output_dir_option("Exports go to DIR/<id>/.")
 @click.option(
     "--input-range",
     type=click.Choice(["unit", "symmetric"]),
     default="unit",
     show_default=True,
-    help="Pixel range the SavedModels take: unit = [0, 1] (the TF Hub convention, rescaled in the graph); "
+    help="Pixel range every exported model takes: unit = [0, 1] (the TF Hub convention, rescaled in the graph); "
     "symmetric = [-1, 1] (what the weights were trained on, as the published collection took it).",
 )
 @click.option("--archive", is_flag=True, help="Also write a deterministic .tar.gz of each SavedModel (the TF Hub upload format).")
@@ -317,22 +317,28 @@ class ExportCommand(click.Command):
 @reference_option
 @source_options
 def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir, base_url, offline, quiet, **layout):
-    """Write TF Hub-style SavedModels (classifier and feature extractor), proven equal to JAX.
+    """Export BiT models (classifier and feature extractor), each artifact proven equal to JAX from disk.
 
     \b
-    For each model, under DIR/<id>/:
+    For each model, under DIR/<id>/ (--format savedmodel, the default):
       classification/, feature_extraction/   SavedModels: float32 [batch, h, w, 3]
                                              images of any batch and size
       classification.md, feature_extraction.md   tfhub.dev model cards
-      manifest.json                          source, sha256, parity, versions, fingerprints
+      manifest.json                          source, sha256, parity, versions, digests
       bit_<id>_<variant>.tar.gz              with --archive
+    and with --format keras,tflite,onnx (see Formats below):
+      keras/, tflite/, onnx/                 <variant>.keras/.tflite/.onnx, a card each,
+                                             labels.txt beside the classifier
+      kaggle/                                with --kaggle: Kaggle Models metadata
 
-    The checkpoint is fetched when not cached, unless --checkpoint is given.
-    After writing, each SavedModel is reloaded from disk and compared with the
-    JAX forward pass; a failure removes it and exits 1. Exports are written
-    to a temporary directory and renamed into place, so DIR/<id> is always a
-    complete export. Prints the path of each finished export on stdout.
-    --format adds other formats (listed below), each checked the same way.
+    The checkpoint is fetched when not cached, unless --checkpoint is given;
+    the label file of an ImageNet head too (from --base-url), embedded in the
+    classifiers. After writing, each artifact is reloaded from disk in its
+    runtime (each Keras backend in a fresh process) and compared with the JAX
+    float64 forward pass; any failure removes the export and exits 1. Exports
+    are written to a temporary directory and renamed into place, so DIR/<id>
+    is always a complete export. Prints the path of each finished export on
+    stdout.
     """
     prepare_frameworks()  # before TensorFlow or JAX is imported
     from .config import reference_mode
@@ -382,15 +388,7 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
 
 @cli.command("predict")
 @click.option("--model", "-m", "model_id", required=True, metavar="ID", help="The exported model (registry id).")
-@click.option(
-    "--output-dir",
-    "-o",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=str),
-    default="exports",
-    show_default=True,
-    help="Where `bitconvert export` wrote it: DIR/<id>/.",
-)
+@output_dir_option("Where `bitconvert export` wrote it: DIR/<id>/.")
 @click.option("--top", "top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
 @json_option
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(path_type=str))

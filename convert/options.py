@@ -83,3 +83,16 @@ kaggle_option = click.option(
     help="Also write Kaggle Models metadata under DIR/<id>/kaggle/: model-metadata.json and one "
     "model-instance-metadata.json per framework variation, each beside its files (docs/kaggle.md).",
 )
+
+
+def output_dir_option(help: str):
+    """``--output-dir/-o DIR`` (default ``exports``), where exports are written and found."""
+    return click.option(
+        "--output-dir",
+        "-o",
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=str),
+        default="exports",
+        show_default=True,
+        help=help,
+    )

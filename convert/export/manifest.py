@@ -17,14 +17,19 @@ MANIFEST_FORMAT = "bitconvert-export/1"
 MANIFEST_NAME = "manifest.json"
 
 
+def package_version(dist: str) -> str | None:
+    """An installed distribution's version (from its metadata: imports nothing), or None."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str | None]:
-    """Versions of what produced the export (from package metadata: imports nothing)."""
+    """Versions of what produced the export."""
     versions: dict[str, str | None] = {"bitconvert": __version__, "python": platform.python_version()}
     for dist in ("tensorflow", "keras", "jax", "jaxlib", "flax", "numpy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+        versions[dist] = package_version(dist)
     return versions
 
 

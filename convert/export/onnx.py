@@ -29,13 +29,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ExportError, LocalIOError
 from .folded import folded_arrays, function_with_weight_inputs, variant_bytes
+from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
 
 #: ONNX opset written (tf2onnx 1.17 converts every op of the graph at 17; onnxruntime 1.32 runs it).
@@ -48,13 +48,6 @@ GRAPH_MARGIN = 64 * 2**20
 DIMS = ("batch", "height", "width")
 PROVIDER = "CPUExecutionProvider"
 RUNTIME = "onnxruntime"
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 class OnnxTarget:

@@ -25,13 +25,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ExportError, LocalIOError
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
+from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
 
 #: FlatBuffers address with 32-bit offsets: one .tflite holds less than 2 GiB.
@@ -40,13 +40,6 @@ FLATBUFFER_LIMIT = 2**31 - 1
 GRAPH_MARGIN = 64 * 2**20
 CONVERTER = "tf.lite.TFLiteConverter.from_concrete_functions"
 RUNTIME = "litert"
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 class TFLiteTarget:
