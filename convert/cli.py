@@ -15,11 +15,11 @@ import sys
 import click
 
 from . import __version__, config
+from .cli_export import export_cmd
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
 from .options import (
     checkpoint_option,
     json_option,
-    kaggle_option,
     model_option,
     output_dir_option,
     reference_option,
@@ -268,124 +268,6 @@ def mapping_cmd(model_ids, as_json):
         click.echo(render_table(rows))
 
 
-class ExportCommand(click.Command):
-    """``export --help`` lists the formats this installation has, with their summaries."""
-
-    def format_epilog(self, ctx, formatter):
-        from .export.formats import summaries
-
-        with formatter.section("Formats"):
-            formatter.write_dl(list(summaries().items()))
-        super().format_epilog(ctx, formatter)
-
-
-@cli.command("export", cls=ExportCommand)
-@model_option
-@click.option(
-    "--all", "export_all", is_flag=True, help="The four models of the TF Hub collection (`bitconvert list --collection`)."
-)
-@checkpoint_option
-@output_dir_option("Exports go to DIR/<id>/.")
-@click.option(
-    "--input-range",
-    type=click.Choice(["unit", "symmetric"]),
-    default="unit",
-    show_default=True,
-    help="Pixel range every exported model takes: unit = [0, 1] (the TF Hub convention, rescaled in the graph); "
-    "symmetric = [-1, 1] (what the weights were trained on, as the published collection took it).",
-)
-@click.option("--archive", is_flag=True, help="Also write a deterministic .tar.gz of each SavedModel (the TF Hub upload format).")
-@click.option(
-    "--skip-parity", is_flag=True, help="Do not compare with the JAX forward pass (faster; the manifest and model cards say so)."
-)
-@click.option(
-    "--parity-resolution",
-    metavar="PX",
-    type=click.IntRange(min=32),
-    help="Input size of the parity check [default: the model's resolution, at most 224].",
-)
-@click.option("--parity-batch", type=click.IntRange(min=1), default=1, hidden=True, help="Random parity images.")
-@click.option(
-    "--format",
-    "formats",
-    metavar="NAME[,NAME...]",
-    default="savedmodel",
-    show_default=True,
-    help="Formats to write, comma-separated (see Formats below).",
-)
-@kaggle_option
-@reference_option
-@source_options
-def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir, base_url, offline, quiet, **layout):
-    """Export BiT models (classifier and feature extractor), each artifact proven equal to JAX from disk.
-
-    \b
-    For each model, under DIR/<id>/ (--format savedmodel, the default):
-      classification/, feature_extraction/   SavedModels: float32 [batch, h, w, 3]
-                                             images of any batch and size
-      classification.md, feature_extraction.md   tfhub.dev model cards
-      manifest.json                          source, sha256, parity, versions, digests
-      bit_<id>_<variant>.tar.gz              with --archive
-    and with --format keras,tflite,onnx (see Formats below):
-      keras/, tflite/, onnx/                 <variant>.keras/.tflite/.onnx, a card each,
-                                             labels.txt beside the classifier
-      kaggle/                                with --kaggle: Kaggle Models metadata
-
-    The checkpoint is fetched when not cached, unless --checkpoint is given;
-    the label file of an ImageNet head too (from --base-url), embedded in the
-    classifiers. After writing, each artifact is reloaded from disk in its
-    runtime (each Keras backend in a fresh process) and compared with the JAX
-    float64 forward pass; any failure removes the export and exits 1. Exports
-    are written to a temporary directory and renamed into place, so DIR/<id>
-    is always a complete export. Prints the path of each finished export on
-    stdout.
-    """
-    prepare_frameworks()  # before TensorFlow or JAX is imported
-    from .config import reference_mode
-    from .export import ExportOptions, export_model, parse_formats
-    from .fetch import recorded_sha256, resolve_checkpoint, source_url
-    from .labels import load_labels
-    from .registry import load_registry
-
-    if bool(model_ids) == bool(export_all):
-        raise click.UsageError("give --model ID (repeatable) or --all")
-    try:
-        chosen = parse_formats(formats)
-    except BitconvertError as exc:
-        raise click.UsageError(str(exc)) from exc
-    registry = load_registry()
-    entries = registry.collection() if export_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
-    if checkpoint and len(entries) != 1:
-        raise click.UsageError("--checkpoint goes with exactly one --model")
-    # ``layout``: --output-dir, --input-range, --archive, --skip-parity, --parity-*, --kaggle: ExportOptions' own names.
-    options = ExportOptions(**layout, formats=chosen, reference=reference or reference_mode())
-
-    def log(msg: str) -> None:
-        if not quiet:
-            click.echo(f"bitconvert export: {msg}", err=True)
-
-    def warn(msg: str) -> None:
-        click.echo(f"bitconvert export: {msg}", err=True)
-
-    for entry in entries:
-        path = resolve_checkpoint(
-            entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet
-        )
-        # A warning about missing labels shows even with --quiet: the export lacks something.
-        labels = load_labels(entry, cache_dir=cache_dir, base_url=base_url, offline=offline, log=warn)
-        result = export_model(
-            entry,
-            path,
-            options,
-            source_url=source_url(entry, base_url),
-            sha256=recorded_sha256(path),
-            checkpoint_origin="--checkpoint" if checkpoint else "cache",
-            labels=labels,
-            log=log,
-        )
-        click.echo(str(result.path))
-
-
 @cli.command("predict")
 @click.option("--model", "-m", "model_id", required=True, metavar="ID", help="The exported model (registry id).")
 @output_dir_option("Where `bitconvert export` wrote it: DIR/<id>/.")
@@ -418,6 +300,8 @@ def predict_cmd(model_id, output_dir, top, as_json, images):
 
 #: Modules whose interpreter shutdown is slow: freeing traced graphs and the
 #: frameworks' static state took 2.1 s after an R152x2 export, 0.3 s with os._exit.
+cli.add_command(export_cmd)
+
 _SLOW_TO_UNLOAD = ("tensorflow", "jax")
 
 

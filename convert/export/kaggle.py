@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..errors import LocalIOError
+from ..fsutil import atomic_write
+from .publish import io_error
 
 #: The export target (``Artifact.target``) -> Kaggle framework name.
 FRAMEWORKS = {"savedmodel": "tensorFlow2", "keras": "keras", "tflite": "tfLite", "onnx": "onnx"}
@@ -165,3 +167,19 @@ def link_instances(export_dir: str | os.PathLike, entry, artifacts: Iterable) ->
             _link_tree(src, folder if src.is_dir() else folder / src.name)
         except OSError as exc:
             raise LocalIOError(f"cannot place {artifact.path} in {folder}: {exc.strerror or exc}") from exc
+
+
+def write_kaggle(job, handle: str, manifest: dict, written, cards: dict) -> None:
+    """--kaggle: model-metadata.json and one instance folder per (format, variant) written (convert.export.kaggle)."""
+    artifacts = [a for artifacts in written.values() for a in artifacts]
+    texts: dict[str, str] = {}  # variant -> card, the first target's (savedmodel's when written)
+    for (target, path), card in cards.items():
+        variant = next(a.variant for a in written[target] if a.path == path)
+        texts.setdefault(variant, (job.export_dir / card).read_text(encoding="utf-8"))
+    try:
+        for rel, text in kaggle_files(job.entry, manifest, texts, artifacts, handle).items():
+            (job.export_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(job.export_dir / rel, text)
+        link_instances(job.export_dir, job.entry, artifacts)
+    except OSError as exc:
+        raise io_error(f"cannot write the Kaggle metadata of {job.model_id}", exc) from exc

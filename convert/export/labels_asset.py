@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ExportError
+from ..fsutil import atomic_write
 
 #: File name inside ``<SavedModel>/assets/`` and the root attribute that tracks it.
 LABELS_FILE = "labels.txt"
@@ -99,3 +100,13 @@ def check_reloaded_labels(loaded, savedmodel_dir: str | Path, labels: Sequence[s
         raise ExportError(f"{model_id}: the labels asset points at {got}, not at assets/{LABELS_FILE}")
     if got.read_text(encoding="utf-8") != labels_text(labels):
         raise ExportError(f"{model_id}: assets/{LABELS_FILE} does not hold the {len(labels)} labels written")
+
+
+def write_label_files(job, written) -> None:
+    """The class names beside every classifier that is not a SavedModel (which tracks them as an asset): ``<dir>/labels.txt``."""
+    if job.labels is None:
+        return
+    for name, artifacts in written.items():
+        for a in artifacts:
+            if name != "savedmodel" and a.variant == "classification":
+                atomic_write(job.export_dir / Path(a.path).parent / LABELS_FILE, labels_text(job.labels))

@@ -35,7 +35,7 @@ from ..model_card import INPUT_RANGES
 from ..registry import ModelEntry
 from . import judge
 from .formats import DEFAULT, get_targets
-from .labels_asset import labels_manifest
+from .labels_asset import labels_manifest, write_label_files
 from .manifest import MANIFEST_NAME, ManifestData, ParityRecord, TargetEntry, build_manifest, digests, manifest_text
 from .publish import check_free_space, io_error, publish, temporary_export
 from .target import VARIANT_STAGES, Artifact, ExportJob, Run
@@ -232,18 +232,6 @@ def judge_all(runs: dict[str, list[Run]], reference, n_images: int, arch, model_
     return reports
 
 
-def write_label_files(job: ExportJob, written) -> None:
-    """The class names beside every classifier that is not a SavedModel (which tracks them as an asset): ``<dir>/labels.txt``."""
-    if job.labels is None:
-        return
-    from .labels_asset import LABELS_FILE, labels_text
-
-    for name, artifacts in written.items():
-        for a in artifacts:
-            if name != "savedmodel" and a.variant == "classification":
-                atomic_write(job.export_dir / Path(a.path).parent / LABELS_FILE, labels_text(job.labels))
-
-
 def write_cards(targets, job: ExportJob, written, reports: dict, inputs: ParityInputs | None) -> dict[tuple, str]:
     """Each artifact's card next to it (``classification/`` -> ``classification.md``); {(target, path): card path}."""
     cards = {}
@@ -388,7 +376,7 @@ def _export_into(job: ExportJob, targets, options, source, origin, pending, inpu
         before = judge.judge_live(reference, out, job.arch, job.model_id, job.log)
     reports = judge_all(runs, reference, len(images), job.arch, job.model_id, job.log)
     try:
-        write_label_files(job, written)
+        write_label_files(job, written)  # labels_asset
         cards = write_cards(targets, job, written, reports, inputs)
         archives = None
         if options.archive and "savedmodel" in written:
@@ -398,23 +386,7 @@ def _export_into(job: ExportJob, targets, options, source, origin, pending, inpu
     checked = (reports, cards, archives, inputs, before)
     manifest = build_manifest(manifest_data(job, options, source, origin, written, runs, checked))
     if options.kaggle:
+        from .kaggle import write_kaggle
+
         write_kaggle(job, options.kaggle, manifest, written, cards)
     return manifest
-
-
-def write_kaggle(job: ExportJob, handle: str, manifest: dict, written, cards: dict) -> None:
-    """--kaggle: model-metadata.json and one instance folder per (format, variant) written (convert.export.kaggle)."""
-    from .kaggle import kaggle_files, link_instances
-
-    artifacts = [a for artifacts in written.values() for a in artifacts]
-    texts: dict[str, str] = {}  # variant -> card, the first target's (savedmodel's when written)
-    for (target, path), card in cards.items():
-        variant = next(a.variant for a in written[target] if a.path == path)
-        texts.setdefault(variant, (job.export_dir / card).read_text(encoding="utf-8"))
-    try:
-        for rel, text in kaggle_files(job.entry, manifest, texts, artifacts, handle).items():
-            (job.export_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(job.export_dir / rel, text)
-        link_instances(job.export_dir, job.entry, artifacts)
-    except OSError as exc:
-        raise io_error(f"cannot write the Kaggle metadata of {job.model_id}", exc) from exc

@@ -1,0 +1,127 @@
+"""``bitconvert export``: a thin command over :func:`convert.export.export_model`."""
+
+from __future__ import annotations
+
+import click
+
+from .errors import BitconvertError
+from .options import checkpoint_option, kaggle_option, model_option, output_dir_option, reference_option, source_options
+from .quiet import prepare
+
+
+class ExportCommand(click.Command):
+    """``export --help`` lists the formats this installation has, with their summaries."""
+
+    def format_epilog(self, ctx, formatter):
+        from .export.formats import summaries
+
+        with formatter.section("Formats"):
+            formatter.write_dl(list(summaries().items()))
+        super().format_epilog(ctx, formatter)
+
+
+@click.command("export", cls=ExportCommand)
+@model_option
+@click.option(
+    "--all", "export_all", is_flag=True, help="The four models of the TF Hub collection (`bitconvert list --collection`)."
+)
+@checkpoint_option
+@output_dir_option("Exports go to DIR/<id>/.")
+@click.option(
+    "--input-range",
+    type=click.Choice(["unit", "symmetric"]),
+    default="unit",
+    show_default=True,
+    help="Pixel range every exported model takes: unit = [0, 1] (the TF Hub convention, rescaled in the graph); "
+    "symmetric = [-1, 1] (what the weights were trained on, as the published collection took it).",
+)
+@click.option("--archive", is_flag=True, help="Also write a deterministic .tar.gz of each SavedModel (the TF Hub upload format).")
+@click.option(
+    "--skip-parity", is_flag=True, help="Do not compare with the JAX forward pass (faster; the manifest and model cards say so)."
+)
+@click.option(
+    "--parity-resolution",
+    metavar="PX",
+    type=click.IntRange(min=32),
+    help="Input size of the parity check [default: the model's resolution, at most 224].",
+)
+@click.option("--parity-batch", type=click.IntRange(min=1), default=1, hidden=True, help="Random parity images.")
+@click.option(
+    "--format",
+    "formats",
+    metavar="NAME[,NAME...]",
+    default="savedmodel",
+    show_default=True,
+    help="Formats to write, comma-separated (see Formats below).",
+)
+@kaggle_option
+@reference_option
+@source_options
+def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir, base_url, offline, quiet, **layout):
+    """Export BiT models (classifier and feature extractor), each artifact proven equal to JAX from disk.
+
+    \b
+    For each model, under DIR/<id>/ (--format savedmodel, the default):
+      classification/, feature_extraction/   SavedModels: float32 [batch, h, w, 3]
+                                             images of any batch and size
+      classification.md, feature_extraction.md   tfhub.dev model cards
+      manifest.json                          source, sha256, parity, versions, digests
+      bit_<id>_<variant>.tar.gz              with --archive
+    and with --format keras,tflite,onnx (see Formats below):
+      keras/, tflite/, onnx/                 <variant>.keras/.tflite/.onnx, a card each,
+                                             labels.txt beside the classifier
+      kaggle/                                with --kaggle: Kaggle Models metadata
+
+    The checkpoint is fetched when not cached, unless --checkpoint is given;
+    the label file of an ImageNet head too (from --base-url), embedded in the
+    classifiers. After writing, each artifact is reloaded from disk in its
+    runtime (each Keras backend in a fresh process) and compared with the JAX
+    float64 forward pass; any failure removes the export and exits 1. Exports
+    are written to a temporary directory and renamed into place, so DIR/<id>
+    is always a complete export. Prints the path of each finished export on
+    stdout.
+    """
+    prepare()  # TensorFlow's and JAX's start-up lines off stderr, before either is imported
+    from .config import reference_mode
+    from .export import ExportOptions, export_model, parse_formats
+    from .fetch import recorded_sha256, resolve_checkpoint, source_url
+    from .labels import load_labels
+    from .registry import load_registry
+
+    if bool(model_ids) == bool(export_all):
+        raise click.UsageError("give --model ID (repeatable) or --all")
+    try:
+        chosen = parse_formats(formats)
+    except BitconvertError as exc:
+        raise click.UsageError(str(exc)) from exc
+    registry = load_registry()
+    entries = registry.collection() if export_all else [registry.get(m) for m in dict.fromkeys(model_ids)]
+    if checkpoint and len(entries) != 1:
+        raise click.UsageError("--checkpoint goes with exactly one --model")
+    # ``layout``: --output-dir, --input-range, --archive, --skip-parity, --parity-*, --kaggle: ExportOptions' own names.
+    options = ExportOptions(**layout, formats=chosen, reference=reference or reference_mode())
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(f"bitconvert export: {msg}", err=True)
+
+    def warn(msg: str) -> None:
+        click.echo(f"bitconvert export: {msg}", err=True)
+
+    for entry in entries:
+        path = resolve_checkpoint(
+            entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet
+        )
+        # A warning about missing labels shows even with --quiet: the export lacks something.
+        labels = load_labels(entry, cache_dir=cache_dir, base_url=base_url, offline=offline, log=warn)
+        result = export_model(
+            entry,
+            path,
+            options,
+            source_url=source_url(entry, base_url),
+            sha256=recorded_sha256(path),
+            checkpoint_origin="--checkpoint" if checkpoint else "cache",
+            labels=labels,
+            log=log,
+        )
+        click.echo(str(result.path))
