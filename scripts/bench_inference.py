@@ -274,7 +274,12 @@ def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int,
 @click.command()
 @click.option("--reps", type=click.IntRange(1), default=7, show_default=True, help="Warm rounds per batch (best is kept).")
 @click.option("--r152x2", is_flag=True, envvar="BENCH_R152X2", help="Also R152x2 at 224, batch 1 (SavedModel and timm).")
-@click.option("--export-args", default="", envvar="BENCH_EXPORT_ARGS", help="Extra `bitconvert export` options, e.g. formats.")
+@click.option(
+    "--export-args",
+    default="--format savedmodel,keras,tflite,onnx",
+    envvar="BENCH_EXPORT_ARGS",
+    help="Extra `bitconvert export` options (default: every format).",
+)
 @click.option(
     "--threads", type=click.IntRange(1), help="Threads per runtime [default: one per core]; 1 is robust to a loaded machine."
 )
