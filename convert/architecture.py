@@ -20,6 +20,8 @@ STANDARD_UNITS: dict[int, tuple[int, int, int, int]] = {
 
 #: Checkpoint key prefix shared by every array.
 PREFIX = "resnet/"
+#: Checkpoint keys that only the classifier uses (the feature extractor leaves the head out).
+HEAD_PREFIX = f"{PREFIX}head/"
 #: The convolution name used in this code; checkpoints may also spell it
 #: ``standardized_conv2d_<n>`` ("some files contain weird naming").
 CONV = "standardized_conv2d"

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from .architecture import PREFIX, Architecture
+from .architecture import Architecture
 from .keras_layers import ConstantPadding2D, GroupNorm, InputRange, StandardizedConv2D
 from .mapping import assign_keras, mapping_rows
 from .numerics import (
@@ -37,17 +37,16 @@ from .numerics import (
     MID_PAD,
     POOL_PAD,
     POOL_PAD_VALUE,
+    POOL_PADS,
     POOL_STRIDE,
     POOL_WINDOW,
     ROOT_KERNEL,
     ROOT_PAD,
     ROOT_STRIDE,
+    STRIDED_PADDINGS,
 )
 
-STRIDED_PADDING = ("explicit", "same")
-POOL_PADS = ("zero", "neg_inf")
-#: Checkpoint keys only the classifier uses.
-HEAD_PREFIX = f"{PREFIX}head/"
+STRIDED_PADDING = STRIDED_PADDINGS
 #: Initial value of every kernel (stored in the config, so also used by load_model before
 #: the saved weights arrive). Zeros, not random: an unloaded model must never look
 #: plausible, and random initialisers compile once per kernel shape on the JAX

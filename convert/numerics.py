@@ -58,3 +58,10 @@ def pixels_to_model_range(x, lo: float, hi: float):
     m_lo, m_hi = INPUT_RANGE
     scale = (m_hi - m_lo) / (hi - lo)
     return (x - lo) * scale + m_lo
+
+
+#: The forward passes' mutation knobs (tests prove the parity checks catch them):
+#: strided layers padded explicitly (BiT) or TF/Keras "same"; the root pool padded
+#: with zeros (BiT) or -inf.
+STRIDED_PADDINGS = ("explicit", "same")
+POOL_PADS = ("zero", "neg_inf")

@@ -44,16 +44,17 @@ from .numerics import (
     MID_PAD,
     POOL_PAD,
     POOL_PAD_VALUE,
+    POOL_PADS,
     POOL_STRIDE,
     POOL_WINDOW,
     ROOT_PAD,
     ROOT_STRIDE,
+    STRIDED_PADDINGS,
     WS_AXES,
     WS_EPS,
 )
 
-STRIDED_PADDING = ("explicit", "same")
-POOL_PADS = ("zero", "neg_inf")
+STRIDED_PADDING = STRIDED_PADDINGS
 #: Axes of the (N, H, W, groups, channels-in-group) view that group norm reduces.
 _GN_AXES = (1, 2, 4)
 

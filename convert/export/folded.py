@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..architecture import CONV, PREFIX, Architecture, parameter_count
+from ..architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
 from ..model_card import INPUT_RANGES
 from .target import INPUT_NAME, VARIANTS
-
-#: Checkpoint keys that only the classifier uses.
-HEAD_PREFIX = f"{PREFIX}head/"
 
 
 def is_standardized_kernel(key: str) -> bool:

@@ -18,16 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..architecture import PREFIX
+from ..architecture import HEAD_PREFIX
 from ..errors import ExportError
 from ..fetch import sha256_file
 from ..model_card import INPUT_RANGES, OUTPUT_KEYS, archive_name, render_card
 from .labels_asset import check_reloaded_labels, tracked_labels
 from .publish import io_error
 from .target import INPUT_NAME, VARIANTS, Artifact, ExportJob, Run
-
-#: Checkpoint keys that only the classifier uses (the feature extractor leaves the head out).
-HEAD_PREFIX = f"{PREFIX}head/"
 
 
 def variant_variables(net, variant: str) -> list:
