@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from convert.testing.bench import measure, print_table  # noqa: E402 - after the path set-up
+from convert.testing.bench import loopback_bucket, measure, print_table  # noqa: E402 - after the path set-up
 
 RESULTS = REPO / "bench-results" / "export"
 BIN = Path(sys.executable).parent
@@ -154,4 +154,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with loopback_bucket(RESULTS):  # the exports' label file, from 127.0.0.1
+        sys.exit(main())

@@ -349,4 +349,7 @@ def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, f
 
 
 if __name__ == "__main__":
-    main()
+    from convert.testing.bench import loopback_bucket
+
+    with loopback_bucket(RESULTS):  # the exports' label file, from 127.0.0.1
+        main()

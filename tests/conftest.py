@@ -83,16 +83,10 @@ def loopback_bucket(tmp_path_factory):
     is a session directory, never the user's. Tests that pass --base-url or
     --cache-dir (the downloader's) are unaffected.
     """
-    import shutil
-    from importlib import resources
-
-    from convert.testing.mirror import serve_directory
+    from convert.testing.mirror import label_bucket
 
     bucket = tmp_path_factory.mktemp("default-bucket")
-    lemmas = resources.files("convert") / "data" / "ilsvrc2012_wordnet_lemmas.txt"
-    with resources.as_file(lemmas) as src:
-        shutil.copyfile(src, bucket / "ilsvrc2012_wordnet_lemmas.txt")
-    with serve_directory(bucket) as server, pytest.MonkeyPatch.context() as mp:
+    with label_bucket(bucket) as server, pytest.MonkeyPatch.context() as mp:
         mp.setenv("BITCONVERT_BASE_URL", server.base_url)
         mp.setenv("BITCONVERT_CACHE", str(tmp_path_factory.mktemp("default-cache")))
         yield server

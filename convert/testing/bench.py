@@ -17,12 +17,13 @@ cores, unlike the wall time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,3 +163,26 @@ def mb(n: int) -> str:
 def python_tool(name: str) -> Path:
     """A console script installed beside this interpreter (``bitconvert``)."""
     return Path(sys.executable).with_name(name)
+
+
+@contextlib.contextmanager
+def loopback_bucket(root: str | os.PathLike) -> Iterator[str]:
+    """Point ``bitconvert`` at a loopback bucket with the shipped label files (and a cache under ``root``) for the block.
+
+    Benchmarks export local checkpoints; without this each export would first try
+    the real bucket for its label file. Yields the bucket's URL.
+    """
+    from .mirror import label_bucket
+
+    root = Path(root)
+    saved = {k: os.environ.get(k) for k in ("BITCONVERT_BASE_URL", "BITCONVERT_CACHE")}
+    with label_bucket(root / "bucket") as server:
+        os.environ.update(BITCONVERT_BASE_URL=server.base_url, BITCONVERT_CACHE=str(root / "cache"))
+        try:
+            yield server.base_url
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -380,3 +380,23 @@ def serve_directory(root: str | os.PathLike, host: str = "127.0.0.1", hook: Hook
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def label_bucket(root: str | os.PathLike) -> Iterator[MirrorServer]:
+    """A loopback bucket at ``root`` holding the package's copy of every shipped label file, served.
+
+    What tests and benchmarks export against instead of the real bucket: an export
+    fetches its label file from the bucket even when given a local checkpoint.
+    """
+    import shutil
+
+    from ..labels import DATA_DIR, LABEL_FILES
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in LABEL_FILES:
+        if (DATA_DIR / name).is_file():
+            shutil.copyfile(DATA_DIR / name, root / name)
+    with serve_directory(root) as server:
+        yield server
