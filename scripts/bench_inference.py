@@ -132,6 +132,7 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
         import keras
 
         import convert.keras_layers  # noqa: F401  (registers the custom layers, as a user does)
+
         model = keras.saving.load_model(path)
         return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))
     if kind == "jax":
