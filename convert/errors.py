@@ -133,3 +133,8 @@ class JaxReferenceError(BitconvertError):
     """The JAX reference could not be computed: JAX failed to start, or its worker was killed or ran out of memory."""
 
     exit_code = EXIT_REFERENCE
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace collapsed), cut at ``limit`` characters: for error lines."""
+    return " ".join(str(exc).split())[:limit]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, LocalIOError
+from ..errors import ExportError, LocalIOError, one_line
 from .folded import folded_arrays, function_with_weight_inputs, variant_bytes
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
@@ -106,7 +106,7 @@ class OnnxTarget:
         try:
             model, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=self.opset)
         except Exception as exc:  # tf2onnx raises ValueError, RuntimeError and friends
-            raise ExportError(f"{job.model_id}: tf2onnx failed on {variant}: {' '.join(str(exc).split())[:300]}") from exc
+            raise ExportError(f"{job.model_id}: tf2onnx failed on {variant}: {one_line(exc)}") from exc
         return finish_graph(model, {f"w{i}": k for i, k in enumerate(keys)}, arrays, OUTPUT_NAMES[variant], job.model_id, variant)
 
     # -- check ------------------------------------------------------------------------
@@ -124,8 +124,7 @@ class OnnxTarget:
         try:
             outputs = run_onnx(Path(job.export_dir) / artifact.path, images, OUTPUT_NAMES[artifact.variant])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
-            msg = " ".join(str(exc).split())[:300]
-            raise ExportError(f"{job.model_id}: {artifact.path} does not run in onnxruntime: {msg}") from exc
+            raise ExportError(f"{job.model_id}: {artifact.path} does not run in onnxruntime: {one_line(exc)}") from exc
         return Run(
             artifact, RUNTIME, outputs, time.perf_counter() - t, {"onnxruntime": _version("onnxruntime"), "provider": PROVIDER}
         )

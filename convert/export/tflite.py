@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ExportError, LocalIOError
+from ..errors import ExportError, LocalIOError, one_line
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
@@ -80,7 +80,7 @@ class TFLiteTarget:
             try:
                 flat = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder).convert()
             except Exception as exc:  # the converter raises ConverterError and friends
-                raise ExportError(f"{job.model_id}: the LiteRT converter failed on {variant}: {_one_line(exc)}") from exc
+                raise ExportError(f"{job.model_id}: the LiteRT converter failed on {variant}: {one_line(exc)}") from exc
             del concrete, holder
             flat = name_io(flat, OUTPUT_NAMES[variant])
             if len(flat) > self.size_limit:  # the estimate is a bound; never write a file that cannot load
@@ -120,9 +120,7 @@ class TFLiteTarget:
         try:
             outputs = run_tflite(path, images)
         except (ValueError, RuntimeError) as exc:
-            raise ExportError(
-                f"{job.model_id}: {artifact.path} does not run in the LiteRT interpreter: {_one_line(exc)}"
-            ) from exc
+            raise ExportError(f"{job.model_id}: {artifact.path} does not run in the LiteRT interpreter: {one_line(exc)}") from exc
         return Run(
             artifact,
             RUNTIME,
@@ -203,10 +201,6 @@ def _write_file(path: Path, data: bytes, model_id: str) -> None:
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise LocalIOError(f"{model_id}: cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 TARGET = TFLiteTarget()
