@@ -3,20 +3,26 @@
 Does what a user does, and nothing more: imports keras and
 :mod:`convert.keras_layers`, loads each ``.keras`` file with
 ``keras.saving.load_model`` (``safe_mode`` on), runs it on the images and
-saves the outputs. ``WORKDIR/spec.json`` names the models and the images
-(.npy, already in the export's input range); results go to
-``WORKDIR/<i>.npy`` and ``WORKDIR/result.json``. A failure writes
-``WORKDIR/error.json`` ({"model", "step", "message"}) and exits 1.
+saves the outputs. The imports come first; then the process reads its spec, one
+JSON object, from standard input, so that the parent can start it before the
+files exist (it imports while the export writes). The spec names the models,
+the images (.npy, relative to WORKDIR, already in the export's input range),
+``"batch"``, the images per call (all at once without it), and ``"collect"``,
+whether to collect garbage after each model (default yes). Standard input
+closed without a spec means the export was abandoned: the process exits 0.
+Results go to ``WORKDIR/<i>.npy`` and ``WORKDIR/result.json``. A failure
+writes ``WORKDIR/error.json`` ({"model", "step", "message"}) and exits 1.
 
-Images run ``"batch"`` at a time (all at once without it). With ``"repeat": n``
-each model also runs n more times on the whole batch and the fastest run is
-reported (the benchmark's warm timings).
+With ``"repeat": n`` each model also runs n more times on the whole batch
+through ``predict_on_batch`` and the fastest run is reported (the benchmark's
+warm timings).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +35,6 @@ def _one_line(exc: BaseException) -> str:
 
 def main(workdir: str) -> int:
     work = Path(workdir)
-    spec = json.loads((work / "spec.json").read_text())
     step, model_path = "import keras", None
     try:
         t = time.perf_counter()
@@ -40,6 +45,10 @@ def main(workdir: str) -> int:
 
         result = {"backend": keras.backend.backend(), "keras": keras.__version__, "import_s": time.perf_counter() - t}
         result["backend_version"] = _backend_version(result["backend"])
+        text = sys.stdin.read()
+        if not text.strip():
+            return 0  # abandoned before the models were written
+        spec = json.loads(text)
         step = "read the images"
         images = np.load(work / spec["images"])
         models = []
@@ -60,8 +69,10 @@ def main(workdir: str) -> int:
             np.save(work / f"{i}.npy", out)
             models.append({"path": model_path, "load_s": loaded, "run_s": first, "best_run_s": best})
             del model, out
-            gc.collect()  # the loaded model sits in reference cycles: free it before the next one loads
+            if spec.get("collect", True):
+                gc.collect()  # the loaded model sits in reference cycles: free it before the next one loads
         result["models"] = models
+        result["cpu_s"] = _cpu_seconds()
         (work / "result.json").write_text(json.dumps(result))
         return 0
     except Exception as exc:  # reported to the parent as one line
@@ -71,16 +82,38 @@ def main(workdir: str) -> int:
 
 
 def _predict(keras, model, images, batch: int):
-    """``predict_on_batch`` on ``batch`` images at a time, outputs concatenated (float32 numpy).
+    """The model on ``batch`` images at a time, outputs concatenated (float32 numpy).
 
-    Small batches because Keras' functional model keeps every intermediate output
-    until the call returns when it runs eagerly (the torch backend): R152x2 on 6
-    images at 224 peaked at 6.2 GB, one image at a time at 2.9 GB.
+    How each backend is called, both ways a user runs a Keras model:
+
+    - tensorflow: ``model(x, training=False)``, eagerly; ``predict_on_batch``
+      would first trace a ``tf.function`` (about 1 s per model for R50x1);
+    - jax: ``predict_on_batch``, one jit-compiled call; eagerly, JAX compiles
+      every operation of every new shape on its own, which is slower;
+    - torch: ``predict_on_batch``, eager and without autograd's records.
+
+    Eager calls of a functional model keep every layer's output until they
+    return, so the parent sizes ``batch`` by the activations of one image
+    (convert.keras_model.layer_output_elements).
     """
     import numpy as np
 
-    parts = [keras.ops.convert_to_numpy(model.predict_on_batch(images[i : i + batch])) for i in range(0, len(images), batch)]
+    if keras.backend.backend() == "tensorflow":
+
+        def call(x):
+            return model(x, training=False)
+
+    else:
+        call = model.predict_on_batch
+    parts = [keras.ops.convert_to_numpy(call(images[i : i + batch])) for i in range(0, len(images), batch)]
     return np.concatenate(parts).astype(np.float32)
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _backend_version(backend: str) -> str | None:
@@ -93,4 +126,9 @@ def _backend_version(backend: str) -> str | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    status = main(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every result file is written and closed: skip the interpreter's teardown of the
+    # backend, which costs the export up to a second of CPU per process.
+    os._exit(status)

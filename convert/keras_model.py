@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from .architecture import Architecture
-from .keras_layers import ConstantPadding2D, GroupNorm, InputRange, StandardizedConv2D
+from .keras_layers import ConstantPadding2D, GroupNorm, HostConstant, InputRange, StandardizedConv2D
 from .mapping import assign_keras, mapping_rows
 from .numerics import (
     BLOCK_STRIDES,
@@ -47,11 +47,11 @@ from .numerics import (
 )
 
 STRIDED_PADDING = STRIDED_PADDINGS
-#: Initial value of every kernel (stored in the config, so also used by load_model before
-#: the saved weights arrive). Zeros, not random: an unloaded model must never look
-#: plausible, and random initialisers compile once per kernel shape on the JAX
-#: backend.
-ZEROS = "zeros"
+#: Initial value of every kernel and bias (stored in the config, so also used by load_model
+#: before the saved weights arrive). Zeros, not random: an unloaded model must never look
+#: plausible; made with numpy (keras_layers.HostConstant), because the backend's own
+#: initialisers compile once per shape on the JAX backend.
+ZEROS = HostConstant(0.0)
 
 
 class _Builder:
@@ -124,9 +124,37 @@ def build_keras_models(
             x = b.unit(x, arch, block, unit)
     x = b.gn_relu(x, "pre_head_gn")
     pre = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
-    logits = keras.layers.Dense(arch.classes, kernel_initializer=ZEROS, name="head")(pre)
+    logits = keras.layers.Dense(arch.classes, kernel_initializer=ZEROS, bias_initializer=ZEROS, name="head")(pre)
     classifier = keras.Model(images, logits, name="bit_classification")
     features = keras.Model(images, pre, name="bit_feature_extraction")
     if arrays is not None:
         assign_keras(classifier, arrays, mapping_rows(arch))
     return classifier, features
+
+
+def layer_output_elements(arch: Architecture, height: int, width: int) -> int:
+    """Elements in all layer outputs of the functional model for one ``height`` x ``width`` image.
+
+    An eager call of a Keras functional model keeps every layer's output until
+    it returns, so this is what one image costs such a call on top of the
+    weights; the Keras check sizes its batches by it. Mirrors the layers of
+    :class:`_Builder` (input range, root, every unit, the head), one term each.
+    """
+
+    def conv(size: int, kernel: int, stride: int, pad: int) -> int:
+        return (size + 2 * pad - kernel) // stride + 1
+
+    h, w = height, width
+    total = 2 * 3 * h * w + 3 * (h + 2 * ROOT_PAD) * (w + 2 * ROOT_PAD)  # images, input range, root pad
+    h, w = conv(h, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD), conv(w, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
+    total += arch.root_width * (h * w + (h + 2 * POOL_PAD) * (w + 2 * POOL_PAD))  # root conv, pool pad
+    h, w = conv(h, POOL_WINDOW, POOL_STRIDE, POOL_PAD), conv(w, POOL_WINDOW, POOL_STRIDE, POOL_PAD)
+    total += arch.root_width * h * w  # root pool
+    for block, unit in arch.iter_units():
+        stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        mid, out = arch.mid_width(block), arch.out_width(block)
+        total += 2 * arch.unit_in_width(block, unit) * h * w  # a_gn, its relu
+        total += 3 * mid * h * w + mid * (h + 2 * MID_PAD) * (w + 2 * MID_PAD)  # a_conv, b_gn, relu, b_conv pad
+        h, w = conv(h, MID_KERNEL, stride, MID_PAD), conv(w, MID_KERNEL, stride, MID_PAD)
+        total += 3 * mid * h * w + 2 * out * h * w + (out * h * w if unit == 1 else 0)  # b_conv, c_gn, relu; c_conv, add; proj
+    return total + 2 * arch.features * h * w + arch.features + arch.classes  # pre-head gn, relu; pre_logits; head

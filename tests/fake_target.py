@@ -26,7 +26,7 @@ class FakeTarget:
         tf.saved_model.save(root, str(job.export_dir / "fake" / "classification"))
         return [Artifact(self.name, "classification", "fake/classification", {"converter": "tf.saved_model"})]
 
-    def check(self, job, artifacts, images):
+    def check(self, job, artifacts, images, prepared=None):
         import tensorflow as tf
 
         def wait():

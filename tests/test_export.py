@@ -384,6 +384,21 @@ def test_reexport_in_fresh_processes_is_byte_identical(tmp_path, r50x1_npz):
     assert ma == mb  # no timestamps, same figures, same singleprints
 
 
+def test_savedmodels_are_the_same_bytes_with_or_without_keras(tmp_path, r50x1_npz):
+    """The Keras target writes after the SavedModels: building a Keras model on the TensorFlow
+    backend advances TF's process-wide name counter, which the SavedModels' function names use."""
+    outs = {}
+    for formats in ("savedmodel", "savedmodel,keras"):
+        out = tmp_path / formats.replace(",", "-")
+        argv = _cli("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", out, "--format", formats, "--skip-parity")
+        proc = subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[formats] = out / MODEL
+    assert (outs["savedmodel,keras"] / "keras" / "classification.keras").is_file()
+    for v in VARIANTS:
+        assert _model_files(outs["savedmodel"] / v) == _model_files(outs["savedmodel,keras"] / v)
+
+
 # -- bad input and failures: nothing half-written at a final path --------------------------------
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from conftest import R50X1, R152X2, TINY
 
 from convert.architecture import checkpoint_layout
 from convert.checkpoint import Checkpoint, load_checkpoint
-from convert.export.keras import BACKENDS, TARGET, BackendRuns, KerasBackendError, KerasTarget
+from convert.export.keras import BACKENDS, TARGET, BackendRuns, CheckPlan, KerasBackendError, KerasTarget
 from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
 from convert.model_card import ParityFigures
 from convert.parity import compare, make_inputs, reference_outputs
@@ -35,7 +36,7 @@ MODEL_ID = "r50x1-160"
 
 
 def _env(backend: str) -> dict:
-    # Two child processes run at once on the 2-core machine: one thread each (see convert.export.keras.BackendRuns).
+    # Several child processes run at once on the 2-core machine: one thread each (see convert.export.keras.BackendRuns).
     threads = {"OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
     return dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **threads)
 
@@ -121,7 +122,8 @@ def test_mutations_fail_keras_parity(tiny, exported, parity_inputs, tmp_path):
         paths[name] = job.export_dir / KerasTarget(build_options=options).write(job)[0].path
     job = _mutated_job(tiny, tmp_path / "swapped")
     paths["swapped"] = job.export_dir / TARGET.write(job)[0].path
-    outputs, _ = BackendRuns(list(paths.values()), _unit(images), ["tensorflow"], parallel=1).wait()["tensorflow"]
+    runs = BackendRuns(["tensorflow"], parallel=1).start(list(paths.values()), _unit(images))
+    outputs, _ = runs.wait()["tensorflow"]
     reports = {name: compare(reference, {"logits": out}) for name, out in zip(paths, outputs, strict=True)}
     assert reports.pop("correct").passed
     for name, report in reports.items():
@@ -181,19 +183,69 @@ def test_missing_backend_is_skipped_and_named(tmp_path):
         KerasTarget(is_installed=lambda b: False).available()
 
 
-def test_checks_run_concurrently_within_cpus_and_memory():
-    from convert.architecture import parameter_count
-    from convert.resources import usable_cpus
+def test_plan_batches_by_layer_outputs_and_runs_by_memory():
+    from convert.architecture import Architecture
 
-    assert KerasTarget().parallel_for(parameter_count(R50X1) * 4, 3) == min(3, usable_cpus())
-    assert KerasTarget().parallel_for(parameter_count(R152X2) * 4, 3) == 1  # 0.95 GB of weights: one at a time
-    assert KerasTarget(parallel=3).parallel_for(parameter_count(R152X2) * 4, 3) == 3
+    six = {r: np.zeros((6, r, r, 3), np.float32) for r in (160, 224)}
+    # R50x1 at 160: 79 MB of layer outputs an image, all 6 in one call, the three backends at once.
+    assert KerasTarget().plan(R50X1, six[160], 3) == CheckPlan(6, 3)
+    assert KerasTarget().plan(R50X1, six[160], 2) == CheckPlan(6, 2)
+    # R101x1 at 224: 233 MB an image; 4 would fit the budget but do not divide 6 (one jit compilation on JAX).
+    assert KerasTarget().plan(Architecture.from_depth(101, 1, 1000), six[224], 3).batch == 3
+    # R152x2 at 224: 0.66 GB an image and 0.95 GB of weights: one image a call, one process at a time.
+    assert KerasTarget().plan(R152X2, six[224], 3) == CheckPlan(1, 1, collect=True)
+    assert KerasTarget(parallel=3).plan(R152X2, six[224], 3) == CheckPlan(1, 3, collect=True)
+
+
+def test_layer_output_elements_counts_every_layer_output():
+    """The estimate the batches are sized by, against the outputs of every layer of the real model."""
+    import keras
+
+    from convert.keras_model import build_keras_models, layer_output_elements
+
+    classifier, _ = build_keras_models(TINY)
+    every = keras.Model(classifier.inputs, [layer.output for layer in classifier.layers])
+    outputs = every.predict_on_batch(np.zeros((1, *SIZE, 3), np.float32))
+    assert layer_output_elements(TINY, *SIZE) == sum(int(np.prod(o.shape)) for o in outputs)
+
+
+def test_processes_start_before_the_files_exist_and_stop_cleanly(exported, parity_inputs, tmp_path):
+    _, job, artifacts = exported
+    images, reference = parity_inputs
+    early = BackendRuns(["tensorflow"], parallel=1)
+    later = tmp_path / "written-after-the-process-started.keras"
+    later.write_bytes((job.export_dir / artifacts[0].path).read_bytes())
+    outputs, info = early.start([later], _unit(images)).wait()["tensorflow"]
+    assert compare(reference, {"logits": outputs[0]}).passed
+    assert info["import_s"] > 0 and info["cpu_s"] > 0
+    abandoned = BackendRuns(["tensorflow", "torch"], parallel=2)
+    deadline = time.monotonic() + 60
+    while len(abandoned._procs) < 2 and time.monotonic() < deadline:  # started by its threads
+        time.sleep(0.05)
+    procs = list(abandoned._procs)
+    abandoned.stop()
+    assert len(procs) == 2 and all(p.poll() is not None for p in procs)
+    assert not abandoned._scratch.exists()
+
+
+def test_a_check_process_without_a_spec_exits_quietly(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "convert.keras_check", str(tmp_path)],
+        env=_env("jax"),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_backend_that_cannot_load_is_one_line_naming_it(tmp_path):
     bad = tmp_path / "classification.keras"
     bad.write_bytes(b"not a zip file")
-    runs = BackendRuns([bad], np.zeros((1, 32, 32, 3), np.float32), ["tensorflow"], parallel=1)
+    runs = BackendRuns(["tensorflow"], parallel=1).start([bad], np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(KerasBackendError) as exc:
         runs.wait()
     msg = str(exc.value)

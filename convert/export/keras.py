@@ -9,18 +9,20 @@ models share one set of layers, so the weights exist once more in memory, not tw
 (``KERAS_BACKEND=jax|tensorflow|torch python -m convert.keras_check``, which
 imports keras and :mod:`convert.keras_layers` only and calls
 ``keras.saving.load_model`` with ``safe_mode`` on), each process loading both
-files and running them on the parity images. The processes start at once, at
-most :meth:`KerasTarget.parallel_for` at a time. A backend that is not
-installed is skipped and named with what to install; one that fails to load
-or run a model is a :class:`KerasBackendError` naming it.
+files and running them on the parity images. ``prepare`` starts the processes
+before anything is written, so that they import keras and their backend while
+the other targets write; :meth:`KerasTarget.plan` says how many run at once
+and how many images go into a call. A backend that is not installed is
+skipped and named with what to install; one that fails to load or run a model
+is a :class:`KerasBackendError` naming it.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,7 @@ import numpy as np
 
 from ..errors import ExportError, LocalIOError
 from ..model_card import INPUT_RANGES
-from .target import VARIANTS, Artifact, ExportJob, Run
+from .target import COLLECT_ABOVE_BYTES, VARIANTS, Artifact, ExportJob, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -45,20 +47,26 @@ BACKENDS = ("jax", "tensorflow", "torch")
 BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 #: How to install a missing backend (setup.cfg extras; jax and TensorFlow are core dependencies).
 INSTALL_HINTS = {"jax": "pip install .", "tensorflow": "pip install .", "torch": "pip install .[keras-torch]"}
-#: Images per predict_on_batch call in the check (see convert.keras_check._predict: on the
-#: torch backend a call holds every intermediate output of all its images).
-CHECK_BATCH = 1
 #: Directory of the artifacts inside the export.
 SUBDIR = "keras"
-#: Memory of one checking process: a fixed part (Python, keras, the backend) plus
-#: this many bytes per byte of weights (the loaded model and the backend's working copies).
-#: Measured peak RSS, R50x1 (0.1 GB of weights), both models, 6 images at 160: jax 0.92 GB,
-#: tensorflow 1.27 GB, torch 1.71 GB (torch loads its CUDA libraries even on CPU).
-CHILD_FIXED_BYTES = 1.5e9
+#: The checking processes run at this lower priority: the export's own steps are the
+#: critical path, and the processes take what CPU those leave (docs/keras.md).
+CHILD_NICENESS = 10
+#: Memory of one checking process: a fixed part (Python, keras, the backend), this many
+#: bytes per byte of weights (the loaded model and the backend's working copies), and the
+#: layer outputs of the images of one call (convert.keras_model.layer_output_elements).
+#: Measured peak RSS, R50x1 (0.1 GB of weights), both models, 6 images at 160 a call
+#: (79 MB of layer outputs each): jax 0.93 GB, tensorflow 1.47 GB, torch 1.60 GB; torch
+#: alone holds 0.83 GB after its imports (it loads its CUDA libraries even on CPU).
+CHILD_FIXED_BYTES = 0.9e9
 CHILD_BYTES_PER_WEIGHT_BYTE = 2.5
-#: What the checking processes may hold together (and never more than MemAvailable):
-#: R50x1 two at a time, R152x2 (0.95 GB) one at a time.
-CHILDREN_MEMORY_BUDGET = 4.0e9
+#: What the layer outputs of one call may take: R50x1 runs its 6 parity images at 224 in
+#: one call, R152x2 (0.66 GB an image at 224) one at a time.
+CALL_ACTIVATION_BUDGET = 1.0e9
+#: What the checking processes may hold together (and never more than MemAvailable): a
+#: quarter of the 24 GB of the project's machines. R50x1: all three backends at once;
+#: R152x2: one at a time (3.9 GB estimated, 2.9 GB measured for torch).
+CHILDREN_MEMORY_BUDGET = 6.0e9
 
 
 class KerasBackendError(ExportError):
@@ -82,62 +90,95 @@ def _package_root() -> str:
 
 
 class BackendRuns:
-    """The checking processes of one export: one per backend, started now, at most ``parallel`` at a time.
+    """The checking processes of one export, one per backend, at most ``parallel`` at a time.
 
-    :meth:`wait` returns {backend: (outputs per model, the child's result.json)}
-    or raises :class:`KerasBackendError` for the first backend (in ``backends``
-    order) that failed, after stopping the others. Scratch files live in a
-    temporary directory removed by :meth:`wait` or, if it is never called,
-    when this object is collected.
+    Made before the models exist: the first ``parallel`` processes start at
+    once, import keras and their backend, and wait for their spec (the export
+    writes meanwhile). :meth:`start` gives the spec (the models and the
+    images); each further backend's process starts when one has finished.
+    :meth:`wait` returns {backend: (outputs per model, the child's
+    result.json)} or raises :class:`KerasBackendError` for the first backend
+    (in ``backends`` order) that failed, after stopping the others.
+    :meth:`stop` ends every process and removes the scratch directory; the
+    caller must call it (or :meth:`wait`) on every path: the threads that
+    feed the processes are daemons, and a process whose parent is gone
+    reads end-of-file and exits.
     """
 
-    def __init__(
-        self,
-        paths,
-        images: np.ndarray,
-        backends,
-        *,
-        parallel: int,
-        python: str = sys.executable,
-        repeat: int = 0,
-        threads: int | None = None,
-        batch: int | None = CHECK_BATCH,
-    ):
+    def __init__(self, backends, *, parallel: int, python: str = sys.executable, threads: int | None = None):
         from ..resources import usable_cpus
 
-        self.paths, self.backends, self.batch = [str(p) for p in paths], tuple(backends), batch
+        self.backends, self.paths, self.parallel = tuple(backends), [], max(1, min(parallel, len(backends)))
         # Threads per process, so that the processes running at once do not oversubscribe
         # the CPUs: torch's OpenMP threads spin while they wait, and with two 2-thread
         # processes on 2 busy cores R50x1 at 224 ran 10x slower (0.73 s -> 8-11 s).
-        self.threads = threads or max(1, usable_cpus() // max(1, parallel))
+        self.threads = threads or max(1, usable_cpus() // self.parallel)
         self._scratch = Path(tempfile.mkdtemp(prefix="bitconvert-keras-check-"))
         self._procs: list[subprocess.Popen] = []
+        self._spec: dict | None = None
+        self._go = threading.Event()
         self._stopped = False
         self._results = None
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch)
-        np.save(self._scratch / "images.npy", np.asarray(images, np.float32))
-        self._pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="keras-check")
-        self._futures = {b: self._pool.submit(self._run, b, python, repeat) for b in self.backends}
-        self._pool.shutdown(wait=False)
+        self._futures = {b: Future() for b in self.backends}
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        for b in self.backends:
+            todo.put(b)
+        for _ in range(self.parallel):
+            threading.Thread(target=self._feed, args=(todo, python), name="keras-check", daemon=True).start()
 
-    def _run(self, backend: str, python: str, repeat: int) -> int:
+    def start(self, paths, images: np.ndarray, *, batch: int | None = None, repeat: int = 0, collect: bool = True) -> BackendRuns:
+        """Give every process its work: load ``paths``, run them on ``images``, ``batch`` at a time.
+
+        ``collect``: a full garbage collection after each model (frees it before the next loads).
+        """
+        self.paths = [str(p) for p in paths]
+        np.save(self._scratch / "images.npy", np.asarray(images, np.float32))
+        self._spec = {"images": "../images.npy", "models": self.paths, "repeat": repeat, "batch": batch, "collect": collect}
+        self._go.set()
+        return self
+
+    def _feed(self, todo: queue.SimpleQueue, python: str) -> None:
+        while True:
+            try:
+                backend = todo.get_nowait()
+            except queue.Empty:
+                return
+            future = self._futures[backend]
+            try:
+                future.set_result(self._run(backend, python))
+            except BaseException as exc:  # noqa: BLE001 - handed to wait()
+                future.set_exception(exc)
+
+    def _run(self, backend: str, python: str) -> int:
         work = self._scratch / backend
-        work.mkdir()
-        spec = {"images": "../images.npy", "models": self.paths, "repeat": repeat, "batch": self.batch}
-        (work / "spec.json").write_text(json.dumps(spec))
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
         for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             env.setdefault(var, str(self.threads))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
-        with open(work / "stderr.txt", "wb") as err, self._lock:
+        with self._lock:
             if self._stopped:
                 return -1
+            work.mkdir()
+            err = open(work / "stderr.txt", "wb")
             proc = subprocess.Popen(
-                [python, "-m", "convert.keras_check", str(work)], stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env
+                [python, "-m", "convert.keras_check", str(work)], stdin=subprocess.PIPE, stdout=err, stderr=err, env=env
             )
             self._procs.append(proc)
-        return proc.wait()
+            try:
+                os.setpriority(os.PRIO_PROCESS, proc.pid, CHILD_NICENESS)
+            except OSError:  # gone already, or not allowed: it runs at the export's priority
+                pass
+        with err:
+            self._go.wait()
+            spec = None if self._stopped else self._spec
+            try:
+                proc.stdin.write(json.dumps(spec).encode() if spec else b"")
+                proc.stdin.close()
+            except OSError:  # it died while importing: its exit status and stderr say why
+                pass
+            return proc.wait()
 
     def _collect(self, backend: str) -> tuple[list[np.ndarray], dict]:
         rc = self._futures[backend].result()
@@ -154,6 +195,8 @@ class BackendRuns:
 
     def wait(self) -> dict[str, tuple[list[np.ndarray], dict]]:
         if self._results is None:
+            if not self._go.is_set():
+                raise RuntimeError("BackendRuns.wait() before start()")
             try:
                 self._results = {b: self._collect(b) for b in self.backends}
             finally:
@@ -164,7 +207,8 @@ class BackendRuns:
         """Stop every process still running and remove the scratch directory."""
         with self._lock:
             self._stopped = True
-        self._finalizer()
+            self._go.set()
+            self._finalizer()
 
 
 def _cleanup(procs: list, scratch: Path) -> None:
@@ -173,6 +217,16 @@ def _cleanup(procs: list, scratch: Path) -> None:
             proc.kill()
             proc.wait()
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """How the Keras check runs: images per call, and processes at once."""
+
+    batch: int
+    parallel: int
+    #: A full garbage collection in the processes after each model (big checkpoints only).
+    collect: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,7 +276,7 @@ class KerasTarget:
             raise LocalIOError(f"cannot write the Keras models of {job.model_id} under {out}: {exc.strerror or exc}") from exc
         finally:
             del models
-            gc.collect()
+            job.release()  # the Keras copies of the weights (a full collection only for big checkpoints)
         job.log(f"{job.model_id}: wrote the Keras models in {time.perf_counter() - t:.1f}s")
         return artifacts
 
@@ -237,24 +291,46 @@ class KerasTarget:
             raise KerasBackendError(f"no Keras backend to check the export on is installed ({hints})")
         return chosen
 
-    def parallel_for(self, weight_bytes: int, backends: int) -> int:
-        """How many checking processes run at once: bounded by the backends, the CPUs and the memory each needs."""
-        if self.parallel is not None:
-            return max(1, self.parallel)
-        from ..resources import available_memory, usable_cpus
+    def plan(self, arch, images: np.ndarray, backends: int) -> CheckPlan:
+        """How to check ``arch`` on ``images`` with ``backends`` processes in all.
 
-        per_child = CHILD_FIXED_BYTES + CHILD_BYTES_PER_WEIGHT_BYTE * weight_bytes
-        budget = min(CHILDREN_MEMORY_BUDGET, available_memory() or CHILDREN_MEMORY_BUDGET)
-        return max(1, min(backends, usable_cpus(), int(budget // per_child)))
-
-    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray) -> Callable[[], list[Run]]:
+        The batch is the largest divisor of the image count whose layer outputs
+        fit CALL_ACTIVATION_BUDGET (equal calls: one jit compilation on JAX);
+        the processes at once are bounded by the backends, the CPUs and the
+        memory each needs with that batch.
+        """
         from ..architecture import parameter_count
+        from ..keras_model import layer_output_elements
+        from ..resources import available_memory
 
+        n, (height, width) = len(images), images.shape[1:3]
+        per_image = 4 * layer_output_elements(arch, height, width)
+        batch = max(d for d in range(1, n + 1) if n % d == 0 and (d == 1 or d * per_image <= CALL_ACTIVATION_BUDGET))
+        weight_bytes = parameter_count(arch) * 4
+        collect = weight_bytes >= COLLECT_ABOVE_BYTES
+        if self.parallel is not None:
+            return CheckPlan(batch, max(1, self.parallel), collect)
+        per_child = CHILD_FIXED_BYTES + CHILD_BYTES_PER_WEIGHT_BYTE * weight_bytes + batch * per_image
+        budget = min(CHILDREN_MEMORY_BUDGET, available_memory() or CHILDREN_MEMORY_BUDGET)
+        return CheckPlan(batch, max(1, min(backends, int(budget // per_child))), collect)
+
+    def prepare(self, job: ExportJob, images: np.ndarray) -> BackendRuns:
+        """Start the checking processes before the models are written: they import keras and their backend meanwhile."""
         backends = self.available(job.log)
-        parallel = self.parallel_for(parameter_count(job.arch) * 4, len(backends))
+        return BackendRuns(backends, parallel=self.plan(job.arch, images, len(backends)).parallel, python=self.python)
+
+    def check(
+        self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: BackendRuns | None = None
+    ) -> Callable[[], list[Run]]:
+        runs = prepared or self.prepare(job, images)
+        plan = self.plan(job.arch, images, len(runs.backends))
+        batch = plan.batch
         t0 = time.perf_counter()
-        runs = BackendRuns([job.export_dir / a.path for a in artifacts], images, backends, parallel=parallel, python=self.python)
-        job.log(f"{job.model_id}: checking the Keras models on {', '.join(backends)} ({parallel} at a time)")
+        runs.start([job.export_dir / a.path for a in artifacts], images, batch=batch, collect=plan.collect)
+        job.log(
+            f"{job.model_id}: checking the Keras models on {', '.join(runs.backends)} "
+            f"({runs.parallel} at a time, {batch} image{'s' if batch > 1 else ''} a call)"
+        )
 
         def wait() -> list[Run]:
             results = runs.wait()
@@ -272,6 +348,7 @@ class KerasTarget:
                         "import_s": round(info["import_s"], 3),
                         "load_s": round(m["load_s"], 3),
                         "run_s": round(m["run_s"], 3),
+                        "process_cpu_s": round(info.get("cpu_s", 0.0), 3),
                     }
                     out.append(Run(artifact, runtime_name(backend), result, m["load_s"] + m["run_s"], facts))
             return out

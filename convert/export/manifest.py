@@ -178,3 +178,55 @@ def build_manifest(d: ManifestData) -> dict:
 
 def manifest_text(manifest: dict) -> str:
     return json.dumps(manifest, indent=2) + "\n"
+
+
+def _target_entries(tmp: Path, artifacts, runs, reports, cards) -> list[TargetEntry]:
+    """A non-savedmodel target's artifacts: path, digests, facts, card, parity per runtime."""
+    entries = []
+    for a in artifacts:
+        key = (a.target, a.path)
+        parity = {
+            r.runtime: {"seconds": round(r.seconds, 3), "facts": dict(r.facts), "report": report_dict(reports[key][r.runtime])}
+            for r in runs
+            if r.artifact.path == a.path and key in reports
+        }
+        entries.append(TargetEntry(a.variant, a.path, cards.get(key), digests(tmp / a.path), dict(a.facts), parity))
+    return entries
+
+
+def manifest_data(job, options, source, origin, written, runs, checked) -> ManifestData:
+    """Everything the manifest says, from what the export's steps returned (convert.export.orchestrator).
+
+    ``checked``: (reports, cards, archives, parity inputs, the live graph's report).
+    """
+    from .labels_asset import labels_manifest
+
+    reports, cards, archives, inputs, before = checked
+    parity = None
+    if inputs is not None:
+        after = {a.variant: reports[("savedmodel", a.path)]["tensorflow"] for a in written.get("savedmodel", [])}
+        parity = ParityRecord(
+            inputs.resolution, inputs.batch, options.parity_seed, tuple(inputs.names), before.tolerance, before, after
+        )
+    targets = {
+        name: _target_entries(job.export_dir, artifacts, runs[name], reports, cards)
+        for name, artifacts in written.items()
+        if name != "savedmodel"
+    }
+    savedmodel = {a.variant: dict(a.facts) for a in written["savedmodel"]} if "savedmodel" in written else None
+    return ManifestData(
+        job.entry,
+        job.arch,
+        options.input_range,
+        source.source_url,
+        source.path,
+        source.path.stat().st_size,
+        source.parameters,
+        source.sha256,
+        origin,
+        savedmodel,
+        archives,
+        parity,
+        targets,
+        labels_manifest(job.entry, job.labels, tuple(written)),
+    )

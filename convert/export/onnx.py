@@ -111,7 +111,7 @@ class OnnxTarget:
 
     # -- check ------------------------------------------------------------------------
 
-    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray):
+    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared=None):
         images = np.ascontiguousarray(images, np.float32)
 
         def wait() -> list[Run]:

@@ -5,8 +5,10 @@ Order of work, so that failures cost little and leave nothing behind:
 1. read the checkpoint strictly (any reader error stops here: nothing written);
 2. unless ``skip_parity``: start the JAX reference (float64 only: the verdict
    is taken against float64) where its Placement says (convert.parity.placement);
-3. build the TF graph; run it on the parity images in a thread while the
-   targets write into ``<out>/.<id>.tmp-<pid>``;
+3. build the TF graph; start what the targets' checks prepare (the Keras
+   check processes, which import keras and their backend meanwhile); run the
+   graph on the parity images in a thread while the targets write into
+   ``<out>/.<id>.tmp-<pid>``;
 4. each target reloads what it wrote from disk and runs it; every run is
    compared with the JAX reference (judge.py); cards and manifest are written;
 5. only then the temporary directory replaces ``<out>/<id>`` atomically. Any
@@ -35,17 +37,14 @@ from ..model_card import INPUT_RANGES
 from ..registry import ModelEntry
 from . import judge
 from .formats import DEFAULT, get_targets
-from .labels_asset import labels_manifest, write_label_files
-from .manifest import MANIFEST_NAME, ManifestData, ParityRecord, TargetEntry, build_manifest, digests, manifest_text
+from .labels_asset import write_label_files
+from .manifest import MANIFEST_NAME, build_manifest, manifest_data, manifest_text
 from .publish import check_free_space, io_error, publish, temporary_export
-from .target import VARIANT_STAGES, Artifact, ExportJob, Run
+from .target import COLLECT_ABOVE_BYTES, VARIANT_STAGES, Artifact, ExportJob, Run
 
 #: Default parity input size cap: 224, the size BiT was pre-trained at (the graph is
 #: the same at every size; `bitconvert verify --resolution` checks any size).
 PARITY_MAX_RESOLUTION = 224
-#: Checkpoints from this size up get a full garbage collection after each model is
-#: done with (docs/performance.md).
-COLLECT_ABOVE_BYTES = 250_000_000
 #: Size of the image a reloaded artifact is run on when parity is skipped (cheap at any depth).
 _PROBE_SIZE = 64
 
@@ -210,13 +209,18 @@ def start_live_run(net, inputs: ParityInputs | None):
     return judge.LiveRun(graph, inputs.images)
 
 
+def prepare_targets(targets, job: ExportJob, images: np.ndarray) -> dict[str, object]:
+    """What each target's check needs started before anything is written (the Keras processes import meanwhile)."""
+    return {t.name: t.prepare(job, images) for t in targets if hasattr(t, "prepare")}
+
+
 def write_targets(targets, job: ExportJob) -> dict[str, list[Artifact]]:
     return {t.name: t.write(job) for t in targets}
 
 
-def check_targets(targets, job: ExportJob, written, images: np.ndarray) -> dict[str, list[Run]]:
+def check_targets(targets, job: ExportJob, written, images: np.ndarray, prepared: dict) -> dict[str, list[Run]]:
     """Start every target's check, then wait for each (in-process checks run while children work)."""
-    waits = {t.name: t.check(job, written[t.name], images) for t in targets}
+    waits = {t.name: t.check(job, written[t.name], images, prepared.get(t.name)) for t in targets}
     return {name: wait() for name, wait in waits.items()}
 
 
@@ -250,55 +254,6 @@ def write_cards(targets, job: ExportJob, written, reports: dict, inputs: ParityI
                 atomic_write(job.export_dir / card, text)
                 cards[(target.name, artifact.path)] = card
     return cards
-
-
-def _target_entries(tmp: Path, artifacts, runs, reports, cards) -> list[TargetEntry]:
-    """A non-savedmodel target's artifacts: path, digests, facts, card, parity per runtime."""
-    from .manifest import report_dict
-
-    entries = []
-    for a in artifacts:
-        key = (a.target, a.path)
-        parity = {
-            r.runtime: {"seconds": round(r.seconds, 3), "facts": dict(r.facts), "report": report_dict(reports[key][r.runtime])}
-            for r in runs
-            if r.artifact.path == a.path and key in reports
-        }
-        entries.append(TargetEntry(a.variant, a.path, cards.get(key), digests(tmp / a.path), dict(a.facts), parity))
-    return entries
-
-
-def manifest_data(job: ExportJob, options, source: Source, origin, written, runs, checked) -> ManifestData:
-    """Everything the manifest says, from what the steps returned. ``checked``: (reports, cards, archives, inputs, before)."""
-    reports, cards, archives, inputs, before = checked
-    parity = None
-    if inputs is not None:
-        after = {a.variant: reports[("savedmodel", a.path)]["tensorflow"] for a in written.get("savedmodel", [])}
-        parity = ParityRecord(
-            inputs.resolution, inputs.batch, options.parity_seed, tuple(inputs.names), before.tolerance, before, after
-        )
-    targets = {
-        name: _target_entries(job.export_dir, artifacts, runs[name], reports, cards)
-        for name, artifacts in written.items()
-        if name != "savedmodel"
-    }
-    savedmodel = {a.variant: dict(a.facts) for a in written["savedmodel"]} if "savedmodel" in written else None
-    return ManifestData(
-        job.entry,
-        job.arch,
-        options.input_range,
-        source.source_url,
-        source.path,
-        source.path.stat().st_size,
-        source.parameters,
-        source.sha256,
-        origin,
-        savedmodel,
-        archives,
-        parity,
-        targets,
-        labels_manifest(job.entry, job.labels, tuple(written)),
-    )
 
 
 def export_model(
@@ -352,28 +307,12 @@ def export_model(
 
 
 def _export_into(job: ExportJob, targets, options, source, origin, pending, inputs) -> dict:
-    """Steps 3-4 inside the temporary directory: build, write, judge the live graph, check, judge, cards, archives.
-
-    The TF graph exists only here, in ``net`` and the written-to job: once every
-    target has written, both go, so no caller keeps the weights alive while reloading.
-    """
-    net, release = build_graph(job.entry, source, pending, inputs, job.log)
-    live = start_live_run(net, inputs)
-    written = write_targets(targets, dataclasses.replace(job, net=net, release=release))
-    del net
-    job = dataclasses.replace(job, release=release)
-    before = None
-    if live is not None:
-        out = live.result()
-        job.log(f"{job.model_id}: TF graph run on the parity images in {live.seconds:.1f}s (alongside the writing)")
-        if pending.done:  # the reference is there: judge the live graph before going on
-            before = judge.judge_live(pending.result(), out, job.arch, job.model_id, job.log)
-    job.release()
-    images = inputs.images if inputs is not None else _probe_images()
-    runs = check_targets(targets, job, written, _to_input_range(images, job.input_range))
+    """Steps 3-4 inside the temporary directory: write and check, judge, cards, archives, manifest."""
+    images = _to_input_range(inputs.images if inputs is not None else _probe_images(), job.input_range)
+    job, written, runs, live_out, before = _write_and_check(job, targets, source, pending, inputs, images)
     reference = wait_reference(pending, inputs, job.model_id, job.log) if pending is not None else None
     if reference is not None and before is None:
-        before = judge.judge_live(reference, out, job.arch, job.model_id, job.log)
+        before = judge.judge_live(reference, live_out, job.arch, job.model_id, job.log)
     reports = judge_all(runs, reference, len(images), job.arch, job.model_id, job.log)
     try:
         write_label_files(job, written)  # labels_asset
@@ -390,3 +329,32 @@ def _export_into(job: ExportJob, targets, options, source, origin, pending, inpu
 
         write_kaggle(job, options.kaggle, manifest, written, cards)
     return manifest
+
+
+def _write_and_check(job: ExportJob, targets, source, pending, inputs, images):
+    """Build the TF graph, start the targets' checks' processes, write, judge the live graph, check.
+
+    Returns (the job without the TF graph, written, runs, the live graph's
+    outputs, its parity report if the reference was already there). The TF
+    graph exists only here, in ``net`` and the written-to job: once every
+    target has written, both go, so no caller keeps the weights alive while reloading.
+    """
+    net, release = build_graph(job.entry, source, pending, inputs, job.log)
+    prepared = prepare_targets(targets, job, images)
+    try:
+        live = start_live_run(net, inputs)
+        written = write_targets(targets, dataclasses.replace(job, net=net, release=release))
+        del net
+        job = dataclasses.replace(job, release=release)
+        out = before = None
+        if live is not None:
+            out = live.result()
+            job.log(f"{job.model_id}: TF graph run on the parity images in {live.seconds:.1f}s (alongside the writing)")
+            if pending.done:  # the reference is there: judge the live graph before going on
+                before = judge.judge_live(pending.result(), out, job.arch, job.model_id, job.log)
+        job.release()
+        runs = check_targets(targets, job, written, images, prepared)
+    finally:
+        for handle in prepared.values():
+            handle.stop()
+    return job, written, runs, out, before

@@ -162,7 +162,7 @@ class SavedModelTarget:
             job.log(f"{job.model_id}: wrote the {variant} SavedModel in {time.perf_counter() - t:.1f}s")
         return artifacts
 
-    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray) -> Callable[[], list[Run]]:
+    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared=None) -> Callable[[], list[Run]]:
         """Reloads in this process, one variant at a time, when waited for (so that other targets' children start first)."""
         return lambda: [self._reload(job, a, images) for a in artifacts]
 

@@ -5,10 +5,15 @@ files and how a user's runtime loads them; the orchestrator owns everything
 else: the JAX reference, the comparison rule, the manifest, the cards and the
 atomic publication. Each target:
 
+0. optionally ``prepare(job, images)``, before anything is written: starts
+   what its check needs and returns a handle with ``stop()`` that is given
+   back to ``check`` (the Keras target's child processes import keras and
+   their backend while the other targets write); the orchestrator stops
+   every handle when the export ends, whichever way;
 1. ``write(job)`` writes its artifacts under ``job.export_dir`` (the temporary
    export directory; nothing there is final until the orchestrator publishes
    it) and returns one :class:`Artifact` per file or directory written;
-2. ``check(job, artifacts, images)`` starts reloading them from disk in the
+2. ``check(job, artifacts, images, prepared=None)`` starts reloading them from disk in the
    runtime a user would use (possibly in child processes, possibly several
    runtimes per artifact) and returns a callable that waits and returns one
    :class:`Run` per (artifact, runtime): the outputs on ``images``, which are
@@ -49,6 +54,10 @@ VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"
 #: The single input of every artifact, and each variant's output name.
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"classification": "logits", "feature_extraction": "feature_vector"}
+
+#: Checkpoints from this size up get a full garbage collection after each model is
+#: done with, in the export and in the Keras check processes (docs/performance.md).
+COLLECT_ABOVE_BYTES = 250_000_000
 
 Log = Callable[[str], None]
 
@@ -115,6 +124,8 @@ class ExportTarget(Protocol):
 
     def write(self, job: ExportJob) -> list[Artifact]: ...
 
-    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray) -> Callable[[], list[Run]]: ...
+    def check(
+        self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: object = None
+    ) -> Callable[[], list[Run]]: ...
 
     def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None: ...

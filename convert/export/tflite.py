@@ -106,7 +106,7 @@ class TFLiteTarget:
 
     # -- check ------------------------------------------------------------------------
 
-    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray):
+    def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared=None):
         images = np.ascontiguousarray(images, np.float32)
 
         def wait() -> list[Run]:
