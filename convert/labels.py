@@ -66,11 +66,23 @@ def read_labels_file(path: str | os.PathLike, classes: int) -> tuple[str, ...]:
     return parse_labels(text, classes, str(path))
 
 
+def labels_policy():
+    """How hard to try for a label file: two requests, then export without names.
+
+    The names are optional (an export proves the weights) and a few kB: with
+    the checkpoints' policy an unreachable bucket held an export for 24-27 s
+    of retries before the warning; with this one, about a second.
+    """
+    from .fetch import RetryPolicy
+
+    return RetryPolicy(connect_timeout=10.0, read_timeout=30.0, attempts=2, max_requests=4, deadline=60.0)
+
+
 def fetch_object(name: str, *, cache_dir=None, base_url=None, offline=False, log: Log = _silent) -> Path:
-    """The verified cached copy of bucket object ``name`` (the checkpoints' downloader and cache)."""
+    """The verified cached copy of bucket object ``name`` (the checkpoints' downloader and cache, :func:`labels_policy`)."""
     from .fetch import fetch_file
 
-    return fetch_file(name, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=True, log=log)
+    return fetch_file(name, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=True, log=log, policy=labels_policy())
 
 
 Fetch = Callable[..., Path]

@@ -123,6 +123,21 @@ def test_a_mirror_without_the_label_file_warns(mirror, cache, bucket):
     assert len(warnings) == 1 and "cannot fetch ilsvrc2012_wordnet_lemmas.txt" in warnings[0]
 
 
+def test_an_unavailable_bucket_costs_two_requests_then_a_warning(mirror, cache):
+    """Label files are optional: their policy gives up after two requests, where a checkpoint's tries six."""
+    from convert.labels import labels_policy
+
+    def unavailable(reply):
+        reply.status, reply.body = 503, b""
+        reply.set_header("Content-Length", "0")
+
+    mirror.hook = unavailable
+    warnings = []
+    assert load_labels(REGISTRY.get("r50x1-160"), cache_dir=cache, base_url=mirror.base_url, log=warnings.append) is None
+    assert len(warnings) == 1 and "gave up after 2 request(s)" in warnings[0]
+    assert len(mirror.requests) == labels_policy().attempts == 2
+
+
 # -- inside the SavedModel ---------------------------------------------------------------------
 
 
