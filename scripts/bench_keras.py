@@ -14,8 +14,9 @@ On a synthetic R50x1 checkpoint (official layout, written to bench-results/keras
 
 Wall times on the shared 2-core machine are noisy: compare the ratios measured in the same run.
 Markdown on stdout, progress on stderr, JSON in bench-results/keras/results.json. Exits 1 when a
-backend misses parity or savedmodel + keras takes more than 1.5x savedmodel alone (issue 10;
-the two are measured apart and added, so the overlap of a combined export is not credited).
+backend misses parity. The keras steps' cost beside the SavedModel export is printed too, the two
+measured apart and added (an upper bound: a combined export overlaps them); issue 10's export-time
+target is judged on the combined export by scripts/bench_export.py.
 """
 
 from __future__ import annotations
@@ -155,11 +156,8 @@ def main() -> int:
 
 
 #: Issue 10: r50x1-160 with --format savedmodel,keras within this many times savedmodel alone.
-TARGET_RATIO = 1.5
-
-
 def verdict(results: dict) -> dict:
-    """Parity on every backend, and the export-time target (the two parts added: no overlap credited)."""
+    """Parity on every backend (the verdict), and the keras steps' cost added to the SavedModel export's."""
     lines, met = [], True
     failed = [name for name, f in results["parity"].items() if not f["passed"]]
     lines.append(f"parity: {'FAIL at ' + ', '.join(failed) if failed else 'every backend within the tolerance'}")
@@ -168,12 +166,10 @@ def verdict(results: dict) -> dict:
     if sm:
         k = results["keras_export"]
         wall, cpu = (sm["wall_s"] + k["wall_s"]) / sm["wall_s"], (sm["cpu_s"] + k["cpu_s"]) / sm["cpu_s"]
-        ok = wall <= TARGET_RATIO
         lines.append(
-            f"savedmodel + keras vs savedmodel alone: wall {wall:.2f}x, CPU {cpu:.2f}x "
-            f"(target {TARGET_RATIO}x: {'met' if ok else 'MISSED'})"
+            f"savedmodel export + keras steps apart vs savedmodel alone: wall {wall:.2f}x, CPU {cpu:.2f}x "
+            "(no overlap credited; issue 10's 1.5x is judged on the combined export: make bench BENCH=export)"
         )
-        met &= ok
     return {"met": bool(met), "lines": lines}
 
 
