@@ -47,11 +47,19 @@ from .numerics import (
 )
 
 STRIDED_PADDING = STRIDED_PADDINGS
-#: Initial value of every kernel and bias (stored in the config, so also used by load_model
-#: before the saved weights arrive). Zeros, not random: an unloaded model must never look
-#: plausible; made with numpy (keras_layers.HostConstant), because the backend's own
-#: initialisers compile once per shape on the JAX backend.
-ZEROS = HostConstant(0.0)
+
+
+def _zeros() -> HostConstant:
+    """The initial value of a kernel or bias, a new object for every weight.
+
+    Stored in the config, so also used by load_model before the saved weights
+    arrive. Zeros, not random: an unloaded model must never look plausible.
+    Made with numpy (keras_layers.HostConstant): the backend's own initialisers
+    compile once per shape on the JAX backend. One object per weight: Keras
+    saves an initialiser that several layers share as a "shared object" whose
+    id is a memory address, which would make the config differ between runs.
+    """
+    return HostConstant(0.0)
 
 
 class _Builder:
@@ -64,10 +72,10 @@ class _Builder:
 
     def conv(self, x, name: str, filters: int, kernel: int, stride: int = 1, pad: int = 0):
         if pad and stride > 1 and self.strided_padding == "same":
-            return StandardizedConv2D(filters, kernel, strides=stride, padding="same", kernel_initializer=ZEROS, name=name)(x)
+            return StandardizedConv2D(filters, kernel, strides=stride, padding="same", kernel_initializer=_zeros(), name=name)(x)
         if pad:
             x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        return StandardizedConv2D(filters, kernel, strides=stride, padding="valid", kernel_initializer=ZEROS, name=name)(x)
+        return StandardizedConv2D(filters, kernel, strides=stride, padding="valid", kernel_initializer=_zeros(), name=name)(x)
 
     @staticmethod
     def gn_relu(x, name: str):
@@ -124,7 +132,7 @@ def build_keras_models(
             x = b.unit(x, arch, block, unit)
     x = b.gn_relu(x, "pre_head_gn")
     pre = keras.layers.GlobalAveragePooling2D(name="pre_logits")(x)
-    logits = keras.layers.Dense(arch.classes, kernel_initializer=ZEROS, bias_initializer=ZEROS, name="head")(pre)
+    logits = keras.layers.Dense(arch.classes, kernel_initializer=_zeros(), bias_initializer=_zeros(), name="head")(pre)
     classifier = keras.Model(images, logits, name="bit_classification")
     features = keras.Model(images, pre, name="bit_feature_extraction")
     if arrays is not None:
