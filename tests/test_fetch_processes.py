@@ -24,6 +24,13 @@ from filelock import FileLock
 REPO = Path(__file__).resolve().parent.parent
 REGISTRY = registry_yaml({"test-a": SOURCE})
 #: Runs the CLI with a file-size limit, SIGXFSZ ignored so that write() fails with EFBIG instead of killing.
+#: ``python -m convert`` with Ctrl-C's usual action: a suite started in the background by a
+#: non-interactive shell (``cmd &``) inherits SIGINT ignored, and Python would keep it so.
+CTRL_C = """import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv[0] = "bitconvert"
+runpy.run_module("convert", run_name="__main__")
+"""
 LIMITED = """import resource, runpy, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 limit = int(sys.argv.pop(1))
@@ -55,8 +62,8 @@ def child_env(tmp_path) -> dict[str, str]:
 
 
 def start(mirror, cache, env, *extra, prefix=()) -> subprocess.Popen:
-    command = [*prefix, "fetch", "test-a", "--cache-dir", str(cache), "--base-url", mirror.base_url, *extra]
-    argv = [sys.executable, "-m", "convert", *command] if not prefix else [sys.executable, "-c", *command]
+    command = [*(prefix or (CTRL_C,)), "fetch", "test-a", "--cache-dir", str(cache), "--base-url", mirror.base_url, *extra]
+    argv = [sys.executable, "-c", *command]
     return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
