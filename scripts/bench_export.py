@@ -123,9 +123,12 @@ def _measure_pairs(model_id: str, pairs: int) -> tuple[dict, dict | None, str | 
     if pairs <= 1:
         return measure_export(model_id), None, None
     done = [(measure_export(model_id), measure_export(model_id, KERAS)) for _ in range(pairs)]
-    ratio = {id(b): k["run"].wall_s / b["run"].wall_s for b, k in done}
-    base, both = sorted(done, key=lambda pair: ratio[id(pair[0])])[len(done) // 2]
-    listed = ", ".join(f"{b['run'].wall_s:.1f} s / {k['run'].wall_s:.1f} s = {ratio[id(b)]:.2f}x" for b, k in done)
+    ratios = [both["run"].wall_s / base["run"].wall_s for base, both in done]
+    median = sorted(range(pairs), key=ratios.__getitem__)[pairs // 2]
+    listed = ", ".join(
+        f"{b['run'].wall_s:.1f} s / {k['run'].wall_s:.1f} s = {r:.2f}x" for (b, k), r in zip(done, ratios, strict=True)
+    )
+    base, both = done[median]
     return (
         base,
         both,

@@ -12,6 +12,7 @@ from convert.synthetic import write_synthetic_checkpoint
 TINY = Architecture((1, 1, 1, 1), width=1, classes=10)
 R50X1 = Architecture.from_depth(50, 1, 1000)
 R152X2 = Architecture.from_depth(152, 2, 1000)
+R152X4 = Architecture.from_depth(152, 4, 1000)
 
 
 @pytest.fixture

@@ -7,16 +7,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import R50X1, TINY
+from conftest import R50X1, R152X2, R152X4, TINY
 from deploy_support import MUTATIONS, chdir, load_with_reference, make_job, reports, usage_code, write_and_check
 
-from convert.architecture import Architecture, checkpoint_layout
+from convert.architecture import checkpoint_layout
 from convert.export.onnx import DIMS, TARGET, OnnxTarget, run_onnx
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES, VARIANTS
 
 PX = 48
-R152X2 = Architecture.from_depth(152, 2, 1000)
-R152X4 = Architecture.from_depth(152, 4, 1000)
 
 
 @pytest.fixture(scope="module")

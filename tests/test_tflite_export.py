@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import R50X1, TINY
+from conftest import R50X1, R152X2, R152X4, TINY
 from deploy_support import (
     MUTATIONS,
     chdir,
@@ -17,14 +17,11 @@ from deploy_support import (
     write_and_check,
 )
 
-from convert.architecture import Architecture
 from convert.errors import ExportError
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES, VARIANTS
 from convert.export.tflite import TARGET, TFLiteTarget, run_tflite
 
 PX = 48
-R152X2 = Architecture.from_depth(152, 2, 1000)
-R152X4 = Architecture.from_depth(152, 4, 1000)
 
 
 @pytest.fixture(scope="module")

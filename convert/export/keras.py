@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -229,6 +230,16 @@ class CheckPlan:
     collect: bool = False
 
 
+class Prepared(NamedTuple):
+    """What :meth:`KerasTarget.prepare` started: the processes, and the plan they were started for."""
+
+    runs: BackendRuns
+    plan: CheckPlan
+
+    def stop(self) -> None:
+        self.runs.stop()
+
+
 @dataclass(frozen=True)
 class KerasTarget:
     """The ``keras`` target. Everything it depends on is a field, so tests inject what they need.
@@ -314,22 +325,21 @@ class KerasTarget:
         budget = min(CHILDREN_MEMORY_BUDGET, available_memory() or CHILDREN_MEMORY_BUDGET)
         return CheckPlan(batch, max(1, min(backends, int(budget // per_child))), collect)
 
-    def prepare(self, job: ExportJob, images: np.ndarray) -> BackendRuns:
+    def prepare(self, job: ExportJob, images: np.ndarray) -> Prepared:
         """Start the checking processes before the models are written: they import keras and their backend meanwhile."""
         backends = self.available(job.log)
-        return BackendRuns(backends, parallel=self.plan(job.arch, images, len(backends)).parallel, python=self.python)
+        plan = self.plan(job.arch, images, len(backends))
+        return Prepared(BackendRuns(backends, parallel=plan.parallel, python=self.python), plan)
 
     def check(
-        self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: BackendRuns | None = None
+        self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: Prepared | None = None
     ) -> Callable[[], list[Run]]:
-        runs = prepared or self.prepare(job, images)
-        plan = self.plan(job.arch, images, len(runs.backends))
-        batch = plan.batch
+        runs, plan = prepared or self.prepare(job, images)
         t0 = time.perf_counter()
-        runs.start([job.export_dir / a.path for a in artifacts], images, batch=batch, collect=plan.collect)
+        runs.start([job.export_dir / a.path for a in artifacts], images, batch=plan.batch, collect=plan.collect)
         job.log(
             f"{job.model_id}: checking the Keras models on {', '.join(runs.backends)} "
-            f"({runs.parallel} at a time, {batch} image{'s' if batch > 1 else ''} a call)"
+            f"({runs.parallel} at a time, {plan.batch} image{'s' if plan.batch > 1 else ''} a call)"
         )
 
         def wait() -> list[Run]:

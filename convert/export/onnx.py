@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ExportError, LocalIOError, one_line
 from .folded import folded_arrays, function_with_weight_inputs, variant_bytes
 from .manifest import package_version as _version
-from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
+from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
 
 #: ONNX opset written (tf2onnx 1.17 converts every op of the graph at 17; onnxruntime 1.32 runs it).
 OPSET = 17
@@ -113,11 +113,7 @@ class OnnxTarget:
 
     def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared=None):
         images = np.ascontiguousarray(images, np.float32)
-
-        def wait() -> list[Run]:
-            return [self._run(job, a, images) for a in artifacts]
-
-        return wait
+        return check_in_process(lambda a: self._run(job, a, images), artifacts)
 
     def _run(self, job: ExportJob, artifact: Artifact, images: np.ndarray) -> Run:
         t = time.perf_counter()

@@ -24,7 +24,7 @@ from ..fetch import sha256_file
 from ..model_card import INPUT_RANGES, OUTPUT_KEYS, archive_name, render_card
 from .labels_asset import check_reloaded_labels, tracked_labels
 from .publish import io_error
-from .target import INPUT_NAME, VARIANTS, Artifact, ExportJob, Run
+from .target import INPUT_NAME, VARIANTS, Artifact, ExportJob, Run, check_in_process
 
 
 def variant_variables(net, variant: str) -> list:
@@ -164,7 +164,7 @@ class SavedModelTarget:
 
     def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared=None) -> Callable[[], list[Run]]:
         """Reloads in this process, one variant at a time, when waited for (so that other targets' children start first)."""
-        return lambda: [self._reload(job, a, images) for a in artifacts]
+        return check_in_process(lambda a: self._reload(job, a, images), artifacts)
 
     def _reload(self, job: ExportJob, artifact: Artifact, images: np.ndarray) -> Run:
         import tensorflow as tf

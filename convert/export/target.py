@@ -116,6 +116,11 @@ class Run:
     facts: Mapping = field(default_factory=dict)  # runtime version, provider, ...
 
 
+def check_in_process(run_one: Callable[[Artifact], Run], artifacts: list[Artifact]) -> Callable[[], list[Run]]:
+    """An in-process check: ``run_one`` on each artifact in turn, once waited for (so that other targets' child processes start first)."""
+    return lambda: [run_one(a) for a in artifacts]
+
+
 class ExportTarget(Protocol):
     #: The --format value.
     name: str

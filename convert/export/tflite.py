@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ExportError, LocalIOError, one_line
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
-from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
+from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
 
 #: FlatBuffers address with 32-bit offsets: one .tflite holds less than 2 GiB.
 FLATBUFFER_LIMIT = 2**31 - 1
@@ -108,11 +108,7 @@ class TFLiteTarget:
 
     def check(self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared=None):
         images = np.ascontiguousarray(images, np.float32)
-
-        def wait() -> list[Run]:
-            return [self._run(job, a, images) for a in artifacts]
-
-        return wait
+        return check_in_process(lambda a: self._run(job, a, images), artifacts)
 
     def _run(self, job: ExportJob, artifact: Artifact, images: np.ndarray) -> Run:
         t = time.perf_counter()
