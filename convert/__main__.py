@@ -1,6 +1,6 @@
 """``python -m convert`` runs the bitconvert CLI."""
 
-from .cli import main
+from .cli.commands import main
 
 if __name__ == "__main__":
     main()

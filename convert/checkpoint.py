@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .architecture import STANDARD_UNITS, Architecture, checkpoint_layout, format_shape, infer_architecture, normalise_key
 from .errors import CheckpointError
+from .model.architecture import STANDARD_UNITS, Architecture, checkpoint_layout, format_shape, infer_architecture, normalise_key
 
 #: Largest .npy header we parse (numpy's own default guard).
 _MAX_HEADER = 10_000

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
-from .architecture import STANDARD_UNITS, Architecture, parameter_count
 from .errors import RegistryError, UnknownModelError
+from .model.architecture import STANDARD_UNITS, Architecture, parameter_count
 
 #: The registry: at the repo root next to setup.cfg (editable install, checkout),
 #: else where setup.cfg's data_files put it for a regular install.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .architecture import Architecture, checkpoint_layout
 from .fsutil import atomic_writer
+from .model.architecture import Architecture, checkpoint_layout
 
 
 def synthetic_arrays(arch: Architecture, seed: int = 0) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from convert.architecture import Architecture
+from convert.model.architecture import Architecture
 from convert.synthetic import write_synthetic_checkpoint
 from convert.testing.bench import Measured, mb, measure, print_table, python_tool
 

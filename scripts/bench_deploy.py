@@ -92,9 +92,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from deploy_support import load_with_reference, make_job, reports, to_unit
 
-    from convert.architecture import Architecture
     from convert.export.onnx import TARGET as ONNX
     from convert.export.tflite import TARGET as TFLITE
+    from convert.model.architecture import Architecture
     from convert.synthetic import write_synthetic_checkpoint
 
     depth, width = args.arch.upper().removeprefix("R").split("X")

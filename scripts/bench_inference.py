@@ -131,7 +131,7 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
     if kind.startswith("keras-"):
         import keras
 
-        import convert.keras_layers  # noqa: F401  (registers the custom layers, as a user does)
+        import convert.model.keras_layers  # noqa: F401  (registers the custom layers, as a user does)
 
         model = keras.saving.load_model(path)
         return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))
@@ -139,8 +139,8 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
         import jax
 
         from convert.checkpoint import load_checkpoint
-        from convert.flax_model import make_apply
-        from convert.mapping import flax_params
+        from convert.model.flax_model import make_apply
+        from convert.model.mapping import flax_params
 
         params = flax_params(load_checkpoint(checkpoint, arch).arrays, arch, put=jax.device_put)
         apply = make_apply(arch)

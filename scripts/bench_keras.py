@@ -62,9 +62,9 @@ def keras_export(ckpt: Path, out: Path) -> tuple[dict, dict, Path]:
     from convert.checkpoint import load_checkpoint
     from convert.export.keras import TARGET
     from convert.export.target import VARIANT_STAGES, ExportJob
+    from convert.model.tf_model import build_tf_model
     from convert.parity import compare, make_inputs, reference_outputs
     from convert.registry import load_registry
-    from convert.tf_model import build_tf_model
 
     entry = load_registry().get(MODEL)
     checkpoint = load_checkpoint(ckpt, entry.architecture)

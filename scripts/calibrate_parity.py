@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from convert.architecture import Architecture  # noqa: E402
 from convert.checkpoint import Checkpoint  # noqa: E402
+from convert.model.architecture import Architecture  # noqa: E402
 from convert.parity import STAGES, make_inputs, reference_outputs, tf_stage_function, tolerance  # noqa: E402
 from convert.parity.compare import _per_image_rel_l2  # noqa: E402
 from convert.synthetic import synthetic_arrays  # noqa: E402
@@ -40,7 +40,7 @@ def swapped_rows(arch, a: str, b: str):
     """The mapping with the TF targets of checkpoint keys ``a`` and ``b`` exchanged (same shape)."""
     from dataclasses import replace
 
-    from convert.mapping import mapping_rows
+    from convert.model.mapping import mapping_rows
 
     rows = {r.checkpoint_key: r for r in mapping_rows(arch)}
     assert rows[a].shape == rows[b].shape, (rows[a].shape, rows[b].shape)
@@ -89,7 +89,7 @@ def main() -> int:
     ref = reference_outputs(ckpt, images, names)
     print(f"reference {time.perf_counter() - t:.1f} s {ref.timings}", file=sys.stderr)
 
-    from convert.tf_model import build_tf_model
+    from convert.model.tf_model import build_tf_model
 
     def run_tf(**knobs):
         fn = tf_stage_function(build_tf_model(ckpt, **knobs))

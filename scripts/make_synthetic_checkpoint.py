@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from convert.architecture import Architecture
+from convert.model.architecture import Architecture
 from convert.registry import load_registry
 from convert.synthetic import write_synthetic_checkpoint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from convert.architecture import Architecture
+from convert.model.architecture import Architecture
 from convert.synthetic import write_synthetic_checkpoint
 
 #: A reduced block layout for fast end-to-end tests (depth 14, width 1).

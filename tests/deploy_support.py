@@ -12,10 +12,10 @@ import numpy as np
 
 from convert.checkpoint import load_checkpoint
 from convert.export.target import VARIANT_STAGES, ExportJob
-from convert.mapping import mapping_rows
+from convert.model.mapping import mapping_rows
+from convert.model.tf_model import build_tf_model
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
-from convert.tf_model import build_tf_model
 
 MODEL = "r50x1-160"
 #: Two same-shaped arrays of the tiny layout (swapped on the TF side: the classic mapping bug).

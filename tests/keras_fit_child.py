@@ -1,7 +1,7 @@
 """Run by tests/test_keras_export.py in a fresh process per backend: fine-tune a loaded feature extractor.
 
 ``KERAS_BACKEND=<b> python tests/keras_fit_child.py feature_extraction.keras`` prints one JSON line:
-the top-level modules that importing ``convert.keras_layers`` added after keras,
+the top-level modules that importing ``convert.model.keras_layers`` added after keras,
 how many backbone weights one ``fit`` step changed inside a larger model, and
 how many changed once ``backbone.trainable = False``.
 """
@@ -12,7 +12,7 @@ import sys
 import keras
 
 _BEFORE = {m.split(".")[0] for m in sys.modules}
-import convert.keras_layers  # noqa: E402, F401
+import convert.model.keras_layers  # noqa: E402, F401
 
 NEW_MODULES = sorted({m.split(".")[0] for m in sys.modules} - _BEFORE)
 

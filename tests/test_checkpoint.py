@@ -9,9 +9,9 @@ import pytest
 from conftest import R50X1, TINY
 
 from convert import checkpoint as ckpt_mod
-from convert.architecture import Architecture, checkpoint_layout, infer_architecture
 from convert.checkpoint import inspect_checkpoint, load_checkpoint
 from convert.errors import CheckpointError
+from convert.model.architecture import Architecture, checkpoint_layout, infer_architecture
 from convert.synthetic import synthetic_arrays, write_npz_atomic, write_synthetic_checkpoint
 
 GAMMA = "resnet/block1/unit01/a/group_norm/gamma"

@@ -148,7 +148,7 @@ def test_labels_asset_survives_a_move_and_a_reload(tmp_path, tiny_npz):
     from convert.errors import ExportError
     from convert.export import build_exportable
     from convert.export.labels_asset import check_reloaded_labels, read_saved_labels, tracked_labels
-    from convert.tf_model import build_tf_model
+    from convert.model.tf_model import build_tf_model
 
     labels = tuple(f"class {i}, name" for i in range(TINY.classes))
     root = build_exportable(build_tf_model(load_checkpoint(tiny_npz, TINY)), "classification", "unit")

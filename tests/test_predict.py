@@ -30,8 +30,8 @@ def exports(tmp_path_factory):
 
     from convert.checkpoint import load_checkpoint
     from convert.export.labels_asset import tracked_labels
+    from convert.model.tf_model import build_tf_model
     from convert.synthetic import write_synthetic_checkpoint
-    from convert.tf_model import build_tf_model
 
     base = tmp_path_factory.mktemp("predict")
     ckpt = write_synthetic_checkpoint(base / "tiny.npz", TINY, seed=3)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from convert.architecture import Architecture, checkpoint_layout, parameter_count
 from convert.errors import RegistryError, UnknownModelError
+from convert.model.architecture import Architecture, checkpoint_layout, parameter_count
 from convert.registry import HubHandles, check, load_registry, parse_registry
 
 REGISTRY = load_registry()

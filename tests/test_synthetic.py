@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from conftest import TINY
 
-from convert.architecture import Architecture, checkpoint_layout
 from convert.checkpoint import load_checkpoint
+from convert.model.architecture import Architecture, checkpoint_layout
 from convert.synthetic import synthetic_arrays
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_synthetic_checkpoint.py"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import R152X2
 
-from convert.architecture import Architecture, checkpoint_layout
 from convert.checkpoint import inspect_checkpoint, load_checkpoint
 from convert.errors import CheckpointError
+from convert.model.architecture import Architecture, checkpoint_layout
 
 R50X1 = Architecture.from_depth(50, 1, 1000)
 

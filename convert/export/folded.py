@@ -1,14 +1,14 @@
 """Inference-only forward passes with weight standardisation folded into the kernels.
 
 LiteRT and ONNX artifacts are for inference only, so each standardised kernel
-(:func:`convert.tf_model.standardize_kernel`, with numerics.WS_EPS over
+(:func:`convert.model.tf_model.standardize_kernel`, with numerics.WS_EPS over
 numerics.WS_AXES) is computed once, here, in float64, and stored: the graphs
 never standardise per call. This is exact for inference, and it also spares
 the LiteRT converter, which constant-folds the standardisation only for
 kernels up to about 128 MiB (R152x4's 3x3x2048x2048 kernels would stay
 computed at run time).
 
-The graph itself is :class:`convert.tf_model.BiTResNetV2` built with
+The graph itself is :class:`convert.model.tf_model.BiTResNetV2` built with
 ``weights=`` and ``standardized_kernels=True``: no copy of the forward pass.
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
-from ..model_card import INPUT_RANGES
+from ..model.architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
+from .cards.model_card import INPUT_RANGES
 from .target import INPUT_NAME, VARIANTS
 
 
@@ -45,7 +45,7 @@ def folded_arrays(net) -> dict[str, np.ndarray]:
     """Checkpoint key -> float32 array, conv kernels standardised (computed in float64, then rounded once)."""
     import tensorflow as tf
 
-    from ..tf_model import standardize_kernel
+    from ..model.tf_model import standardize_kernel
 
     out = {}
     for key, var in net.variables_by_key.items():
@@ -63,8 +63,8 @@ def forward_fn(net, variant: str, input_range: str, weights):
     rescaled inside; ``net`` lends its architecture and its build options
     (the padding knobs, so a mutated net stays mutated).
     """
-    from ..numerics import pixels_to_model_range
-    from ..tf_model import BiTResNetV2
+    from ..model.numerics import pixels_to_model_range
+    from ..model.tf_model import BiTResNetV2
 
     lo, hi = INPUT_RANGES[input_range]
     folded = BiTResNetV2(

@@ -1,13 +1,13 @@
 """The ``keras`` export target: native Keras 3 ``.keras`` files, checked on every installed backend.
 
-``write`` builds the BiT model of :mod:`convert.keras_model` from the job's
+``write`` builds the BiT model of :mod:`convert.model.keras_model` from the job's
 weights (through the mapping rows, both sides checked first) and saves
 ``keras/classification.keras`` and ``keras/feature_extraction.keras``. The two
 models share one set of layers, so the weights exist once more in memory, not twice.
 
 ``check`` reloads them as a user would: in a fresh process per backend
-(``KERAS_BACKEND=jax|tensorflow|torch python -m convert.keras_check``, which
-imports keras and :mod:`convert.keras_layers` only and calls
+(``KERAS_BACKEND=jax|tensorflow|torch python -m convert.export.keras_check``, which
+imports keras and :mod:`convert.model.keras_layers` only and calls
 ``keras.saving.load_model`` with ``safe_mode`` on), each process loading both
 files and running them on the parity images. ``prepare`` starts the processes
 before anything is written, so that they import keras and their backend while
@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ExportError, LocalIOError
-from ..model_card import INPUT_RANGES
+from .cards.model_card import INPUT_RANGES
 from .target import COLLECT_ABOVE_BYTES, VARIANTS, Artifact, ExportJob, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
@@ -55,7 +55,7 @@ SUBDIR = "keras"
 CHILD_NICENESS = 10
 #: Memory of one checking process: a fixed part (Python, keras, the backend), this many
 #: bytes per byte of weights (the loaded model and the backend's working copies), and the
-#: layer outputs of the images of one call (convert.keras_model.layer_output_elements).
+#: layer outputs of the images of one call (convert.model.keras_model.layer_output_elements).
 #: Measured peak RSS, R50x1 (0.1 GB of weights), both models, 6 images at 160 a call
 #: (79 MB of layer outputs each): jax 0.93 GB, tensorflow 1.47 GB, torch 1.60 GB; torch
 #: alone holds 0.83 GB after its imports (it loads its CUDA libraries even on CPU).
@@ -164,7 +164,7 @@ class BackendRuns:
             work.mkdir()
             err = open(work / "stderr.txt", "wb")
             proc = subprocess.Popen(
-                [python, "-m", "convert.keras_check", str(work)], stdin=subprocess.PIPE, stdout=err, stderr=err, env=env
+                [python, "-m", "convert.export.keras_check", str(work)], stdin=subprocess.PIPE, stdout=err, stderr=err, env=env
             )
             self._procs.append(proc)
             try:
@@ -247,7 +247,7 @@ class KerasTarget:
     ``backends``: which to check; ``is_installed``: the availability probe;
     ``parallel``: at most this many checking processes at once (None: from
     the CPUs and the memory each needs); ``build_options``: the mutation knobs
-    of :func:`convert.keras_model.build_keras_models` (tests only).
+    of :func:`convert.model.keras_model.build_keras_models` (tests only).
     """
 
     name: str = "keras"
@@ -261,7 +261,7 @@ class KerasTarget:
     def write(self, job: ExportJob) -> list[Artifact]:
         import keras
 
-        from ..keras_model import build_keras_models
+        from ..model.keras_model import build_keras_models
 
         t = time.perf_counter()
         arrays = job.arrays()
@@ -280,7 +280,7 @@ class KerasTarget:
                     "parameters": int(model.count_params()),
                     "weights": len(model.weights),
                     "trainable_weights": len(model.trainable_weights),
-                    "custom_layers": "convert.keras_layers",
+                    "custom_layers": "convert.model.keras_layers",
                 }
                 artifacts.append(Artifact(self.name, variant, rel, facts))
         except OSError as exc:
@@ -310,8 +310,8 @@ class KerasTarget:
         the processes at once are bounded by the backends, the CPUs and the
         memory each needs with that batch.
         """
-        from ..architecture import parameter_count
-        from ..keras_model import layer_output_elements
+        from ..model.architecture import parameter_count
+        from ..model.keras_model import layer_output_elements
         from ..resources import available_memory
 
         n, (height, width) = len(images), images.shape[1:3]
@@ -366,7 +366,7 @@ class KerasTarget:
         return wait
 
     def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str:
-        from .keras_card import render_keras_card
+        from .cards.keras_card import render_keras_card
 
         return render_keras_card(job, artifact, figures, BACKENDS, INSTALL_HINTS, self.is_installed)
 

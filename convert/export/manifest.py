@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..fetch import sha256_file
-from ..model_card import INPUT_RANGES, OUTPUT_KEYS, card_file_name
+from .cards.model_card import INPUT_RANGES, OUTPUT_KEYS, card_file_name
 from .target import INPUT_NAME, VARIANTS
 
 MANIFEST_FORMAT = "bitconvert-export/1"

@@ -128,7 +128,7 @@ class OnnxTarget:
     # -- card -------------------------------------------------------------------------
 
     def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None:
-        from .deploy_card import render_deploy_card
+        from .cards.deploy_card import render_deploy_card
 
         return render_deploy_card(job, artifact, figures, usage=_usage(job, artifact))
 

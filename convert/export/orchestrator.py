@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..architecture import Architecture
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..fetch import sha256_file
 from ..fetch import source_url as bucket_url
 from ..fsutil import atomic_write
-from ..model_card import INPUT_RANGES
+from ..model.architecture import Architecture
 from ..registry import ModelEntry
 from . import judge
+from .cards.model_card import INPUT_RANGES
 from .formats import DEFAULT, get_targets
 from .labels_asset import write_label_files
 from .manifest import MANIFEST_NAME, build_manifest, manifest_data, manifest_text
@@ -182,7 +182,7 @@ def build_graph(entry, source: Source, pending, inputs, log: Log):
 
     if where is Where.WORKER_FIRST:  # only the TF import ran beside it: building now would add both peaks
         wait_reference(pending, inputs, entry.id, log)
-    from ..tf_model import build_tf_model
+    from ..model.tf_model import build_tf_model
 
     t = time.perf_counter()
     net = build_tf_model(source.checkpoint)

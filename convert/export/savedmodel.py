@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..architecture import HEAD_PREFIX
 from ..errors import ExportError
 from ..fetch import sha256_file
-from ..model_card import INPUT_RANGES, OUTPUT_KEYS, archive_name, render_card
+from ..model.architecture import HEAD_PREFIX
+from .cards.model_card import INPUT_RANGES, OUTPUT_KEYS, archive_name, render_card
 from .labels_asset import check_reloaded_labels, tracked_labels
 from .publish import io_error
 from .target import INPUT_NAME, VARIANTS, Artifact, ExportJob, Run, check_in_process
@@ -45,8 +45,8 @@ def build_exportable(net, variant: str, input_range: str):
     """
     import tensorflow as tf
 
-    from ..numerics import pixels_to_model_range
-    from ..xla_call import inference_compiled_call
+    from ..model.numerics import pixels_to_model_range
+    from .xla_call import inference_compiled_call
 
     lo, hi = INPUT_RANGES[input_range]
     forward = net.__call__ if variant == "classification" else net.features
@@ -57,7 +57,7 @@ def build_exportable(net, variant: str, input_range: str):
         x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
         return forward(x)
 
-    # XLA-compiled for inference, the plain graph for training=True (convert.xla_call).
+    # XLA-compiled for inference, the plain graph for training=True (convert.export.xla_call).
     call = inference_compiled_call(model_fn, spec)
 
     def serving_fn(images):
@@ -201,7 +201,7 @@ class SavedModelTarget:
 
     def archive(self, job: ExportJob, artifacts: list[Artifact]) -> dict[str, dict]:
         """``--archive``: a deterministic .tar.gz of each SavedModel (the TF Hub upload format), per variant."""
-        from ..archive import write_archive
+        from .archive import write_archive
 
         archives = {}
         for artifact in artifacts:

@@ -72,8 +72,8 @@ class ExportJob:
 
     model_id: str
     entry: object  # convert.registry.ModelEntry
-    arch: object  # convert.architecture.Architecture
-    #: The TF BiT module (convert.tf_model), holding the weights in its variables.
+    arch: object  # convert.model.architecture.Architecture
+    #: The TF BiT module (convert.model.tf_model), holding the weights in its variables.
     net: object
     input_range: str  # "unit" ([0, 1]) or "symmetric" ([-1, 1])
     export_dir: Path  # the temporary export directory

@@ -16,7 +16,7 @@ reference started where its placement says), ``check`` (run_parity). The
 calibration behind the tolerance is in docs/calibration.md.
 """
 
-from ..architecture import STAGES
+from ..model.architecture import STAGES
 from .check import run_parity, tf_stage_function
 from .compare import ERROR_PER_UNIT, TOLERANCE_MARGIN, ParityReport, StageResult, compare, expected_error, tolerance
 from .inputs import STRUCTURED, make_inputs, structured_images

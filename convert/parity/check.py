@@ -76,7 +76,7 @@ def run_parity(
 
 
 def _run_tf(checkpoint, images, info: dict, log) -> dict:
-    from ..tf_model import build_tf_model
+    from ..model.tf_model import build_tf_model
 
     t = time.perf_counter()
     model = build_tf_model(checkpoint)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..architecture import STAGES, Architecture
+from ..model.architecture import STAGES, Architecture
 
 if TYPE_CHECKING:
     from .reference import Reference

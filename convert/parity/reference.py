@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..architecture import Architecture
 from ..errors import JaxReferenceError
+from ..model.architecture import Architecture
 
 #: What to do when JAX fails, after the one line saying what failed.
 ADVICE = "check JAX_PLATFORMS (unset it for the CPU) and the free memory"
@@ -33,7 +33,7 @@ FAST_COMPILE_WORK = 2e12
 
 
 def _compile_dominates(arch: Architecture, image_shape) -> bool:
-    from ..architecture import parameter_count
+    from ..model.architecture import parameter_count
 
     return parameter_count(arch) * image_shape[1] * image_shape[2] <= FAST_COMPILE_WORK
 
@@ -44,7 +44,7 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     ``checkpoint`` is a :class:`convert.checkpoint.Checkpoint` (``.architecture``,
     ``.arrays``). The params tree is built through the mapping (two-sided
     check) as views of the checkpoint's arrays, and the model runs one jitted
-    module at a time (:func:`convert.flax_model.make_unitwise_apply`), each
+    module at a time (:func:`convert.model.flax_model.make_unitwise_apply`), each
     module's weights cast to the run's dtype just before it runs: no second
     copy of the weights, in either dtype, ever exists. The float64 run happens
     inside ``jax.enable_x64(True)`` only, leaving every other JAX computation
@@ -62,8 +62,8 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
 def _run(checkpoint, images, input_names, float32: bool) -> Reference:
     import jax
 
-    from ..flax_model import make_unitwise_apply
-    from ..mapping import flax_params
+    from ..model.flax_model import make_unitwise_apply
+    from ..model.mapping import flax_params
 
     arch = checkpoint.architecture
     apply = make_unitwise_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..architecture import STAGES, Architecture
 from ..errors import BitconvertError, JaxReferenceError
+from ..model.architecture import STAGES, Architecture
 from .reference import ADVICE, Reference, reference_from_file
 
 

@@ -165,7 +165,7 @@ class _Left(Exception):
 @pytest.mark.parametrize("heavy", [True, False], ids=["after-tensorflow", "light-command"])
 def test_main_exit_status_and_output(heavy, monkeypatch, capsys):
     """After TF or JAX, main() leaves with os._exit (flushed, same status); light commands exit normally."""
-    import convert.cli as cli_mod
+    import convert.cli.commands as cli_mod
 
     def fake_exit(status):
         raise _Left(status)
@@ -181,6 +181,6 @@ def test_main_exit_status_and_output(heavy, monkeypatch, capsys):
 
 
 def test_exit_status_of_a_message():
-    from convert.cli import exit_status
+    from convert.cli.commands import exit_status
 
     assert (exit_status(None), exit_status(0), exit_status(6), exit_status("bye")) == (0, 0, 6, 1)

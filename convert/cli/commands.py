@@ -14,9 +14,9 @@ import sys
 
 import click
 
-from . import __version__, config
-from .cli_export import export_cmd
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
+from .. import __version__, config
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
+from .export import export_cmd
 from .options import (
     checkpoint_option,
     json_option,
@@ -90,7 +90,7 @@ def cli(ctx: click.Context, debug: bool):
 
 
 def prepare_frameworks() -> None:
-    """TensorFlow's and JAX's start-up lines off stderr (convert.quiet), before either is imported."""
+    """TensorFlow's and JAX's start-up lines off stderr (convert.cli.quiet), before either is imported."""
     from .quiet import prepare
 
     prepare()
@@ -111,7 +111,7 @@ def list_cmd(as_json: bool, collection: bool, show_all: bool, family: str | None
     By default the named models; --all adds the generated families (VTAB-1k),
     --family shows one family, --json prints every entry (or the selection).
     """
-    from .registry import load_registry
+    from ..registry import load_registry
 
     reg = load_registry()
     if collection:
@@ -171,8 +171,8 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url
     Prints the local path of each checkpoint on stdout, one per line; progress
     goes to stderr. Interrupted downloads resume on the next run.
     """
-    from .fetch import fetch_checkpoint
-    from .registry import load_registry
+    from ..fetch import fetch_checkpoint
+    from ..registry import load_registry
 
     if fetch_all == bool(model_ids):
         raise click.UsageError("name one or more model ids, or pass --all (not both)")
@@ -210,13 +210,13 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
     its architecture. Without --checkpoint the model's checkpoint is fetched.
     """
     prepare_frameworks()  # before TensorFlow or JAX is imported
-    from .checkpoint import load_checkpoint
-    from .config import reference_mode
-    from .errors import ParityError
-    from .fetch import resolve_checkpoint
-    from .parity import run_parity
-    from .registry import load_registry
-    from .resources import CpuWindow
+    from ..checkpoint import load_checkpoint
+    from ..config import reference_mode
+    from ..errors import ParityError
+    from ..fetch import resolve_checkpoint
+    from ..parity import run_parity
+    from ..registry import load_registry
+    from ..resources import CpuWindow
 
     if len(model_ids) != 1:
         raise click.UsageError("verify takes exactly one --model ID")
@@ -255,8 +255,8 @@ def mapping_cmd(model_ids, as_json):
 
     Derived from the model's architecture alone (no checkpoint is read).
     """
-    from .mapping import mapping_rows, render_table
-    from .registry import load_registry
+    from ..model.mapping import mapping_rows, render_table
+    from ..registry import load_registry
 
     if len(model_ids) != 1:
         raise click.UsageError("mapping takes exactly one --model ID")
@@ -287,7 +287,7 @@ def predict_cmd(model_id, output_dir, top, as_json, images):
     --json prints [{"image": PATH, "top": [{"index", "label", "score"}, ...]}, ...].
     Exit status 1: an image missing, unreadable or not an image; 2: no such export.
     """
-    from .predict import open_export, predict, render_text
+    from ..predict import open_export, predict, render_text
 
     export = open_export(model_id, output_dir)  # before TensorFlow: a missing export costs nothing
     prepare_frameworks()

@@ -5,7 +5,7 @@ shared/reference/bit-format.md: weight-standardised convolutions (eps
 ``WS_EPS``), ``flax.linen.GroupNorm`` (``GN_GROUPS`` groups, eps ``GN_EPS``,
 Flax's own statistics, two-pass variance), explicit symmetric zero padding with VALID
 convolutions, a zero-padded max-pool, the stride on the 3x3 conv and on the
-projection. Every constant comes from :mod:`convert.numerics`, like the TF graph.
+projection. Every constant comes from :mod:`convert.model.numerics`, like the TF graph.
 
 Parameter tree (the authors' names)::
 
@@ -16,7 +16,7 @@ Parameter tree (the authors' names)::
     params/norm-pre-head/scale|bias
     params/conv_head/kernel (2048w, classes), params/conv_head/bias
 
-The model returns every named stage (``convert.architecture.STAGES``), so one forward pass gives
+The model returns every named stage (``convert.model.architecture.STAGES``), so one forward pass gives
 the per-stage comparison. Convolutions and the head use
 ``precision=HIGHEST``: on CPU that is what float32 does anyway, but on GPU/TPU
 JAX's default lets float32 convs/matmuls run in TF32/bfloat16 passes, which

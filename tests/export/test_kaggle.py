@@ -8,6 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from convert.cli.options import kaggle_option
 from convert.export.kaggle import (
     FRAMEWORKS,
     INSTANCE_METADATA,
@@ -17,7 +18,6 @@ from convert.export.kaggle import (
     variation_slug,
 )
 from convert.export.target import Artifact
-from convert.options import kaggle_option
 from convert.registry import load_registry
 
 REGISTRY = load_registry()

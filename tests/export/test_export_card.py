@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convert.archive import archive_members, write_archive
 from convert.errors import ExportError
-from convert.model_card import (
+from convert.export.archive import archive_members, write_archive
+from convert.export.cards.model_card import (
     TASKS,
     VARIANTS,
     ParityFigures,
@@ -24,7 +24,7 @@ from convert.model_card import (
 )
 from convert.registry import load_registry
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32
 
 

@@ -24,8 +24,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import R50X1, TINY
 
-from convert.architecture import checkpoint_layout
-from convert.archive import archive_members
 from convert.export import (
     ExportOptions,
     clear_stale_temp_dirs,
@@ -33,7 +31,9 @@ from convert.export import (
     publish_directory,
     temp_dir_for,
 )
-from convert.model_card import VARIANTS, archive_name, parse_card
+from convert.export.archive import archive_members
+from convert.export.cards.model_card import VARIANTS, archive_name, parse_card
+from convert.model.architecture import checkpoint_layout
 from convert.registry import load_registry
 
 MODEL = "r50x1-160"
@@ -558,7 +558,7 @@ def test_writing_traces_the_network_once_per_variant(tmp_path, tiny_npz):
     from convert.checkpoint import load_checkpoint
     from convert.export import ExportJob
     from convert.export.savedmodel import TARGET
-    from convert.tf_model import build_tf_model
+    from convert.model.tf_model import build_tf_model
 
     net = build_tf_model(load_checkpoint(tiny_npz, TINY))
     traces = []
@@ -599,7 +599,7 @@ def test_unknown_format_is_a_usage_error_listing_the_valid_ones(invoke, tmp_path
 
 def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     """The classic port bug (TF 'SAME' padding on stride 2) is refused before any file is written."""
-    import convert.tf_model as tf_model
+    import convert.model.tf_model as tf_model
     from convert.errors import ParityError
 
     real = tf_model.build_tf_model

@@ -20,8 +20,8 @@ import re
 import tarfile
 from pathlib import Path
 
-from .errors import ExportError, LocalIOError
-from .fsutil import atomic_writer
+from ..errors import ExportError, LocalIOError
+from ..fsutil import atomic_writer
 
 #: Members TF Hub hosting accepts at the root of a SavedModel archive.
 _ALLOWED = re.compile(

@@ -58,7 +58,7 @@ def test_verify_json_report(invoke, r50x1_npz):
 def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeypatch):
     import functools
 
-    import convert.tf_model as tf_model
+    import convert.model.tf_model as tf_model
 
     monkeypatch.setattr(tf_model, "build_tf_model", functools.partial(tf_model.build_tf_model, pool_pad="neg_inf"))
     res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--json", "--quiet")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import R50X1, R152X2, TINY
 
-from convert.architecture import Architecture, checkpoint_layout
 from convert.errors import MappingError
-from convert.mapping import TRANSFORMS, MappingRow, assign_tf, flax_params, flax_path_for, keras_path_for, mapping_rows
+from convert.model.architecture import Architecture, checkpoint_layout
+from convert.model.mapping import TRANSFORMS, MappingRow, assign_tf, flax_params, flax_path_for, keras_path_for, mapping_rows
 from convert.synthetic import synthetic_arrays
 
 
@@ -98,7 +98,7 @@ def tiny_arrays():
 
 @pytest.fixture
 def tiny_tf():
-    from convert.tf_model import BiTResNetV2
+    from convert.model.tf_model import BiTResNetV2
 
     return BiTResNetV2(TINY)
 

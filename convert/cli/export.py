@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .errors import BitconvertError
+from ..errors import BitconvertError
 from .options import checkpoint_option, kaggle_option, model_option, output_dir_option, reference_option, source_options
 from .quiet import prepare
 
@@ -13,7 +13,7 @@ class ExportCommand(click.Command):
     """``export --help`` lists the formats this installation has, with their summaries."""
 
     def format_epilog(self, ctx, formatter):
-        from .export.formats import summaries
+        from ..export.formats import summaries
 
         with formatter.section("Formats"):
             formatter.write_dl(list(summaries().items()))
@@ -82,11 +82,11 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     stdout.
     """
     prepare()  # TensorFlow's and JAX's start-up lines off stderr, before either is imported
-    from .config import reference_mode
-    from .export import ExportOptions, export_model, parse_formats
-    from .fetch import recorded_sha256, resolve_checkpoint, source_url
-    from .labels import load_labels
-    from .registry import load_registry
+    from ..config import reference_mode
+    from ..export import ExportOptions, export_model, parse_formats
+    from ..fetch import recorded_sha256, resolve_checkpoint, source_url
+    from ..labels import load_labels
+    from ..registry import load_registry
 
     if bool(model_ids) == bool(export_all):
         raise click.UsageError("give --model ID (repeatable) or --all")

@@ -1,7 +1,7 @@
-"""Child process of the Keras export check: ``KERAS_BACKEND=<b> python -m convert.keras_check WORKDIR``.
+"""Child process of the Keras export check: ``KERAS_BACKEND=<b> python -m convert.export.keras_check WORKDIR``.
 
 Does what a user does, and nothing more: imports keras and
-:mod:`convert.keras_layers`, loads each ``.keras`` file with
+:mod:`convert.model.keras_layers`, loads each ``.keras`` file with
 ``keras.saving.load_model`` (``safe_mode`` on), runs it on the images and
 saves the outputs. The imports come first; then the process reads its spec, one
 JSON object, from standard input, so that the parent can start it before the
@@ -41,7 +41,7 @@ def main(workdir: str) -> int:
         import keras
         import numpy as np
 
-        import convert.keras_layers  # noqa: F401  (registers the custom layers)
+        import convert.model.keras_layers  # noqa: F401  (registers the custom layers)
 
         result = {"backend": keras.backend.backend(), "keras": keras.__version__, "import_s": time.perf_counter() - t}
         result["backend_version"] = _backend_version(result["backend"])
@@ -94,7 +94,7 @@ def _predict(keras, model, images, batch: int):
 
     Eager calls of a functional model keep every layer's output until they
     return, so the parent sizes ``batch`` by the activations of one image
-    (convert.keras_model.layer_output_elements).
+    (convert.model.keras_model.layer_output_elements).
     """
     import numpy as np
 

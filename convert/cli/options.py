@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import config
+from .. import config
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
@@ -65,7 +65,7 @@ reference_option = click.option(
 def _kaggle_handle(ctx, param, value):
     if value is None:
         return None
-    from .export.kaggle import parse_handle
+    from ..export.kaggle import parse_handle
 
     try:
         parse_handle(value)

@@ -10,9 +10,9 @@ import pytest
 from conftest import R50X1, R152X2, R152X4, TINY
 from deploy_support import MUTATIONS, chdir, load_with_reference, make_job, reports, usage_code, write_and_check
 
-from convert.architecture import checkpoint_layout
 from convert.export.onnx import DIMS, TARGET, OnnxTarget, run_onnx
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES, VARIANTS
+from convert.model.architecture import checkpoint_layout
 
 PX = 48
 

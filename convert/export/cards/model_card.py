@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .registry import ModelEntry
+from ...registry import ModelEntry
 
 VARIANTS = ("classification", "feature_extraction")
 #: tfhub.dev task tag of each variant (tags/task.yaml).

@@ -1,8 +1,8 @@
 """The keras export target: written, reloaded from disk in a fresh process per backend, equal to JAX.
 
 Every check here loads the .keras files the way a user does: a new Python
-process with KERAS_BACKEND set, ``import convert.keras_layers``, then
-``keras.saving.load_model`` with safe_mode on (convert/keras_check.py).
+process with KERAS_BACKEND set, ``import convert.model.keras_layers``, then
+``keras.saving.load_model`` with safe_mode on (convert/export/keras_check.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 from conftest import R50X1, R152X2, TINY
 
-from convert.architecture import checkpoint_layout
 from convert.checkpoint import Checkpoint, load_checkpoint
+from convert.export.cards.model_card import ParityFigures
 from convert.export.keras import BACKENDS, TARGET, BackendRuns, CheckPlan, KerasBackendError, KerasTarget
 from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
-from convert.model_card import ParityFigures
+from convert.model.architecture import checkpoint_layout
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
 from convert.synthetic import synthetic_arrays
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Non-square and even: the SAME-padding mutation shifts the grid only on even sizes.
 SIZE = (64, 48)
 MODEL_ID = "r50x1-160"
@@ -42,7 +42,7 @@ def _env(backend: str) -> dict:
 
 
 def _job(checkpoint, export_dir: Path, input_range: str = "unit", log=None) -> ExportJob:
-    from convert.tf_model import build_tf_model
+    from convert.model.tf_model import build_tf_model
 
     entry = load_registry().get(MODEL_ID)
     net = build_tf_model(checkpoint)
@@ -93,7 +93,7 @@ def test_every_backend_reproduces_jax_from_disk(exported, parity_inputs):
 
 
 def test_input_range_is_inside_the_model(tiny, parity_inputs):
-    from convert.keras_model import build_keras_models
+    from convert.model.keras_model import build_keras_models
 
     images, reference = parity_inputs
     unit, _ = build_keras_models(TINY, tiny.arrays)
@@ -138,10 +138,10 @@ def _run_child(backend: str, args: list[str], cwd=None) -> subprocess.CompletedP
 
 
 def test_fit_changes_the_backbone_and_trainable_false_freezes_it(exported):
-    """Also: in each of those fresh processes, importing convert.keras_layers after keras adds no module but convert."""
+    """Also: in each of those fresh processes, importing convert.model.keras_layers after keras adds no module but convert."""
     _, job, artifacts = exported
     path = str(job.export_dir / artifacts[1].path)
-    child = str(Path(__file__).with_name("keras_fit_child.py"))
+    child = str(Path(__file__).parents[1] / "keras_fit_child.py")
     with ThreadPoolExecutor(2) as pool:
         done = dict(zip(BACKENDS, pool.map(lambda b: _run_child(b, [child, path]), BACKENDS), strict=True))
     for backend, proc in done.items():
@@ -163,7 +163,7 @@ def test_card_usage_blocks_run_as_written(exported, parity_inputs):
     card = TARGET.card(job, artifacts[1], figures)
     assert "Checked on: jax, tensorflow." in card and "Not checked on torch" in card
     assert (
-        "import convert.keras_layers" in card
+        "import convert.model.keras_layers" in card
         and 'keras.saving.load_model("exports/r50x1-160/keras/feature_extraction.keras")' in card
     )
     blocks = re.findall(r"```python\n(.*?)```", card, re.S)
@@ -184,7 +184,7 @@ def test_missing_backend_is_skipped_and_named(tmp_path):
 
 
 def test_plan_batches_by_layer_outputs_and_runs_by_memory():
-    from convert.architecture import Architecture
+    from convert.model.architecture import Architecture
 
     six = {r: np.zeros((6, r, r, 3), np.float32) for r in (160, 224)}
     # R50x1 at 160: 79 MB of layer outputs an image, all 6 in one call, the three backends at once.
@@ -201,7 +201,7 @@ def test_layer_output_elements_counts_every_layer_output():
     """The estimate the batches are sized by, against the outputs of every layer of the real model."""
     import keras
 
-    from convert.keras_model import build_keras_models, layer_output_elements
+    from convert.model.keras_model import build_keras_models, layer_output_elements
 
     classifier, _ = build_keras_models(TINY)
     every = keras.Model(classifier.inputs, [layer.output for layer in classifier.layers])
@@ -230,7 +230,7 @@ def test_processes_start_before_the_files_exist_and_stop_cleanly(exported, parit
 
 def test_a_check_process_without_a_spec_exits_quietly(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "convert.keras_check", str(tmp_path)],
+        [sys.executable, "-m", "convert.export.keras_check", str(tmp_path)],
         env=_env("jax"),
         input="",
         capture_output=True,
@@ -255,8 +255,8 @@ def test_a_backend_that_cannot_load_is_one_line_naming_it(tmp_path):
 
 def test_assign_keras_checks_both_sides_before_setting_anything(tiny):
     from convert.errors import MappingError
-    from convert.keras_model import build_keras_models
-    from convert.mapping import assign_keras, mapping_rows
+    from convert.model.keras_model import build_keras_models
+    from convert.model.mapping import assign_keras, mapping_rows
 
     classifier, features = build_keras_models(TINY)
     arrays = dict(tiny.arrays)

@@ -3,7 +3,7 @@
 One ``tf.Variable`` per checkpoint array, named after its checkpoint key, in
 the checkpoint's own shape (HWIO kernels; the head kept as a (1, 1, C, K)
 kernel and reshaped in the graph). Every constant and padding rule comes from
-:mod:`convert.numerics`; the same module feeds the Flax reference model.
+:mod:`convert.model.numerics`; the same module feeds the Flax reference model.
 
 Variable names: TF keeps '/' in a variable's name verbatim when the variable
 is created outside any name scope, and appends the output index, so the
@@ -228,7 +228,7 @@ def build_tf_model(checkpoint, rows=None, **knobs) -> BiTResNetV2:
     """A :class:`BiTResNetV2` for ``checkpoint`` (a :class:`convert.checkpoint.Checkpoint`).
 
     Arrays are assigned through the mapping (``rows``, default
-    :func:`convert.mapping.mapping_rows` of the checkpoint's architecture),
+    :func:`convert.model.mapping.mapping_rows` of the checkpoint's architecture),
     which checks both sides first and raises :class:`MappingError` listing
     every difference before any variable is touched. ``knobs`` are the
     mutation flags of :class:`BiTResNetV2` (tests only).

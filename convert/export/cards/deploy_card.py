@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from ..model_card import INPUT_RANGES, probability_text, sidecar_labels_line
-from .target import INPUT_NAME, OUTPUT_NAMES, VARIANT_STAGES
+from ..target import INPUT_NAME, OUTPUT_NAMES, VARIANT_STAGES
+from .model_card import INPUT_RANGES, probability_text, sidecar_labels_line
 
 _TITLES = {"tflite": "LiteRT (.tflite)", "onnx": "ONNX"}
 

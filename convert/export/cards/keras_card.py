@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..model_card import INPUT_RANGES, LICENSE, _labels_text, _range_text, _references, probability_text, sidecar_labels_line
+from .model_card import INPUT_RANGES, LICENSE, _labels_text, _range_text, _references, probability_text, sidecar_labels_line
 
 _TITLES = {"classification": "image classifier", "feature_extraction": "image feature vector"}
 
@@ -53,7 +53,7 @@ def _verification(figures: Mapping | None, backends, hints: Mapping[str, str], i
 
 def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: Mapping[str, str], installed=None) -> str:
     """The card of ``artifact`` (a .keras file of ``job``); ``figures``: {runtime: ParityFigures} or None."""
-    from .keras import installed as default_installed
+    from ..keras import installed as default_installed
 
     installed = installed or default_installed
     entry, variant = job.entry, artifact.variant
@@ -93,13 +93,13 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
         "## Usage",
         "",
         "Set `KERAS_BACKEND` to `jax`, `tensorflow` or `torch` before Python starts. The custom layers live in "
-        "`convert.keras_layers` (this package, bitconvert), which imports only keras and numpy; import it before loading:",
+        "`convert.model.keras_layers` (this package, bitconvert), which imports only keras and numpy; import it before loading:",
         "",
         "```python",
         "import keras",
         "import numpy as np",
         "",
-        "import convert.keras_layers  # noqa: F401  (registers the BiT layers)",
+        "import convert.model.keras_layers  # noqa: F401  (registers the BiT layers)",
         "",
         f'model = keras.saving.load_model("{path}")',
         f'images = np.random.uniform({lo:g}, {hi:g}, (2, {res}, {res}, 3)).astype("float32")  # your images, in [{lo:g}, {hi:g}]',
@@ -118,7 +118,7 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
             "import keras",
             "import numpy as np",
             "",
-            "import convert.keras_layers  # noqa: F401",
+            "import convert.model.keras_layers  # noqa: F401",
             "",
             f'backbone = keras.saving.load_model("{path}")',
             f"inputs = keras.Input(({res}, {res}, 3))",

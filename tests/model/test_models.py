@@ -7,14 +7,14 @@ import pytest
 import tensorflow as tf
 from conftest import R50X1, R152X2, TINY
 
-from convert.architecture import Architecture, checkpoint_layout
 from convert.checkpoint import Checkpoint
-from convert.flax_model import make_apply, make_unitwise_apply, param_shapes
-from convert.mapping import flax_params, mapping_rows
-from convert.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
+from convert.model.architecture import Architecture, checkpoint_layout
+from convert.model.flax_model import make_apply, make_unitwise_apply, param_shapes
+from convert.model.mapping import flax_params, mapping_rows
+from convert.model.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
+from convert.model.tf_model import BiTResNetV2, build_tf_model
 from convert.parity import STAGES, make_inputs
 from convert.synthetic import synthetic_arrays
-from convert.tf_model import BiTResNetV2, build_tf_model
 
 SPEC = [tf.TensorSpec([None, None, None, 3], tf.float32)]
 

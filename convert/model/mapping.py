@@ -1,7 +1,7 @@
 """The name mapping as data: checkpoint key -> TF variable -> Flax parameter path -> Keras weight path.
 
 One pure function, :func:`mapping_rows`, derives every row from
-:func:`convert.architecture.checkpoint_layout` alone (never from a file), so
+:func:`convert.model.architecture.checkpoint_layout` alone (never from a file), so
 the table can be printed, diffed and tested without loading anything.
 
 Each row says where one checkpoint array goes on every side and which named
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import MappingError
 from .architecture import CONV, PREFIX, UNIT_PARTS, Architecture, checkpoint_layout, format_shape
-from .errors import MappingError
 
 #: How many differences a MappingError message spells out before "and N more".
 _DIFF_LIMIT = 12
@@ -68,7 +68,7 @@ class MappingRow:
     without TF's ``:0`` suffix, and its key in ``BiTResNetV2.variables_by_key``).
     ``flax_path`` is '/'-joined under the ``params`` collection.
     ``keras_path`` is the Keras 3 weight's ``.path`` (``<layer name>/<weight name>``)
-    in :mod:`convert.keras_model`'s models; its shape is ``flax_shape``.
+    in :mod:`convert.model.keras_model`'s models; its shape is ``flax_shape``.
     """
 
     checkpoint_key: str
@@ -133,7 +133,7 @@ _KERAS_PART = {"group_norm": "gn", CONV: "conv", "proj": "proj"}
 
 
 def keras_path_for(key: str) -> str:
-    """The Keras weight path (``layer/weight``) of one checkpoint key in :mod:`convert.keras_model`'s models.
+    """The Keras weight path (``layer/weight``) of one checkpoint key in :mod:`convert.model.keras_model`'s models.
 
     The layer name is the checkpoint key's path with '/' turned into '_' and the
     long names shortened (``block1/unit01/a/group_norm/gamma`` -> ``block1_unit01_a_gn/gamma``).

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from convert.architecture import Architecture, parameter_count
-from convert.quiet import NATIVE_LINE, configure_environment, keep_lines
+from convert.cli.quiet import NATIVE_LINE, configure_environment, keep_lines
+from convert.model.architecture import Architecture, parameter_count
 
 BIN = Path(sys.executable).parent
 MODEL = "small-r50x1"

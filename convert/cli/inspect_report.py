@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .checkpoint import Inspection, inspect_checkpoint, registry_matches, summarise
-from .errors import CheckpointError
+from ..checkpoint import Inspection, inspect_checkpoint, registry_matches, summarise
+from ..errors import CheckpointError
 
 _MARK = {"missing": "-", "unexpected": "+"}
 
@@ -57,7 +57,7 @@ def render_text(ins: Inspection) -> str:
 def inspect_command(path: str, model_id: str | None, allow_nonstandard: bool, as_json: bool) -> None:
     arch = None
     if model_id:
-        from .registry import load_registry
+        from ..registry import load_registry
 
         arch = load_registry().get(model_id).architecture
     ins = inspect_checkpoint(path, arch, allow_nonstandard)

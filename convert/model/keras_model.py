@@ -1,21 +1,21 @@
 """BiT ResNetV2 as a Keras 3 functional model, beside the TF graph and the Flax reference.
 
-Built from :mod:`convert.keras_layers` and Keras' own layers only (no Lambda
+Built from :mod:`convert.model.keras_layers` and Keras' own layers only (no Lambda
 layers, so ``load_model`` works with ``safe_mode`` on), with every constant
-from :mod:`convert.numerics`: weight-standardised convolutions, group norm
+from :mod:`convert.model.numerics`: weight-standardised convolutions, group norm
 (``GN_GROUPS``, ``GN_EPS``, two-pass variance), explicit symmetric zero padding
 then VALID on every padded conv (never ``padding="same"``), the root max-pool
 padded with zeros, the stride on the 3x3 conv and on the projection. Imports
 keras and numpy only, so it builds on any backend.
 
-Layer names follow :func:`convert.mapping.keras_path_for` (``root_conv``,
+Layer names follow :func:`convert.model.mapping.keras_path_for` (``root_conv``,
 ``block1_unit01_a_gn``, ``block1_unit01_a_proj``, ..., ``pre_head_gn``,
 ``head``); weights are assigned through the mapping rows, both sides checked
 before any weight is set. Every weight is trainable (BiT has no batch-norm
 statistics); ``model.trainable = False`` freezes them all.
 
 Mutation knobs (parity tests only; the defaults are the correct model), the
-same as :class:`convert.tf_model.BiTResNetV2`'s: ``strided_padding="same"``
+same as :class:`convert.model.tf_model.BiTResNetV2`'s: ``strided_padding="same"``
 uses Keras ``padding="same"`` on the strided padded convs (pads (0, 1) on even
 inputs); ``pool_pad="neg_inf"`` pads the root max-pool with -inf.
 """
@@ -119,7 +119,7 @@ def build_keras_models(
     classifier returns logits ``(batch, classes)``, the feature extractor the
     pre-logits vector ``(batch, 2048 * width)``. With ``arrays`` (checkpoint
     key -> array) the weights are assigned through the mapping rows after the
-    two-sided check (:func:`convert.mapping.assign_keras`); without, they keep
+    two-sided check (:func:`convert.model.mapping.assign_keras`); without, they keep
     Keras' initial values (tests of the structure only).
     """
     b = _Builder(strided_padding, pool_pad)

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from conftest import R50X1, R152X2, TINY
 
-from convert.architecture import Architecture
 from convert.checkpoint import Checkpoint, load_checkpoint
-from convert.mapping import mapping_rows
+from convert.model.architecture import Architecture
+from convert.model.mapping import mapping_rows
+from convert.model.tf_model import build_tf_model
 from convert.parity import (
     STAGES,
     STRUCTURED,
@@ -27,7 +28,6 @@ from convert.parity import (
     tolerance,
 )
 from convert.synthetic import synthetic_arrays
-from convert.tf_model import build_tf_model
 
 #: A mutation must miss by at least this factor over the tolerance ("a wide margin").
 MARGIN = 20

@@ -3,13 +3,13 @@
 Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode`` left on::
 
     import keras
-    import convert.keras_layers  # registers the layers below (package "bitconvert")
+    import convert.model.keras_layers  # registers the layers below (package "bitconvert")
 
     model = keras.saving.load_model("classification.keras")
 
-This module imports keras, numpy and :mod:`convert.numerics` (plain Python)
+This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python)
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
-loads. Every constant defaults to :mod:`convert.numerics` and is stored in the
+loads. Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
