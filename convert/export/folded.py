@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
-from .cards.model_card import INPUT_RANGES
-from .target import INPUT_NAME, VARIANTS
+from .target import INPUT_NAME, INPUT_RANGES, VARIANTS
 
 
 def is_standardized_kernel(key: str) -> bool:

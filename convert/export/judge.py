@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import ExportError, ParityError
-from .cards.model_card import ParityFigures
+from .cards.common import ParityFigures
 from .target import VARIANT_STAGES, Run
 
 Log = Callable[[str], None]

@@ -39,8 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import ExportError, LocalIOError
-from .cards.model_card import INPUT_RANGES
-from .target import COLLECT_ABOVE_BYTES, VARIANTS, Artifact, ExportJob, Run
+from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANTS, Artifact, ExportJob, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
 BACKENDS = ("jax", "tensorflow", "torch")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..fetch import sha256_file
-from .cards.model_card import INPUT_RANGES, OUTPUT_KEYS, card_file_name
-from .target import INPUT_NAME, VARIANTS
+from .cards.model_card import card_file_name
+from .target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANTS
 
 MANIFEST_FORMAT = "bitconvert-export/1"
 MANIFEST_NAME = "manifest.json"
@@ -114,7 +114,7 @@ def _variants(d: ManifestData) -> dict:
         v: {
             "path": v,
             "card": card_file_name(v),
-            "output": OUTPUT_KEYS[v],
+            "output": OUTPUT_NAMES[v],
             "output_shape": [None, d.arch.classes if v == "classification" else d.arch.features],
             **d.savedmodel[v],
             "archive": archives.get(v),

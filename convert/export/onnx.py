@@ -130,7 +130,7 @@ class OnnxTarget:
     def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None:
         from .cards.deploy_card import render_deploy_card
 
-        return render_deploy_card(job, artifact, figures, usage=_usage(job, artifact))
+        return render_deploy_card(job, artifact, figures, usage=_usage(job, artifact), title="ONNX")
 
 
 def _usage(job: ExportJob, artifact: Artifact) -> str:

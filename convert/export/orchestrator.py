@@ -35,12 +35,11 @@ from ..fsutil import atomic_write
 from ..model.architecture import Architecture
 from ..registry import ModelEntry
 from . import judge
-from .cards.model_card import INPUT_RANGES
 from .formats import DEFAULT, get_targets
 from .labels_asset import write_label_files
 from .manifest import MANIFEST_NAME, build_manifest, manifest_data, manifest_text
 from .publish import check_free_space, io_error, publish, temporary_export
-from .target import COLLECT_ABOVE_BYTES, VARIANT_STAGES, Artifact, ExportJob, Run
+from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANT_STAGES, Artifact, ExportJob, Run
 
 #: Default parity input size cap: 224, the size BiT was pre-trained at (the graph is
 #: the same at every size; `bitconvert verify --resolution` checks any size).

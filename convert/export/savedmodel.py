@@ -21,10 +21,10 @@ import numpy as np
 from ..errors import ExportError
 from ..fetch import sha256_file
 from ..model.architecture import HEAD_PREFIX
-from .cards.model_card import INPUT_RANGES, OUTPUT_KEYS, archive_name, render_card
+from .cards.model_card import archive_name, render_card
 from .labels_asset import check_reloaded_labels, tracked_labels
 from .publish import io_error
-from .target import INPUT_NAME, VARIANTS, Artifact, ExportJob, Run, check_in_process
+from .target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
 
 
 def variant_variables(net, variant: str) -> list:
@@ -50,7 +50,7 @@ def build_exportable(net, variant: str, input_range: str):
 
     lo, hi = INPUT_RANGES[input_range]
     forward = net.__call__ if variant == "classification" else net.features
-    key = OUTPUT_KEYS[variant]
+    key = OUTPUT_NAMES[variant]
     spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
 
     def model_fn(images):
@@ -109,7 +109,7 @@ def _check_signature(loaded, variant: str, width: int) -> list[str]:
     import tensorflow as tf
 
     signature = loaded.signatures.get("serving_default")
-    key = OUTPUT_KEYS[variant]
+    key = OUTPUT_NAMES[variant]
     if signature is None:
         return ["no serving_default signature"]
     _, inputs = signature.structured_input_signature

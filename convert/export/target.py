@@ -51,9 +51,11 @@ import numpy as np
 #: The two variants of every export, and the reference stage each is compared with.
 VARIANTS = ("classification", "feature_extraction")
 VARIANT_STAGES = {"classification": "logits", "feature_extraction": "pre_logits"}
-#: The single input of every artifact, and each variant's output name.
+#: The single input of every artifact, and each variant's output name (the serving signature's key).
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"classification": "logits", "feature_extraction": "feature_vector"}
+#: ``--input-range`` choices: the value range every exported artifact takes.
+INPUT_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
 #: Checkpoints from this size up get a full garbage collection after each model is
 #: done with, in the export and in the Keras check processes (docs/performance.md).

@@ -32,7 +32,8 @@ from convert.export import (
     temp_dir_for,
 )
 from convert.export.archive import archive_members
-from convert.export.cards.model_card import VARIANTS, archive_name, parse_card
+from convert.export.cards.model_card import archive_name, parse_card
+from convert.export.target import VARIANTS
 from convert.model.architecture import checkpoint_layout
 from convert.registry import load_registry
 

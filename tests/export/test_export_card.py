@@ -13,15 +13,9 @@ import yaml
 
 from convert.errors import ExportError
 from convert.export.archive import archive_members, write_archive
-from convert.export.cards.model_card import (
-    TASKS,
-    VARIANTS,
-    ParityFigures,
-    archive_name,
-    hub_model_name,
-    parse_card,
-    render_card,
-)
+from convert.export.cards.common import ParityFigures
+from convert.export.cards.model_card import TASKS, archive_name, hub_model_name, parse_card, render_card
+from convert.export.target import VARIANTS
 from convert.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]

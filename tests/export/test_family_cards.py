@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from convert.export.cards.model_card import LABELS_ASSET, render_card
+from convert.export.cards.common import LABELS_ASSET
+from convert.export.cards.model_card import render_card
 from convert.registry import load_registry
 
 REGISTRY = load_registry()

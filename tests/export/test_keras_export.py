@@ -21,7 +21,7 @@ import pytest
 from conftest import R50X1, R152X2, TINY
 
 from convert.checkpoint import Checkpoint, load_checkpoint
-from convert.export.cards.model_card import ParityFigures
+from convert.export.cards.common import ParityFigures
 from convert.export.keras import BACKENDS, TARGET, BackendRuns, CheckPlan, KerasBackendError, KerasTarget
 from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
 from convert.model.architecture import checkpoint_layout

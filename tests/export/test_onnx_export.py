@@ -10,6 +10,7 @@ import pytest
 from conftest import R50X1, R152X2, R152X4, TINY
 from deploy_support import MUTATIONS, chdir, load_with_reference, make_job, reports, usage_code, write_and_check
 
+from convert.export.cards.common import ParityFigures
 from convert.export.onnx import DIMS, TARGET, OnnxTarget, run_onnx
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES, VARIANTS
 from convert.model.architecture import checkpoint_layout
@@ -115,9 +116,7 @@ def test_default_limit_external_data_for_r152x4_only():
 
 def test_card_usage_runs_as_written(written):
     job, artifacts, _, _ = written
-    figures = {
-        "onnxruntime": {"max_abs_error": 1e-5, "relative_l2_error": 3e-6, "threshold": 1.6e-4, "resolution": PX, "images": 6}
-    }
+    figures = {"onnxruntime": ParityFigures("logits", 1e-5, 3e-6, 1.6e-4, PX, 6, 1)}
     card = TARGET.card(job, artifacts[0], figures)
     assert "InferenceSession" in card and "3.00e-06" in card and "opset 17" in card
     scope: dict = {}

@@ -18,6 +18,7 @@ from deploy_support import (
 )
 
 from convert.errors import ExportError
+from convert.export.cards.common import ParityFigures
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES, VARIANTS
 from convert.export.tflite import TARGET, TFLiteTarget, run_tflite
 
@@ -115,7 +116,7 @@ def test_default_limit_refuses_r152x4_only():
 
 def test_card_usage_runs_as_written(written):
     job, artifacts, runs, ref = written
-    figures = {"litert": {"max_abs_error": 1e-5, "relative_l2_error": 2e-6, "threshold": 1.6e-4, "resolution": PX, "images": 6}}
+    figures = {"litert": ParityFigures("pre_logits", 1e-5, 2e-6, 1.6e-4, PX, 6, 1)}
     card = TARGET.card(job, artifacts[1], figures)
     assert "feature_vector" in card and "resize_tensor_input" in card and "2.00e-06" in card
     scope: dict = {}

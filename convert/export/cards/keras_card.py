@@ -6,18 +6,17 @@ export was written under (tests/test_keras_export.py runs them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from .model_card import INPUT_RANGES, LICENSE, _labels_text, _range_text, _references, probability_text, sidecar_labels_line
+from ..target import INPUT_RANGES
+from .common import LICENSE, ParityFigures, classes_text, probability_text, range_text, reference_lines, sidecar_labels_line
 
 _TITLES = {"classification": "image classifier", "feature_extraction": "image feature vector"}
 
 
-def _fig(f, name: str):
-    return f[name] if isinstance(f, Mapping) else getattr(f, name)
-
-
-def _verification(figures: Mapping | None, backends, hints: Mapping[str, str], installed) -> list[str]:
+def _verification(
+    figures: Mapping[str, ParityFigures] | None, backends, hints: Mapping[str, str], installed: Callable[[str], bool]
+) -> list[str]:
     if figures is None:
         return [
             "This export was written with `--skip-parity`: it was **not** compared with the JAX forward pass "
@@ -27,21 +26,19 @@ def _verification(figures: Mapping | None, backends, hints: Mapping[str, str], i
     any_fig = figures[f"keras-{ran[0]}"] if ran else None
     lines = []
     if any_fig is not None:
-        n, rnd = _fig(any_fig, "images"), _fig(any_fig, "random_images")
+        n, rnd, px = any_fig.images, any_fig.random_images, any_fig.resolution
         lines += [
             f"After writing, this file was loaded from disk with `keras.saving.load_model` (safe mode on) in a fresh "
             f"process per Keras backend, run on {n} images ({rnd} random, {n - rnd} structured: flat, gradients, "
-            f"checkerboards) at {_fig(any_fig, 'resolution')}x{_fig(any_fig, 'resolution')}, and its "
-            f"`{_fig(any_fig, 'output')}` compared with the JAX (Flax) forward pass of the same checkpoint in float64:",
+            f"checkerboards) at {px}x{px}, and its "
+            f"`{any_fig.output}` compared with the JAX (Flax) forward pass of the same checkpoint in float64:",
             "",
             "| backend | max abs error | relative L2 error | bound |",
             "|---|---|---|---|",
         ]
         for b in ran:
             f = figures[f"keras-{b}"]
-            lines.append(
-                f"| {b} | {_fig(f, 'max_abs_error'):.3g} | {_fig(f, 'relative_l2_error'):.3g} | {_fig(f, 'threshold'):.3g} |"
-            )
+            lines.append(f"| {b} | {f.max_abs_error:.3g} | {f.relative_l2_error:.3g} | {f.threshold:.3g} |")
         lines.append("")
     lines.append(f"Checked on: {', '.join(ran) or 'no backend'}.")
     for b in backends:
@@ -51,11 +48,19 @@ def _verification(figures: Mapping | None, backends, hints: Mapping[str, str], i
     return lines
 
 
-def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: Mapping[str, str], installed=None) -> str:
-    """The card of ``artifact`` (a .keras file of ``job``); ``figures``: {runtime: ParityFigures} or None."""
-    from ..keras import installed as default_installed
+def render_keras_card(
+    job,
+    artifact,
+    figures: Mapping[str, ParityFigures] | None,
+    backends,
+    hints: Mapping[str, str],
+    installed: Callable[[str], bool],
+) -> str:
+    """The card of ``artifact`` (a .keras file of ``job``); ``figures``: {runtime: ParityFigures} or None.
 
-    installed = installed or default_installed
+    ``backends``: every backend the export is checked on; ``hints``: how to
+    install each; ``installed``: whether a backend is installed here.
+    """
     entry, variant = job.entry, artifact.variant
     classifier = variant == "classification"
     res = entry.resolution
@@ -79,11 +84,11 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
         "",
         "## Inputs and outputs",
         "",
-        f"Input: float32 `(batch, height, width, 3)` RGB images, any batch and size, with {_range_text(job.input_range)}. "
+        f"Input: float32 `(batch, height, width, 3)` RGB images, any batch and size, with {range_text(job.input_range)}. "
         f"The weights were trained at {res}x{res}.",
         "",
         (
-            f"Output: logits `(batch, {classes})` over {_labels_text(entry)} ({probability_text(entry)}). "
+            f"Output: logits `(batch, {classes})` over {classes_text(entry)} ({probability_text(entry)}). "
             + sidecar_labels_line(entry, job.labels is not None)
             if classifier
             else f"Output: the pre-logits feature vector `(batch, {features})` (after the final group norm, ReLU and "
@@ -130,6 +135,5 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
             "```",
         ]
     lines += ["", "## Verification", "", *_verification(figures, backends, hints, installed)]
-    lines += ["", "## References", ""]
-    lines += [f"{i}. {ref}" for i, ref in enumerate(_references(entry), start=1)]
+    lines += ["", *reference_lines(entry)]
     return "\n".join(lines) + "\n"

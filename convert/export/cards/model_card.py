@@ -15,47 +15,27 @@ resolutions, usage examples loading the other variant, mixed handle names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ...registry import ModelEntry
+from ..target import INPUT_RANGES, OUTPUT_NAMES, VARIANTS
+from .common import LICENSE, ParityFigures, classes_text, labels_line, probability_text, range_text, reference_lines
 
-VARIANTS = ("classification", "feature_extraction")
+if TYPE_CHECKING:
+    from ...registry import ModelEntry
+
 #: tfhub.dev task tag of each variant (tags/task.yaml).
 TASKS = {"classification": "image-classification", "feature_extraction": "image-feature-vector"}
-#: Output key of each variant's serving_default signature.
-OUTPUT_KEYS = {"classification": "logits", "feature_extraction": "feature_vector"}
-#: ``--input-range`` choices: the value range the exported graph takes.
-INPUT_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
 DEFAULT_PUBLISHER = "bitconvert"
 #: tfhub.dev network-architecture tag (tags/network_architecture.yaml): "Big Transfer".
 #: Used for every depth and width; the list has no tag for R50x1 or R152x2 as such.
 NETWORK_ARCHITECTURE = "bit"
-#: The BiT weights are released under Apache-2.0 (google-research/big_transfer).
-LICENSE = "apache-2.0"
-BUCKET_URL = "https://storage.googleapis.com/bit_models/"
-LABELS_URL = BUCKET_URL + "ilsvrc2012_wordnet_lemmas.txt"
-#: Where an export keeps its class names inside the classification SavedModel (convert.export.labels_asset).
-LABELS_ASSET = "assets/labels.txt"
 #: Input range of the earlier published handles, by publisher: Google's BiT modules take
 #: [0, 1] (the TF Hub convention); the sayakpaul/bit-resnet collection takes [-1, 1].
 PUBLISHED_RANGES = {"google": "[0, 1]", "sayakpaul": "[-1, 1]"}
 
 
 _META = re.compile(r"^<!--\s*([a-z-]+)\s*:\s*(.*?)\s*-->$")
-
-
-@dataclass(frozen=True)
-class ParityFigures:
-    """The post-export parity check of one variant, as the card reports it."""
-
-    output: str  # "logits" or "pre_logits"
-    max_abs_error: float
-    relative_l2_error: float
-    threshold: float  # the relative L2 bound the check applied
-    resolution: int
-    images: int  # images compared in all
-    random_images: int  # of which random; the rest are structured (flat, gradients, checkerboards)
 
 
 def hub_model_name(entry: ModelEntry, variant: str) -> str:
@@ -80,72 +60,10 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
-def _range_text(input_range: str) -> str:
-    if input_range == "unit":
-        return (
-            "values in **[0, 1]** (the TF Hub image convention); the graph rescales them to the [-1, 1] "
-            "the BiT weights were trained on, so do not rescale yourself"
-        )
-    if input_range == "symmetric":
-        return (
-            "values in **[-1, 1]**, that is `(pixel - 127.5) / 127.5`, as the BiT weights were trained on "
-            "(and as the earlier published collection took them); this is *not* the TF Hub [0, 1] convention"
-        )
-    raise ValueError(f"input_range must be one of {tuple(INPUT_RANGES)}, got {input_range!r}")
-
-
-def _labels_text(entry: ModelEntry) -> str:
-    if entry.labels is None:
-        return f"the {entry.classes} classes of {entry.dataset} (their names are not published with the checkpoint)"
-    what = {1000: "ImageNet-1k (ILSVRC-2012)", 21843: "ImageNet-21k"}.get(entry.classes, entry.dataset)
-    return f"the {entry.classes} {what} classes, in the order of [{entry.labels}]({BUCKET_URL}{entry.labels})"
-
-
-def labels_line(entry: ModelEntry, embedded: bool) -> str:
-    """Where the class names of an exported classifier are, or why there are none."""
-    if entry.labels is None:
-        return (
-            "Labels: the class names of this head are not published, so the export carries none: "
-            f"output i is class index i (0 to {entry.classes - 1})."
-        )
-    if embedded:
-        return (
-            f"Labels: `{LABELS_ASSET}` inside this SavedModel (a tracked asset, `model.labels_file` after loading), "
-            f"one class name per line, line i = output i; a copy of `{entry.labels}` from the BiT bucket."
-        )
-    return (
-        f"Labels: not embedded (`{entry.labels}` could not be fetched when this was exported, e.g. offline); "
-        f"line i of {BUCKET_URL}{entry.labels} names output i."
-    )
-
-
-def sidecar_labels_line(entry: ModelEntry, embedded: bool) -> str:
-    """Where the class names of a classifier that is not a SavedModel are: ``labels.txt`` beside it."""
-    if entry.labels is None or not embedded:
-        return labels_line(entry, False)
-    return f"Labels: `labels.txt` beside this file, one class name per line, line i = output i; a copy of `{entry.labels}`."
-
-
-def probability_text(entry: ModelEntry) -> str:
-    if entry.multi_label:
-        return "multi-label: apply `tf.math.sigmoid` for per-class probabilities, not a softmax"
-    return "apply `tf.nn.softmax` for probabilities"
-
-
 def published_line(handle: str) -> str:
     rng = PUBLISHED_RANGES.get(handle.split("/", 1)[0])
     takes = f", which takes {rng} inputs" if rng else ""
     return f"The same checkpoint was published earlier as [`{handle}`](https://tfhub.dev/{handle}){takes}."
-
-
-def _references(entry: ModelEntry) -> list[str]:
-    refs = ["[Big Transfer (BiT): General Visual Representation Learning, Kolesnikov et al.](https://arxiv.org/abs/1912.11370)"]
-    if entry.source.startswith("distill/"):
-        refs.append(
-            "[Knowledge distillation: A good teacher is patient and consistent, Beyer et al.](https://arxiv.org/abs/2106.05237)"
-        )
-    refs.append("[BiT on GitHub](https://github.com/google-research/big_transfer)")
-    return refs
 
 
 def _header_lines(entry: ModelEntry, variant: str) -> list[str]:
@@ -170,13 +88,13 @@ def _header_lines(entry: ModelEntry, variant: str) -> list[str]:
 
 def _outputs_lines(entry: ModelEntry, variant: str, features: int, labels_embedded: bool) -> list[str]:
     """The card's Outputs section."""
-    classifier, key = variant == "classification", OUTPUT_KEYS[variant]
+    classifier, key = variant == "classification", OUTPUT_NAMES[variant]
     return [
         "## Outputs",
         "",
         (
             f"`logits`: float32 `[batch, {entry.classes}]`, unnormalised ({probability_text(entry)}); "
-            f"index i is class i of {_labels_text(entry)}. {labels_line(entry, labels_embedded)}"
+            f"index i is class i of {classes_text(entry)}. {labels_line(entry, labels_embedded)}"
             if classifier
             else f"`feature_vector`: float32 `[batch, {features}]`, the same size for every input size."
         ),
@@ -189,7 +107,7 @@ def _outputs_lines(entry: ModelEntry, variant: str, features: int, labels_embedd
 
 def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: str) -> list[str]:
     """The card's Usage section: tf.saved_model.load, hub.KerasLayer, Keras 3 TFSMLayer."""
-    res, key, classifier = entry.resolution, OUTPUT_KEYS[variant], variant == "classification"
+    res, key, classifier = entry.resolution, OUTPUT_NAMES[variant], variant == "classification"
     path = f"exports/{entry.id}/{variant}"
     lo, hi = INPUT_RANGES[input_range]
     return [
@@ -262,7 +180,7 @@ def render_card(
     the classifier carries its class names as ``assets/labels.txt``.
     """
     _check_variant(variant)
-    _range_text(input_range)  # validates
+    range_text(input_range)  # validates
     res = entry.resolution
     arch = f"ResNetV2-{entry.depth}x{entry.width}"
     classifier = variant == "classification"
@@ -273,7 +191,7 @@ def render_card(
         "",
         f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
         + (
-            f"This SavedModel computes the classification logits over {_labels_text(entry)}."
+            f"This SavedModel computes the classification logits over {classes_text(entry)}."
             if classifier
             else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
             "(after the final group norm, ReLU and global average pooling), for transfer learning."
@@ -285,7 +203,7 @@ def render_card(
         "",
         "## Inputs",
         "",
-        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {_range_text(input_range)}. "
+        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {range_text(input_range)}. "
         f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
         f"resize (or crop) to {res}x{res} for the accuracy of the original model."
         + (f" On that resolution: {entry.resolution_note}." if entry.resolution_note else ""),
@@ -299,8 +217,7 @@ def render_card(
     published = entry.hub.classification if classifier else entry.hub.feature_extraction
     if published:
         lines += ["", published_line(published)]
-    lines += ["", "## References", ""]
-    lines += [f"{i}. {ref}" for i, ref in enumerate(_references(entry), start=1)]
+    lines += ["", *reference_lines(entry)]
     return "\n".join(lines) + "\n"
 
 
