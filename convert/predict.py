@@ -33,8 +33,9 @@ import numpy as np
 
 from .errors import ImageError, LabelsError, UsageError
 
-MANIFEST_NAME = "manifest.json"
 CLASSIFIER = "classification"
+#: The export target whose classifier predict runs (convert.export.savedmodel).
+SAVEDMODEL = "savedmodel"
 
 
 @dataclass(frozen=True)
@@ -62,22 +63,31 @@ def _no_export(model_id: str, output_dir: Path, why: str) -> UsageError:
     return UsageError(f"no export of {model_id} under {output_dir} ({why}); {hint}")
 
 
+def _classifier_path(manifest: dict) -> str:
+    """The classifier SavedModel's directory: listed under "targets" (manifest format 2) or "variants" (format 1)."""
+    if "variants" in manifest:
+        return manifest["variants"][CLASSIFIER].get("path", CLASSIFIER)
+    entries = manifest["targets"].get(SAVEDMODEL, [])
+    return next((e["path"] for e in entries if e["variant"] == CLASSIFIER), CLASSIFIER)
+
+
 def open_export(model_id: str, output_dir: str | Path) -> ExportedClassifier:
     """Read ``<output_dir>/<model_id>/manifest.json`` and the classifier's labels; no TensorFlow needed."""
-    from .export.labels_asset import read_saved_labels
+    from .export.manifest import MANIFEST_NAME
+    from .export.saved_labels import read_saved_labels
 
     output_dir = Path(output_dir)
     root = output_dir / model_id
     try:
         manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
         inp, model = manifest["input"], manifest["model"]
-        variant = manifest["variants"][CLASSIFIER]
+        rel = _classifier_path(manifest)
         classes = int(manifest["architecture"]["classes"])
     except FileNotFoundError:
         raise _no_export(model_id, output_dir, f"{root / MANIFEST_NAME} does not exist") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _no_export(model_id, output_dir, f"{root / MANIFEST_NAME} is unreadable: {exc}") from None
-    path = root / variant.get("path", CLASSIFIER)
+    path = root / rel
     if not (path / "saved_model.pb").is_file():
         raise _no_export(model_id, output_dir, f"{path} holds no SavedModel")
     labels = read_saved_labels(path)

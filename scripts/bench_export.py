@@ -69,11 +69,11 @@ def measure_export(model_id: str, formats: str = "savedmodel") -> dict:
     result = {"run": run}
     manifest = out / model_id / "manifest.json"
     if run.ok and manifest.exists():
-        parity = json.loads(manifest.read_text())["parity"]
+        data = json.loads(manifest.read_text())
+        parity = data["parity"]
         result["parity_px"] = parity["resolution"]
-        result["after"] = {
-            v: max(s["tf_rel_l2_f64"] for k, s in r.items() if k != "summary") for v, r in parity["after_export"].items()
-        }
+        reports = {e["variant"]: e["parity"]["tensorflow"]["report"] for e in data["targets"]["savedmodel"]}
+        result["after"] = {v: max(s["tf_rel_l2_f64"] for k, s in r.items() if k != "summary") for v, r in reports.items()}
         result["tolerance"] = parity["tolerance"]
     return result
 

@@ -109,11 +109,11 @@ def inference(keras_path: Path, savedmodel: Path, repeat: int) -> dict:
         loaded(x)
         speed[f"savedmodel b{batch}"] = min(_timed(loaded, x) for _ in range(repeat))
         backends = [b for b in BACKENDS if installed(b)]
-        results = BackendRuns(backends, parallel=1).start([keras_path], images, repeat=repeat).wait()
+        results = BackendRuns(backends, parallel=1).start().submit([keras_path], images, repeat=repeat).wait()
         for backend, (_, info) in results.items():
             speed[f"keras-{backend} b{batch}"] = info["models"][0]["best_run_s"]
         if "torch" in backends:  # torch's spinning OpenMP threads suffer most when other processes share the cores
-            results = BackendRuns(["torch"], parallel=1, threads=1).start([keras_path], images, repeat=repeat).wait()
+            results = BackendRuns(["torch"], parallel=1, threads=1).start().submit([keras_path], images, repeat=repeat).wait()
             speed[f"keras-torch-1-thread b{batch}"] = results["torch"][1]["models"][0]["best_run_s"]
         log(f"inference batch {batch}: " + ", ".join(f"{k} {v:.3f}s" for k, v in speed.items() if k.endswith(f"b{batch}")))
     return speed

@@ -48,6 +48,19 @@ def tiny_npz(tmp_path_factory):
     return write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.npz", TINY, seed=3)
 
 
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, r50x1_npz):
+    """`bitconvert export --model r50x1-160 --archive` of the full R50x1 layout, in-process, once per session
+    (parity at 64 px: a cheap reference); the SavedModel and card tests read it. (path, click Result)."""
+    from convert.cli import cli
+
+    out = tmp_path_factory.mktemp("exports")
+    argv = ["export", "--model", "r50x1-160", "--checkpoint", str(r50x1_npz), "--output-dir", str(out), "--archive"]
+    result = CliRunner().invoke(cli, [*argv, "--parity-resolution", "64"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return out / "r50x1-160", result
+
+
 # --- the downloader tests: a test object served by a loopback mirror -------------------------
 # Each fetch test module defines its own ``bucket`` fixture (the directory served).
 

@@ -1,23 +1,41 @@
-"""A second export target for the orchestrator's tests: the classifier as a tf.saved_model under fake/.
+"""A format the package does not have, for the orchestrator's tests: the classifier as a tf.saved_model under fake/.
 
-It goes through the whole interface (write, check, card) with real files and a
-real reload; ``SCALE`` != 1 makes its reloaded outputs wrong, as a broken
-converter would.
+It goes through the whole interface (prepare, write, check, card, finish,
+labels, Kaggle) with real files and a real reload, and describes itself as
+every target does, so an export through it proves that the orchestrator,
+manifest, judge, labels and Kaggle code need nothing but the interface.
+``SCALE`` != 1 makes its reloaded outputs wrong, as a broken converter would;
+``CALLS`` records which hooks ran.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from convert.export.savedmodel import build_exportable
-from convert.export.target import Artifact, Run
+from convert.export.target import Artifact, ExportTarget, Run
 
 SCALE = {"value": 1.0}
+CALLS: list[str] = []
+#: Kaggle Models' framework for what fits no other.
+FRAMEWORK = "other"
 
 
-class FakeTarget:
+class Prepared:
+    def stop(self) -> None:
+        CALLS.append("stop")
+
+
+class FakeTarget(ExportTarget):
     name = "fake"
     summary = "test only: the classifier again, under fake/"
+    kaggle_framework = FRAMEWORK
+
+    def prepare(self, job, images):
+        CALLS.append("prepare")
+        return Prepared()
 
     def write(self, job):
         import tensorflow as tf
@@ -28,6 +46,8 @@ class FakeTarget:
 
     def check(self, job, artifacts, images, prepared=None):
         import tensorflow as tf
+
+        assert isinstance(prepared, Prepared)
 
         def wait():
             runs = []
@@ -41,6 +61,16 @@ class FakeTarget:
     def card(self, job, artifact, figures):
         rel = figures["tensorflow"].relative_l2_error if figures else None
         return f"# fake {artifact.variant}\n\nrelative L2 error {rel}\n"
+
+    def finish(self, job, artifacts, options):
+        CALLS.append("finish")
+        return [replace(a, facts={**a.facts, "finished": True}) for a in artifacts]
+
+    def labels_path(self, artifact):
+        return f"{artifact.path}.labels"
+
+    def kaggle_usage(self, artifact):
+        return ["import fake"], [f'outputs = fake.load("${{PATH}}/{artifact.path}")(images)']
 
 
 TARGET = FakeTarget()

@@ -147,7 +147,7 @@ def test_labels_asset_survives_a_move_and_a_reload(tmp_path, tiny_npz):
     from convert.checkpoint import load_checkpoint
     from convert.errors import ExportError
     from convert.export import build_exportable
-    from convert.export.labels_asset import check_reloaded_labels, read_saved_labels, tracked_labels
+    from convert.export.saved_labels import check_reloaded_labels, read_saved_labels, tracked_labels
     from convert.model.tf_model import build_tf_model
 
     labels = tuple(f"class {i}, name" for i in range(TINY.classes))

@@ -29,7 +29,7 @@ def exports(tmp_path_factory):
     import tensorflow as tf
 
     from convert.checkpoint import load_checkpoint
-    from convert.export.labels_asset import tracked_labels
+    from convert.export.saved_labels import tracked_labels
     from convert.model.tf_model import build_tf_model
     from convert.synthetic import write_synthetic_checkpoint
 

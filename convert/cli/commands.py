@@ -215,8 +215,8 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
     from ..errors import ParityError
     from ..fetch import resolve_checkpoint
     from ..parity import run_parity
+    from ..parity.placement import start_window
     from ..registry import load_registry
-    from ..resources import CpuWindow
 
     if len(model_ids) != 1:
         raise click.UsageError("verify takes exactly one --model ID")
@@ -229,7 +229,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
 
     path = resolve_checkpoint(entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet)
     log(f"loading {path}")
-    window = CpuWindow() if reference == "auto" else None  # how busy the other processes keep the CPUs, while reading
+    window = start_window(reference)  # how busy the other processes keep the CPUs, while reading
     ckpt = load_checkpoint(path, entry.architecture)
     size = resolution or entry.resolution
     log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size}x{size}")

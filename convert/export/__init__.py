@@ -9,18 +9,20 @@ For one registry entry, :func:`export_model` writes (``--format savedmodel``, th
     <out>/<id>/manifest.json          provenance, parity figures, versions, fingerprints
     <out>/<id>/bit_<id>_<variant>.tar.gz   with ``archive=True``: deterministic TF Hub upload archives
 
-Modules: ``orchestrator`` (export_model: the steps), ``target`` (the interface
-each format implements), ``formats`` (the table of formats), ``savedmodel``,
-``judge`` (the reload-and-compare rule), ``manifest``, ``publish`` (temporary
-directory, atomic swap).
+Modules: ``orchestrator`` (export_model: the steps), ``state`` (what the steps
+fill in), ``target`` (the interface each format implements), ``formats`` (the
+table of formats), ``savedmodel``, ``keras``, ``tflite``, ``onnx``, ``judge``
+(the reload-and-compare rule), ``manifest``, ``publish`` (temporary directory,
+atomic swap), ``cards/``.
 """
 
 from .formats import FORMATS, get_targets, parse_formats
 from .judge import LiveRun
 from .manifest import MANIFEST_FORMAT, MANIFEST_NAME, library_versions
-from .orchestrator import PARITY_MAX_RESOLUTION, ExportOptions, ExportResult, export_model
+from .orchestrator import PARITY_MAX_RESOLUTION, export_model
 from .publish import check_free_space, clear_stale_temp_dirs, publish_directory, temp_dir_for
 from .savedmodel import build_exportable, variant_variables
+from .state import ExportOptions, ExportResult, ExportState
 from .target import INPUT_NAME, VARIANT_STAGES, VARIANTS, Artifact, ExportJob, ExportTarget, Run
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ExportJob",
     "ExportOptions",
     "ExportResult",
+    "ExportState",
     "ExportTarget",
     "LiveRun",
     "Run",

@@ -5,18 +5,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ExportError, ParityError
 from .cards.common import ParityFigures
-from .target import VARIANT_STAGES, Run
+from .target import VARIANT_STAGES, ExportTarget, Run
+
+if TYPE_CHECKING:
+    from ..model.architecture import Architecture
+    from ..parity import ParityReport, Reference
 
 Log = Callable[[str], None]
 
 
 class LiveRun:
-    """The live TF graph's stages on the parity images, computed in a background thread."""
+    """The live TF graph's stages on the parity images, computed in a background thread from :meth:`start`."""
 
     def __init__(self, graph, images: np.ndarray):
         self._graph, self._images = graph, images
@@ -24,7 +29,10 @@ class LiveRun:
         self._error: BaseException | None = None
         self.seconds = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True, name="live-tf-run")
+
+    def start(self) -> LiveRun:
         self._thread.start()
+        return self
 
     def _run(self) -> None:
         import tensorflow as tf
@@ -49,7 +57,7 @@ def summary_line(report, stages) -> str:
     return ", ".join(f"{k} rel {report.stages[k].tf_rel_l2_f64:.2e} max|d| {report.stages[k].max_abs_f64:.2e}" for k in stages)
 
 
-def judge_live(reference, live: dict, arch, model_id: str, log: Log):
+def judge_live(reference: Reference, live: dict, arch: Architecture, model_id: str, log: Log) -> ParityReport:
     """The live TF graph against the reference at every stage; a failure writes nothing."""
     from ..parity import compare
 
@@ -65,36 +73,24 @@ def judge_live(reference, live: dict, arch, model_id: str, log: Log):
     return before
 
 
-def _what(run: Run) -> str:
-    a = run.artifact
-    if a.target == "savedmodel":
-        return f"{a.variant} SavedModel"
-    return f"{a.variant} {a.target} artifact ({run.runtime})"
-
-
-def check_shape(run: Run, images: int, arch, model_id: str) -> None:
+def check_shape(target: ExportTarget, run: Run, images: int, arch: Architecture, model_id: str) -> None:
     """Every reloaded artifact returns (images, classes) or (images, features)."""
     width = arch.classes if run.artifact.variant == "classification" else arch.features
     shape = tuple(np.shape(run.outputs))
     if shape != (images, width):
-        raise ExportError(f"{model_id}: the reloaded {_what(run)} returns {shape}, expected ({images}, {width})")
+        raise ExportError(f"{model_id}: the reloaded {target.what(run)} returns {shape}, expected ({images}, {width})")
 
 
-def judge_run(reference, run: Run, arch, model_id: str, log: Log):
+def judge_run(reference: Reference, target: ExportTarget, run: Run, arch: Architecture, model_id: str, log: Log) -> ParityReport:
     """One run against the reference at its variant's stage, under the architecture's tolerance."""
     from ..parity import compare
 
     stage = VARIANT_STAGES[run.artifact.variant]
     report = compare(reference, {stage: run.outputs}, arch)
-    where = (
-        f"{run.artifact.variant} reloaded from disk"
-        if run.artifact.target == "savedmodel"
-        else f"{run.artifact.target} {run.artifact.variant} in {run.runtime}"
-    )
-    log(f"{model_id}: parity after export, {where}: {summary_line(report, (stage,))}")
+    log(f"{model_id}: parity after export, {target.where(run)}: {summary_line(report, (stage,))}")
     if not report.passed:
         raise ParityError(
-            f"{model_id}: the reloaded {_what(run)} does not reproduce JAX "
+            f"{model_id}: the reloaded {target.what(run)} does not reproduce JAX "
             f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); "
             "export removed",
             report,
@@ -102,6 +98,6 @@ def judge_run(reference, run: Run, arch, model_id: str, log: Log):
     return report
 
 
-def figures(report, stage: str, resolution: int, images: int, batch: int) -> ParityFigures:
+def figures(report: ParityReport, stage: str, resolution: int, images: int, batch: int) -> ParityFigures:
     s = report.stages[stage]
     return ParityFigures(stage, s.max_abs_f64, s.tf_rel_l2_f64, report.tolerance, resolution, images, batch)

@@ -34,12 +34,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
 from ..errors import ExportError, LocalIOError
-from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANTS, Artifact, ExportJob, Run
+from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANTS, Artifact, ExportJob, ExportTarget, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -92,10 +92,11 @@ def _package_root() -> str:
 class BackendRuns:
     """The checking processes of one export, one per backend, at most ``parallel`` at a time.
 
-    Made before the models exist: the first ``parallel`` processes start at
-    once, import keras and their backend, and wait for their spec (the export
-    writes meanwhile). :meth:`start` gives the spec (the models and the
-    images); each further backend's process starts when one has finished.
+    Started before the models exist: :meth:`start` launches the first
+    ``parallel`` processes at once, which import keras and their backend and
+    wait for their spec (the export writes meanwhile). :meth:`submit` gives
+    the spec (the models and the images); each further backend's process
+    starts when one has finished.
     :meth:`wait` returns {backend: (outputs per model, the child's
     result.json)} or raises :class:`KerasBackendError` for the first backend
     (in ``backends`` order) that failed, after stopping the others.
@@ -122,17 +123,30 @@ class BackendRuns:
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch)
         self._futures = {b: Future() for b in self.backends}
+        self._python = python
+        self._started = False
+
+    def start(self) -> BackendRuns:
+        """Launch the first ``parallel`` processes (they import keras and their backend, then wait for :meth:`submit`)."""
+        if self._started:
+            raise RuntimeError("BackendRuns.start() called twice")
+        self._started = True
         todo: queue.SimpleQueue = queue.SimpleQueue()
         for b in self.backends:
             todo.put(b)
         for _ in range(self.parallel):
-            threading.Thread(target=self._feed, args=(todo, python), name="keras-check", daemon=True).start()
+            threading.Thread(target=self._feed, args=(todo, self._python), name="keras-check", daemon=True).start()
+        return self
 
-    def start(self, paths, images: np.ndarray, *, batch: int | None = None, repeat: int = 0, collect: bool = True) -> BackendRuns:
+    def submit(
+        self, paths, images: np.ndarray, *, batch: int | None = None, repeat: int = 0, collect: bool = True
+    ) -> BackendRuns:
         """Give every process its work: load ``paths``, run them on ``images``, ``batch`` at a time.
 
         ``collect``: a full garbage collection after each model (frees it before the next loads).
         """
+        if not self._started:
+            raise RuntimeError("BackendRuns.submit() before start()")
         self.paths = [str(p) for p in paths]
         np.save(self._scratch / "images.npy", np.asarray(images, np.float32))
         self._spec = {"images": "../images.npy", "models": self.paths, "repeat": repeat, "batch": batch, "collect": collect}
@@ -196,7 +210,7 @@ class BackendRuns:
     def wait(self) -> dict[str, tuple[list[np.ndarray], dict]]:
         if self._results is None:
             if not self._go.is_set():
-                raise RuntimeError("BackendRuns.wait() before start()")
+                raise RuntimeError("BackendRuns.wait() before submit()")
             try:
                 self._results = {b: self._collect(b) for b in self.backends}
             finally:
@@ -240,7 +254,7 @@ class Prepared(NamedTuple):
 
 
 @dataclass(frozen=True)
-class KerasTarget:
+class KerasTarget(ExportTarget):
     """The ``keras`` target. Everything it depends on is a field, so tests inject what they need.
 
     ``backends``: which to check; ``is_installed``: the availability probe;
@@ -256,6 +270,7 @@ class KerasTarget:
     parallel: int | None = None
     build_options: Mapping = field(default_factory=dict)
     python: str = sys.executable
+    kaggle_framework: ClassVar[str] = "keras"
 
     def write(self, job: ExportJob) -> list[Artifact]:
         import keras
@@ -328,14 +343,14 @@ class KerasTarget:
         """Start the checking processes before the models are written: they import keras and their backend meanwhile."""
         backends = self.available(job.log)
         plan = self.plan(job.arch, images, len(backends))
-        return Prepared(BackendRuns(backends, parallel=plan.parallel, python=self.python), plan)
+        return Prepared(BackendRuns(backends, parallel=plan.parallel, python=self.python).start(), plan)
 
     def check(
         self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: Prepared | None = None
     ) -> Callable[[], list[Run]]:
         runs, plan = prepared or self.prepare(job, images)
         t0 = time.perf_counter()
-        runs.start([job.export_dir / a.path for a in artifacts], images, batch=plan.batch, collect=plan.collect)
+        runs.submit([job.export_dir / a.path for a in artifacts], images, batch=plan.batch, collect=plan.collect)
         job.log(
             f"{job.model_id}: checking the Keras models on {', '.join(runs.backends)} "
             f"({runs.parallel} at a time, {plan.batch} image{'s' if plan.batch > 1 else ''} a call)"
@@ -368,6 +383,12 @@ class KerasTarget:
         from .cards.keras_card import render_keras_card
 
         return render_keras_card(job, artifact, figures, BACKENDS, INSTALL_HINTS, self.is_installed)
+
+    def kaggle_usage(self, artifact: Artifact) -> tuple[list[str], list[str]]:
+        return ["import keras"], [
+            f'model = keras.saving.load_model("${{PATH}}/{Path(artifact.path).name}")',
+            "outputs = model(images)",
+        ]
 
 
 TARGET = KerasTarget()

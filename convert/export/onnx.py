@@ -36,7 +36,7 @@ import numpy as np
 from ..errors import ExportError, LocalIOError, one_line
 from .folded import folded_arrays, function_with_weight_inputs, variant_bytes
 from .manifest import package_version as _version
-from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
+from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
 
 #: ONNX opset written (tf2onnx 1.17 converts every op of the graph at 17; onnxruntime 1.32 runs it).
 OPSET = 17
@@ -50,11 +50,12 @@ PROVIDER = "CPUExecutionProvider"
 RUNTIME = "onnxruntime"
 
 
-class OnnxTarget:
+class OnnxTarget(ExportTarget):
     """The ``onnx`` export target (see the module docstring). ``size_limit``: bytes per .onnx (tests inject less)."""
 
     name = "onnx"
     summary = "ONNX models (opset 17, standardisation folded; external data above 2 GB), run by onnxruntime"
+    kaggle_framework = "onnx"
 
     def __init__(self, size_limit: int = PROTOBUF_LIMIT, opset: int = OPSET):
         self.size_limit = size_limit
@@ -125,12 +126,18 @@ class OnnxTarget:
             artifact, RUNTIME, outputs, time.perf_counter() - t, {"onnxruntime": _version("onnxruntime"), "provider": PROVIDER}
         )
 
-    # -- card -------------------------------------------------------------------------
+    # -- card and Kaggle ---------------------------------------------------------------
 
     def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None:
         from .cards.deploy_card import render_deploy_card
 
         return render_deploy_card(job, artifact, figures, usage=_usage(job, artifact), title="ONNX")
+
+    def kaggle_usage(self, artifact: Artifact) -> tuple[list[str], list[str]]:
+        return ["import onnxruntime as ort"], [
+            f'session = ort.InferenceSession("${{PATH}}/{Path(artifact.path).name}")',
+            'outputs = session.run(None, {"images": images})[0]',
+        ]
 
 
 def _usage(job: ExportJob, artifact: Artifact) -> str:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +24,13 @@ from ..errors import ExportError
 from ..fetch import sha256_file
 from ..model.architecture import HEAD_PREFIX
 from .cards.model_card import archive_name, render_card
-from .labels_asset import check_reloaded_labels, tracked_labels
+from .labels_asset import LABELS_FILE
 from .publish import io_error
-from .target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
+from .saved_labels import check_reloaded_labels, tracked_labels
+from .target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
+
+if TYPE_CHECKING:
+    from .orchestrator import ExportOptions
 
 
 def variant_variables(net, variant: str) -> list:
@@ -133,9 +139,12 @@ def _labels(job: ExportJob, variant: str):
     return job.labels if variant == "classification" else None
 
 
-class SavedModelTarget:
+class SavedModelTarget(ExportTarget):
     name = "savedmodel"
     summary = "TF Hub-style SavedModels (Reusable SavedModel API, serving_default signature) [default]"
+    kaggle_framework = "tensorFlow2"
+    #: The classifier tracks its class names as ``assets/labels.txt`` (convert.export.saved_labels).
+    embeds_labels = True
 
     def write(self, job: ExportJob) -> list[Artifact]:
         """Save both variants under ``job.export_dir``; each Artifact's facts are the manifest's."""
@@ -151,7 +160,10 @@ class SavedModelTarget:
                     tf.saved_model.save(root, str(path), signatures={"serving_default": root.serving_default})
             except (OSError, tf.errors.OpError) as exc:
                 raise io_error(f"cannot write the {variant} SavedModel of {job.model_id} to {path}", exc) from exc
+            width = job.arch.classes if variant == "classification" else job.arch.features
             facts = {
+                "output": OUTPUT_NAMES[variant],
+                "output_shape": [None, width],
                 "variables": len(root.variables),
                 "trainable_variables": len(root.trainable_variables),
                 "parameters": int(sum(int(np.prod(v.shape)) for v in root.variables)),
@@ -199,17 +211,33 @@ class SavedModelTarget:
             labels_embedded=job.labels is not None,
         )
 
-    def archive(self, job: ExportJob, artifacts: list[Artifact]) -> dict[str, dict]:
-        """``--archive``: a deterministic .tar.gz of each SavedModel (the TF Hub upload format), per variant."""
+    def finish(self, job: ExportJob, artifacts: list[Artifact], options: ExportOptions) -> list[Artifact]:
+        """``--archive``: a deterministic .tar.gz of each SavedModel (the TF Hub upload format); facts["archive"] either way."""
+        return [replace(a, facts={**a.facts, "archive": self._archive(job, a) if options.archive else None}) for a in artifacts]
+
+    def _archive(self, job: ExportJob, artifact: Artifact) -> dict:
         from .archive import write_archive
 
-        archives = {}
-        for artifact in artifacts:
-            t = time.perf_counter()
-            dest = write_archive(job.export_dir / artifact.path, job.export_dir / archive_name(job.entry, artifact.variant))
-            archives[artifact.variant] = {"file": dest.name, "sha256": sha256_file(dest)}
-            job.log(f"{job.model_id}: archived {artifact.variant} as {dest.name} in {time.perf_counter() - t:.1f}s")
-        return archives
+        t = time.perf_counter()
+        dest = write_archive(job.export_dir / artifact.path, job.export_dir / archive_name(job.entry, artifact.variant))
+        job.log(f"{job.model_id}: archived {artifact.variant} as {dest.name} in {time.perf_counter() - t:.1f}s")
+        return {"file": dest.name, "sha256": sha256_file(dest)}
+
+    def labels_path(self, artifact: Artifact) -> str:
+        return f"{artifact.path}/assets/{LABELS_FILE}"
+
+    def digests(self, job: ExportJob, artifact: Artifact):
+        """Every file but ``fingerprint.pb``, which holds a random UUID (re-exports differ only there)."""
+        return artifact.facts["fingerprint"]["sha256"]
+
+    def what(self, run: Run) -> str:
+        return f"{run.artifact.variant} SavedModel"
+
+    def where(self, run: Run) -> str:
+        return f"{run.artifact.variant} reloaded from disk"
+
+    def kaggle_usage(self, artifact: Artifact) -> tuple[list[str], list[str]]:
+        return ["import tensorflow as tf"], ['model = tf.saved_model.load("${PATH}")', "outputs = model(images)"]
 
 
 TARGET = SavedModelTarget()

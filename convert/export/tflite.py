@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import ExportError, LocalIOError, one_line
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
-from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
+from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
 
 #: FlatBuffers address with 32-bit offsets: one .tflite holds less than 2 GiB.
 FLATBUFFER_LIMIT = 2**31 - 1
@@ -42,11 +42,12 @@ CONVERTER = "tf.lite.TFLiteConverter.from_concrete_functions"
 RUNTIME = "litert"
 
 
-class TFLiteTarget:
+class TFLiteTarget(ExportTarget):
     """The ``tflite`` export target (see the module docstring). ``size_limit``: bytes per file (tests inject less)."""
 
     name = "tflite"
     summary = "LiteRT .tflite files (float32, standardisation folded), run by ai_edge_litert"
+    kaggle_framework = "tfLite"
 
     def __init__(self, size_limit: int = FLATBUFFER_LIMIT):
         self.size_limit = size_limit
@@ -125,12 +126,19 @@ class TFLiteTarget:
             {"ai-edge-litert": _version("ai-edge-litert"), "delegate": "XNNPACK (default)"},
         )
 
-    # -- card -------------------------------------------------------------------------
+    # -- card and Kaggle ---------------------------------------------------------------
 
     def card(self, job: ExportJob, artifact: Artifact, figures: Mapping | None) -> str | None:
         from .cards.deploy_card import render_deploy_card
 
         return render_deploy_card(job, artifact, figures, usage=_usage(job, artifact), title="LiteRT (.tflite)")
+
+    def kaggle_usage(self, artifact: Artifact) -> tuple[list[str], list[str]]:
+        return ["from ai_edge_litert.interpreter import Interpreter"], [
+            f'interpreter = Interpreter(model_path="${{PATH}}/{Path(artifact.path).name}")',
+            "runner = interpreter.get_signature_runner()",
+            "outputs = runner(images=images)",
+        ]
 
 
 def _usage(job: ExportJob, artifact: Artifact) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .compare import ParityReport, compare
 from .inputs import make_inputs
 from .pending import PendingReference
-from .placement import measure, place
+from .placement import decide, start_window
 
 
 def tf_stage_function(model):
@@ -49,23 +49,20 @@ def run_parity(
     t0 = time.perf_counter()
     path = getattr(checkpoint, "path", None)
     file_backed = path is not None and Path(path).is_file()
-    if reference == "auto" and window is None:
-        from ..resources import CpuWindow
-
-        window = CpuWindow()
-    facts = measure(window if reference == "auto" else None, checkpoint.parameters * 4, file_backed)
-    placement = place(facts, reference, worker_first=False)
+    window = window or start_window(reference)
+    placement = decide(reference, checkpoint.parameters * 4, file_backed, window=window, worker_first=False)
     log(f"JAX reference {placement.describe()}")
-    pending = PendingReference(checkpoint, images, names, placement, float32=True) if placement.where.in_worker else None
+    pending = PendingReference(checkpoint, images, names, placement, float32=True)
+    if placement.where.in_worker:
+        pending.start()
     try:
         tf_out = _run_tf(checkpoint, images, info, log)
-        if pending is None:
+        if not placement.where.in_worker:
             gc.collect()  # the TF graph and its standardised kernels, before the JAX params arrive
-            pending = PendingReference(checkpoint, images, names, placement, float32=True)
+            pending.start()
         ref = pending.result()
     finally:
-        if pending is not None:
-            pending.abandon()  # TF failed or we were interrupted: do not leave a worker running
+        pending.abandon()  # TF failed or we were interrupted: do not leave a worker running
     info.update(ref.timings)
     info["reference_process"] = placement.where.in_worker
     info["parity_wall_s"] = time.perf_counter() - t0

@@ -15,7 +15,7 @@ from .worker import finish_reference_worker, start_reference_worker, stop_refere
 
 
 class PendingReference:
-    """Started by the constructor (a worker process), or computed by the first :meth:`result` (inline).
+    """Started by :meth:`start` (a worker process), or computed by the first :meth:`result` (inline).
 
     ``result()`` waits for it; ``abandon()`` stops a worker still running and
     removes its scratch directory (idempotent; ``result`` calls it too).
@@ -27,19 +27,32 @@ class PendingReference:
         self._reference: Reference | None = None
         self._proc = None
         self._workdir: Path | None = None
+        self._started = False
+        self._checkpoint, self._float32 = checkpoint, float32
         self._compute: Callable[[], Reference] | None = None
-        if placement.where.in_worker:
+
+    def start(self) -> PendingReference:
+        """Start the worker process where the placement says so; inline, the first :meth:`result` computes it."""
+        if self._started:
+            raise RuntimeError("PendingReference.start() called twice")
+        self._started = True
+        checkpoint, float32, self._checkpoint = self._checkpoint, self._float32, None
+        if self.placement.where.in_worker:  # the worker reads the checkpoint file again
             self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-reference-"))
-            self._proc = start_reference_worker(checkpoint.path, self._arch, images, self.names, self._workdir, float32=float32)
-        else:
-            arrays = checkpoint  # held until result(): the caller may drop its own reference to the arrays afterwards
-            self._compute = lambda: reference_outputs(arrays, images, self.names, float32=float32)
+            self._proc = start_reference_worker(
+                checkpoint.path, self._arch, self.images, self.names, self._workdir, float32=float32
+            )
+        else:  # the arrays are held until result(): the caller may drop its own reference to them meanwhile
+            self._compute = lambda: reference_outputs(checkpoint, self.images, self.names, float32=float32)
+        return self
 
     @property
     def done(self) -> bool:
         return self._reference is not None
 
     def result(self) -> Reference:
+        if not self._started:
+            raise RuntimeError("PendingReference.result() before start()")
         if self._reference is None:
             if self._proc is not None:
                 try:

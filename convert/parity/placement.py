@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..resources import CpuWindow
 
 #: Peak memory of the worker and the main process together, per byte of
 #: checkpoint, plus a fixed part (two Python processes with TF and JAX loaded).
@@ -127,7 +131,32 @@ def place(facts: MachineFacts, mode: str = "auto", *, worker_first: bool = True)
     return result(Where.INLINE)
 
 
-def measure(window, checkpoint_bytes: int, file_backed: bool = True) -> MachineFacts:
+def start_window(mode: str, machine: MachineFacts | None = None) -> CpuWindow | None:
+    """The window :func:`decide` measures the other processes' CPU use over, started now (before the
+    checkpoint is read); None when nothing will be measured (``mode`` is not auto, or the facts are given)."""
+    if mode != "auto" or machine is not None:
+        return None
+    from ..resources import CpuWindow
+
+    return CpuWindow()
+
+
+def decide(
+    mode: str,
+    checkpoint_bytes: int,
+    file_backed: bool,
+    *,
+    window: CpuWindow | None = None,
+    machine: MachineFacts | None = None,
+    worker_first: bool = True,
+) -> Placement:
+    """Where the reference of ``bitconvert verify`` or ``export`` runs: the facts (``machine``, or measured
+    over ``window`` from :func:`start_window`), then :func:`place`."""
+    facts = machine or measure(window if mode == "auto" else None, checkpoint_bytes, file_backed)
+    return place(facts, mode, worker_first=worker_first)
+
+
+def measure(window: CpuWindow | None, checkpoint_bytes: int, file_backed: bool = True) -> MachineFacts:
     """This machine's facts now; ``window`` is a :class:`convert.resources.CpuWindow` started earlier (or None)."""
     from ..resources import available_memory, usable_cpus
 

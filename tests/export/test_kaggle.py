@@ -9,18 +9,20 @@ import pytest
 from click.testing import CliRunner
 
 from convert.cli.options import kaggle_option
-from convert.export.kaggle import (
-    FRAMEWORKS,
-    INSTANCE_METADATA,
-    kaggle_files,
-    link_instances,
-    parse_handle,
-    variation_slug,
-)
-from convert.export.target import Artifact
+from convert.export.formats import get_targets
+from convert.export.kaggle import INSTANCE_METADATA, instance_of, kaggle_files, link_instances, parse_handle, variation_slug
+from convert.export.target import Artifact, ExportTarget
 from convert.registry import load_registry
 
 REGISTRY = load_registry()
+TARGETS = {t.name: t for t in get_targets(["savedmodel", "keras", "tflite", "onnx"])}
+
+
+class NoKaggle(ExportTarget):
+    name = "zip"
+
+
+TARGETS["zip"] = NoKaggle()
 MANIFEST = {
     "source_url": "https://storage.googleapis.com/bit_models/distill/R50x1_160.npz",
     "input": {"min": 0.0, "max": 1.0, "native_resolution": 160},
@@ -42,8 +44,13 @@ INSTANCE_FIELDS = {
 }  # fmt: skip
 
 
+def _instances(artifacts, labels_embedded=True):
+    return [i for a in artifacts if (i := instance_of(TARGETS[a.target], a, labels_embedded)) is not None]
+
+
 def _files(entry_id="r50x1-160", artifacts=ARTIFACTS, cards=CARDS):
-    return {p: json.loads(t) for p, t in kaggle_files(REGISTRY.get(entry_id), MANIFEST, cards, artifacts, "me/bit").items()}
+    instances = _instances(artifacts, MANIFEST["labels"]["embedded"])
+    return {p: json.loads(t) for p, t in kaggle_files(REGISTRY.get(entry_id), MANIFEST, cards, instances, "me/bit").items()}
 
 
 def test_one_model_file_and_one_instance_per_framework_variation():
@@ -119,7 +126,7 @@ def test_instance_folders_hold_hard_links_of_the_artifacts(tmp_path):
     (tmp_path / "keras").mkdir()
     (tmp_path / "keras" / "classification.keras").write_bytes(b"zip")
     arts = [ARTIFACTS[0], ARTIFACTS[2]]
-    link_instances(tmp_path, REGISTRY.get("r50x1-160"), arts)
+    link_instances(tmp_path, REGISTRY.get("r50x1-160"), _instances(arts))
     sm = tmp_path / "kaggle" / "tensorFlow2" / "r50x1-160-classification"
     assert (sm / "variables" / "variables.index").read_bytes() == b"ix"
     assert (sm / "saved_model.pb").stat().st_ino == (tmp_path / "classification" / "saved_model.pb").stat().st_ino
@@ -127,7 +134,8 @@ def test_instance_folders_hold_hard_links_of_the_artifacts(tmp_path):
 
 
 def test_every_target_has_a_framework_and_slugs_are_kaggle_slugs():
-    assert set(FRAMEWORKS) == {"savedmodel", "keras", "tflite", "onnx"}
+    frameworks = [t.kaggle_framework for name, t in TARGETS.items() if name != "zip"]
+    assert frameworks == ["tensorFlow2", "keras", "tfLite", "onnx"]  # one each, as the kaggle CLI spells them
     for e in REGISTRY.entries:
         for variant in ("classification", "feature_extraction"):
             slug = variation_slug(e.id, variant)

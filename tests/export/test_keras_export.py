@@ -122,7 +122,7 @@ def test_mutations_fail_keras_parity(tiny, exported, parity_inputs, tmp_path):
         paths[name] = job.export_dir / KerasTarget(build_options=options).write(job)[0].path
     job = _mutated_job(tiny, tmp_path / "swapped")
     paths["swapped"] = job.export_dir / TARGET.write(job)[0].path
-    runs = BackendRuns(["tensorflow"], parallel=1).start(list(paths.values()), _unit(images))
+    runs = BackendRuns(["tensorflow"], parallel=1).start().submit(list(paths.values()), _unit(images))
     outputs, _ = runs.wait()["tensorflow"]
     reports = {name: compare(reference, {"logits": out}) for name, out in zip(paths, outputs, strict=True)}
     assert reports.pop("correct").passed
@@ -212,13 +212,13 @@ def test_layer_output_elements_counts_every_layer_output():
 def test_processes_start_before_the_files_exist_and_stop_cleanly(exported, parity_inputs, tmp_path):
     _, job, artifacts = exported
     images, reference = parity_inputs
-    early = BackendRuns(["tensorflow"], parallel=1)
+    early = BackendRuns(["tensorflow"], parallel=1).start()
     later = tmp_path / "written-after-the-process-started.keras"
     later.write_bytes((job.export_dir / artifacts[0].path).read_bytes())
-    outputs, info = early.start([later], _unit(images)).wait()["tensorflow"]
+    outputs, info = early.submit([later], _unit(images)).wait()["tensorflow"]
     assert compare(reference, {"logits": outputs[0]}).passed
     assert info["import_s"] > 0 and info["cpu_s"] > 0
-    abandoned = BackendRuns(["tensorflow", "torch"], parallel=2)
+    abandoned = BackendRuns(["tensorflow", "torch"], parallel=2).start()
     deadline = time.monotonic() + 60
     while len(abandoned._procs) < 2 and time.monotonic() < deadline:  # started by its threads
         time.sleep(0.05)
@@ -245,7 +245,7 @@ def test_a_check_process_without_a_spec_exits_quietly(tmp_path):
 def test_a_backend_that_cannot_load_is_one_line_naming_it(tmp_path):
     bad = tmp_path / "classification.keras"
     bad.write_bytes(b"not a zip file")
-    runs = BackendRuns(["tensorflow"], parallel=1).start([bad], np.zeros((1, 32, 32, 3), np.float32))
+    runs = BackendRuns(["tensorflow"], parallel=1).start().submit([bad], np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(KerasBackendError) as exc:
         runs.wait()
     msg = str(exc.value)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 #: The BiT weights are released under Apache-2.0 (google-research/big_transfer).
 LICENSE = "apache-2.0"
 BUCKET_URL = "https://storage.googleapis.com/bit_models/"
-#: Where an export keeps its class names inside the classification SavedModel (convert.export.labels_asset).
+#: Where an export keeps its class names inside the classification SavedModel (convert.export.saved_labels).
 LABELS_ASSET = "assets/labels.txt"
 
 

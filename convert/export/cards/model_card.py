@@ -50,11 +50,6 @@ def archive_name(entry: ModelEntry, variant: str) -> str:
     return f"{hub_model_name(entry, variant)}.tar.gz"
 
 
-def card_file_name(variant: str) -> str:
-    _check_variant(variant)
-    return f"{variant}.md"
-
-
 def _check_variant(variant: str) -> None:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
