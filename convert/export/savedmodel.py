@@ -30,7 +30,7 @@ from .saved_labels import check_reloaded_labels, tracked_labels
 from .target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
 
 if TYPE_CHECKING:
-    from .orchestrator import ExportOptions
+    from .state import ExportOptions
 
 
 def variant_variables(net, variant: str) -> list:

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from ..model.architecture import Architecture
     from ..model.tf_model import BiTResNetV2
     from ..registry import ModelEntry
-    from .orchestrator import ExportOptions
+    from .state import ExportOptions
 
 #: The two variants of every export, and the reference stage each is compared with.
 VARIANTS = ("classification", "feature_extraction")

@@ -48,53 +48,14 @@ def _verification(
     return lines
 
 
-def render_keras_card(
-    job,
-    artifact,
-    figures: Mapping[str, ParityFigures] | None,
-    backends,
-    hints: Mapping[str, str],
-    installed: Callable[[str], bool],
-) -> str:
-    """The card of ``artifact`` (a .keras file of ``job``); ``figures``: {runtime: ParityFigures} or None.
-
-    ``backends``: every backend the export is checked on; ``hints``: how to
-    install each; ``installed``: whether a backend is installed here.
-    """
-    entry, variant = job.entry, artifact.variant
-    classifier = variant == "classification"
+def _usage_lines(job, artifact) -> list[str]:
+    """The Usage and Fine-tuning sections: blocks that run as written from the directory the export is under."""
+    entry, classifier = job.entry, artifact.variant == "classification"
     res = entry.resolution
     lo, hi = INPUT_RANGES[job.input_range]
     path = f"exports/{entry.id}/{artifact.path}"
-    features = job.arch.features
-    classes = job.arch.classes
-    out_shape = f"(2, {classes})" if classifier else f"(2, {features})"
+    out_shape = f"(2, {job.arch.classes})" if classifier else f"(2, {job.arch.features})"
     lines = [
-        f"# BiT {entry.arch_name} {_TITLES[variant]} for Keras 3 (`{entry.id}`)",
-        "",
-        "<!-- format: keras -->",
-        f"<!-- task: {'image-classification' if classifier else 'image-feature-vector'} -->",
-        f"<!-- dataset: {entry.dataset} -->",
-        "<!-- fine-tunable: true -->",
-        f"<!-- license: {LICENSE} -->",
-        "",
-        f"Big Transfer (BiT) ResNetV2-{entry.depth}x{entry.width}: {entry.description}. A native Keras 3 model "
-        "(weight-standardised convolutions, group norm with 32 groups, no batch norm) that loads, predicts and "
-        "fine-tunes on the JAX, TensorFlow and PyTorch backends alike.",
-        "",
-        "## Inputs and outputs",
-        "",
-        f"Input: float32 `(batch, height, width, 3)` RGB images, any batch and size, with {range_text(job.input_range)}. "
-        f"The weights were trained at {res}x{res}.",
-        "",
-        (
-            f"Output: logits `(batch, {classes})` over {classes_text(entry)} ({probability_text(entry)}). "
-            + sidecar_labels_line(entry, job.labels is not None)
-            if classifier
-            else f"Output: the pre-logits feature vector `(batch, {features})` (after the final group norm, ReLU and "
-            "global average pooling)."
-        ),
-        "",
         "## Usage",
         "",
         "Set `KERAS_BACKEND` to `jax`, `tensorflow` or `torch` before Python starts. The custom layers live in "
@@ -134,6 +95,54 @@ def render_keras_card(
             "backbone.trainable = False  # then recompile: trains the new head only",
             "```",
         ]
+    return lines
+
+
+def render_keras_card(
+    job,
+    artifact,
+    figures: Mapping[str, ParityFigures] | None,
+    backends,
+    hints: Mapping[str, str],
+    installed: Callable[[str], bool],
+) -> str:
+    """The card of ``artifact`` (a .keras file of ``job``); ``figures``: {runtime: ParityFigures} or None.
+
+    ``backends``: every backend the export is checked on; ``hints``: how to
+    install each; ``installed``: whether a backend is installed here.
+    """
+    entry, variant = job.entry, artifact.variant
+    classifier = variant == "classification"
+    res = entry.resolution
+    features, classes = job.arch.features, job.arch.classes
+    lines = [
+        f"# BiT {entry.arch_name} {_TITLES[variant]} for Keras 3 (`{entry.id}`)",
+        "",
+        "<!-- format: keras -->",
+        f"<!-- task: {'image-classification' if classifier else 'image-feature-vector'} -->",
+        f"<!-- dataset: {entry.dataset} -->",
+        "<!-- fine-tunable: true -->",
+        f"<!-- license: {LICENSE} -->",
+        "",
+        f"Big Transfer (BiT) ResNetV2-{entry.depth}x{entry.width}: {entry.description}. A native Keras 3 model "
+        "(weight-standardised convolutions, group norm with 32 groups, no batch norm) that loads, predicts and "
+        "fine-tunes on the JAX, TensorFlow and PyTorch backends alike.",
+        "",
+        "## Inputs and outputs",
+        "",
+        f"Input: float32 `(batch, height, width, 3)` RGB images, any batch and size, with {range_text(job.input_range)}. "
+        f"The weights were trained at {res}x{res}.",
+        "",
+        (
+            f"Output: logits `(batch, {classes})` over {classes_text(entry)} ({probability_text(entry)}). "
+            + sidecar_labels_line(entry, job.labels is not None)
+            if classifier
+            else f"Output: the pre-logits feature vector `(batch, {features})` (after the final group norm, ReLU and "
+            "global average pooling)."
+        ),
+        "",
+        *_usage_lines(job, artifact),
+    ]
     lines += ["", "## Verification", "", *_verification(figures, backends, hints, installed)]
     lines += ["", *reference_lines(entry)]
     return "\n".join(lines) + "\n"
