@@ -40,7 +40,7 @@ def exports(tmp_path_factory):
     manifest = json.loads((plain / MODEL / "manifest.json").read_text())
     net = build_tf_model(load_checkpoint(ckpt, TINY))
 
-    def variant(name: str, labels, input_range: str = "unit", **model_fields) -> None:
+    def variant(name: str, labels, input_range: str = "unit", format1: bool = False, **model_fields) -> None:
         root_dir = base / name / MODEL
         root_dir.mkdir(parents=True)
         root = build_exportable(net, "classification", input_range)
@@ -52,9 +52,13 @@ def exports(tmp_path_factory):
             "model": {**manifest["model"], **model_fields},
             "input": {**manifest["input"], "range": input_range, "min": lo},
         }
+        if format1:  # as exports before manifest format 2 listed the SavedModels
+            m = {k: v for k, v in m.items() if k != "targets"}
+            m.update(format="bitconvert-export/1", variants={"classification": {"path": "classification"}})
         (root_dir / "manifest.json").write_text(json.dumps(m))
 
     variant("labelled", LABELS)
+    variant("format1", LABELS, format1=True)
     variant("multi", LABELS, multi_label=True)
     variant("symmetric", None, "symmetric")
     return base
@@ -134,6 +138,11 @@ def test_jpeg_and_labels_and_text_output(invoke, exports, images):
     assert lines[0] == f"{d / 'photo.jpg'}  (top 2, softmax)"
     first = out["top"][0]
     assert lines[1] == f"   1  {first['score']:.4f}  {first['index']:>5}  {first['label']}"
+
+
+def test_exports_of_manifest_format_1_still_predict(invoke, exports, images):
+    d, _ = images
+    assert _predict(invoke, exports / "format1", d / "photo.jpg") == _predict(invoke, exports / "labelled", d / "photo.jpg")
 
 
 def test_multi_label_heads_score_with_a_sigmoid(invoke, exports, images):

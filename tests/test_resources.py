@@ -11,7 +11,9 @@ from convert.parity.placement import (
     MachineFacts,
     Where,
     alongside_bytes,
+    decide,
     place,
+    start_window,
     worker_first_bytes,
 )
 from convert.resources import MIN_WINDOW_S, CpuSample, CpuWindow
@@ -95,6 +97,18 @@ def test_overrides():
     with pytest.raises(ValueError):
         place(_facts(R50X1_BYTES), "sideways")
     assert "in a worker process" in place(_facts(R50X1_BYTES)).describe()
+
+
+def test_one_decision_for_verify_and_export():
+    """decide: the given facts placed as place() does; the window is started only when auto has to measure."""
+    tight = (alongside_bytes(R152X2_BYTES) + worker_first_bytes(R152X2_BYTES)) / 2 / MEMORY_SHARE
+    facts = _facts(R152X2_BYTES, available=tight)
+    assert decide("auto", R152X2_BYTES, True, machine=facts) == place(facts)
+    assert decide("auto", R152X2_BYTES, True, machine=facts, worker_first=False).where is Where.INLINE
+    assert decide("inline", R50X1_BYTES, True).where is Where.INLINE  # measures nothing it needs
+    assert start_window("worker") is None and start_window("inline") is None
+    assert start_window("auto", machine=facts) is None
+    assert isinstance(start_window("auto"), CpuWindow)
 
 
 def test_reference_mode_from_the_environment():
