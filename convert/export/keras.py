@@ -19,6 +19,8 @@ is a :class:`KerasBackendError` naming it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -38,8 +40,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import interrupts
 from ..errors import ExportError, LocalIOError
 from .cards.model_card import INPUT_RANGES
+from .keras_check import SCRATCH_PREFIX
 from .target import COLLECT_ABOVE_BYTES, VARIANTS, Artifact, ExportJob, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
@@ -114,7 +118,7 @@ class BackendRuns:
         # the CPUs: torch's OpenMP threads spin while they wait, and with two 2-thread
         # processes on 2 busy cores R50x1 at 224 ran 10x slower (0.73 s -> 8-11 s).
         self.threads = threads or max(1, usable_cpus() // self.parallel)
-        self._scratch = Path(tempfile.mkdtemp(prefix="bitconvert-keras-check-"))
+        self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
         self._procs: list[subprocess.Popen] = []
         self._spec: dict | None = None
         self._go = threading.Event()
@@ -122,6 +126,8 @@ class BackendRuns:
         self._results = None
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch)
+        # A signal that ends the process kills the processes without waiting (convert.interrupts).
+        self._unregister = interrupts.register(functools.partial(_kill, self._procs, self._scratch))
         self._futures = {b: Future() for b in self.backends}
         todo: queue.SimpleQueue = queue.SimpleQueue()
         for b in self.backends:
@@ -175,11 +181,19 @@ class BackendRuns:
             self._go.wait()
             spec = None if self._stopped else self._spec
             try:
-                proc.stdin.write(json.dumps(spec).encode() if spec else b"")
-                proc.stdin.close()
+                # One line; the pipe stays open until the process ends: its end-of-file
+                # tells the process that this one is gone (convert.export.keras_check).
+                if spec:
+                    proc.stdin.write(json.dumps(spec).encode() + b"\n")
+                    proc.stdin.flush()
+                else:
+                    proc.stdin.close()
             except OSError:  # it died while importing: its exit status and stderr say why
                 pass
-            return proc.wait()
+            rc = proc.wait()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            return rc
 
     def _collect(self, backend: str) -> tuple[list[np.ndarray], dict]:
         rc = self._futures[backend].result()
@@ -210,6 +224,15 @@ class BackendRuns:
             self._stopped = True
             self._go.set()
             self._finalizer()
+            self._unregister()
+
+
+def _kill(procs: list, scratch: Path) -> None:
+    """From a signal handler: kill without waiting (the process is ending), remove the scratch directory."""
+    for proc in list(procs):
+        with contextlib.suppress(OSError):
+            proc.kill()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _cleanup(procs: list, scratch: Path) -> None:

@@ -32,6 +32,7 @@ from ..checkpoint import Checkpoint, load_checkpoint
 from ..fetch import sha256_file
 from ..fetch import source_url as bucket_url
 from ..fsutil import atomic_write
+from ..interrupts import pause_point
 from ..model.architecture import Architecture
 from ..registry import ModelEntry
 from . import judge
@@ -39,7 +40,7 @@ from .cards.model_card import INPUT_RANGES
 from .formats import DEFAULT, get_targets
 from .labels_asset import write_label_files
 from .manifest import MANIFEST_NAME, build_manifest, manifest_data, manifest_text
-from .publish import check_free_space, io_error, publish, temporary_export
+from .publish import check_export_path, check_free_space, io_error, publish, temporary_export
 from .target import COLLECT_ABOVE_BYTES, VARIANT_STAGES, Artifact, ExportJob, Run
 
 #: Default parity input size cap: 224, the size BiT was pre-trained at (the graph is
@@ -155,6 +156,7 @@ def start_reference(entry, source: Source, options: ExportOptions, window, log: 
     placement = place(facts, options.reference)
     log(f"{entry.id}: JAX reference {placement.describe()}")
     pending = PendingReference(source.checkpoint, images, names, placement, float32=False)
+    pause_point("reference")
     return pending, ParityInputs(images, names, resolution, options.parity_batch)
 
 
@@ -215,12 +217,17 @@ def prepare_targets(targets, job: ExportJob, images: np.ndarray) -> dict[str, ob
 
 
 def write_targets(targets, job: ExportJob) -> dict[str, list[Artifact]]:
-    return {t.name: t.write(job) for t in targets}
+    written = {}
+    for t in targets:
+        written[t.name] = t.write(job)
+        pause_point("write")
+    return written
 
 
 def check_targets(targets, job: ExportJob, written, images: np.ndarray, prepared: dict) -> dict[str, list[Run]]:
     """Start every target's check, then wait for each (in-process checks run while children work)."""
     waits = {t.name: t.check(job, written[t.name], images, prepared.get(t.name)) for t in targets}
+    pause_point("check")
     return {name: wait() for name, wait in waits.items()}
 
 
@@ -265,7 +272,7 @@ def export_model(
     sha256: str | None = None,
     checkpoint_origin: str | None = None,
     arch: Architecture | None = None,
-    labels: tuple[str, ...] | None = None,
+    labels: tuple[str, ...] | Callable[[], tuple[str, ...] | None] | None = None,
     log: Log = _quiet,
 ) -> ExportResult:
     """Export ``entry`` from the checkpoint at ``checkpoint_path`` in each of ``options.formats``.
@@ -275,7 +282,8 @@ def export_model(
     ``checkpoint_origin``: how the file was obtained (the CLI says ``cache`` or
     ``--checkpoint``). ``arch``: override the entry's architecture (reduced test
     layouts only). ``labels``: the classifier's class names (convert.labels), embedded
-    by every target; None exports indices only. Raises CheckpointError, ParityError, ExportError,
+    by every target; None exports indices only; a function is called once the checkpoint is read
+    (a label download never delays a checkpoint's error). Raises CheckpointError, ParityError, ExportError,
     LocalIOError, JaxReferenceError, UsageError; on any failure nothing exists
     at ``<out>/<id>`` that was not there before.
     """
@@ -287,16 +295,18 @@ def export_model(
     t_start = time.perf_counter()
     # How busy other processes keep the CPUs, measured while the checkpoint is read.
     window = CpuWindow() if options.reference == "auto" and options.machine is None else None
-    source = read_source(entry, Path(checkpoint_path), arch, options, sha256, source_url, log)
-    pending, inputs = start_reference(entry, source, options, window, log)
     final = options.output_dir / entry.id
+    check_export_path(final, Path(checkpoint_path))  # before anything costly
+    source = read_source(entry, Path(checkpoint_path), arch, options, sha256, source_url, log)
+    labels = labels() if callable(labels) else labels
+    pending, inputs = start_reference(entry, source, options, window, log)
     try:
         with temporary_export(options.output_dir, entry.id, log) as tmp:
             job = ExportJob(entry.id, entry, arch, None, options.input_range, tmp, log, labels, source.source_url, source.sha256)
             manifest = _export_into(job, targets, options, source, checkpoint_origin, pending, inputs)
             try:
                 atomic_write(tmp / MANIFEST_NAME, manifest_text(manifest))
-                publish(tmp, final)
+                publish(tmp, final, source.path)
             except OSError as exc:
                 raise io_error(f"cannot write the export of {entry.id} under {options.output_dir}", exc) from exc
     finally:

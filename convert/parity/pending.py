@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import interrupts
 from .placement import Placement
 from .reference import Reference, reference_outputs
 from .worker import finish_reference_worker, start_reference_worker, stop_reference_worker
@@ -29,6 +31,7 @@ class PendingReference:
         self._workdir: Path | None = None
         self._compute: Callable[[], Reference] | None = None
         if placement.where.in_worker:
+            self._unregister = interrupts.register(self._kill)  # a signal that ends the process stops the worker too
             self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-reference-"))
             self._proc = start_reference_worker(checkpoint.path, self._arch, images, self.names, self._workdir, float32=float32)
         else:
@@ -54,5 +57,14 @@ class PendingReference:
     def abandon(self) -> None:
         if self._proc is not None:
             stop_reference_worker(self._proc)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._unregister()
+
+    def _kill(self) -> None:
+        """From a signal handler: kill the worker without waiting (the process is ending), remove its directory."""
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
