@@ -42,8 +42,10 @@ import numpy as np
 
 from .. import interrupts
 from ..errors import ExportError, LocalIOError
+from ..fsutil import make_locked_dir, remove_unlocked_dirs
 from .cards.model_card import INPUT_RANGES
 from .keras_check import SCRATCH_PREFIX
+from .keras_zip import make_reproducible
 from .target import COLLECT_ABOVE_BYTES, VARIANTS, Artifact, ExportJob, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
@@ -118,14 +120,16 @@ class BackendRuns:
         # the CPUs: torch's OpenMP threads spin while they wait, and with two 2-thread
         # processes on 2 busy cores R50x1 at 224 ran 10x slower (0.73 s -> 8-11 s).
         self.threads = threads or max(1, usable_cpus() // self.parallel)
-        self._scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
+        # Locked while this process lives: one left by a killed process is removed by the next.
+        remove_unlocked_dirs(tempfile.gettempdir(), SCRATCH_PREFIX)
+        self._scratch, lock_fd = make_locked_dir(tempfile.gettempdir(), SCRATCH_PREFIX)
         self._procs: list[subprocess.Popen] = []
         self._spec: dict | None = None
         self._go = threading.Event()
         self._stopped = False
         self._results = None
         self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch)
+        self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch, lock_fd)
         # A signal that ends the process kills the processes without waiting (convert.interrupts).
         self._unregister = interrupts.register(functools.partial(_kill, self._procs, self._scratch))
         self._futures = {b: Future() for b in self.backends}
@@ -235,12 +239,13 @@ def _kill(procs: list, scratch: Path) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _cleanup(procs: list, scratch: Path) -> None:
+def _cleanup(procs: list, scratch: Path, lock_fd: int) -> None:
     for proc in list(procs):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     shutil.rmtree(scratch, ignore_errors=True)
+    os.close(lock_fd)
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,7 @@ class KerasTarget:
             for variant, model in zip(VARIANTS, models, strict=True):
                 rel = f"{SUBDIR}/{variant}.keras"
                 model.save(job.export_dir / rel)
+                make_reproducible(job.export_dir / rel)  # re-exports byte-identical (keras_zip)
                 facts = {
                     "keras": keras.__version__,
                     "written_on_backend": keras.backend.backend(),
