@@ -2,7 +2,11 @@
 
 Temporary files are named ``.<name>.<pid>.<random>.tmp`` beside their final
 path, so that :func:`remove_dead_temps` can tell a leftover of a killed
-process (its pid is gone) from the work of a live one.
+process (its pid is gone) from the work of a live one: the downloader's
+short-lived files in a cache of one host. The directories of long work that
+another machine or container may share (an export's temporary directory, the
+reference worker's) are told apart by a lock instead (:func:`make_locked_dir`,
+:func:`remove_unlocked_dirs`): a pid means nothing across PID namespaces.
 """
 
 from __future__ import annotations

@@ -130,8 +130,7 @@ class BackendRuns:
         self._results = None
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch, lock_fd)
-        # A signal that ends the process kills the processes without waiting (convert.interrupts).
-        self._unregister = interrupts.register(functools.partial(_kill, self._procs, self._scratch))
+        self._unregister = interrupts.register(functools.partial(_cleanup, self._procs, self._scratch, None, wait=False))
         self._futures = {b: Future() for b in self.backends}
         todo: queue.SimpleQueue = queue.SimpleQueue()
         for b in self.backends:
@@ -185,8 +184,7 @@ class BackendRuns:
             self._go.wait()
             spec = None if self._stopped else self._spec
             try:
-                # One line; the pipe stays open until the process ends: its end-of-file
-                # tells the process that this one is gone (convert.export.keras_check).
+                # One line, the pipe kept open: its end-of-file means this process is gone (keras_check).
                 if spec:
                     proc.stdin.write(json.dumps(spec).encode() + b"\n")
                     proc.stdin.flush()
@@ -231,21 +229,17 @@ class BackendRuns:
             self._unregister()
 
 
-def _kill(procs: list, scratch: Path) -> None:
-    """From a signal handler: kill without waiting (the process is ending), remove the scratch directory."""
-    for proc in list(procs):
-        with contextlib.suppress(OSError):
-            proc.kill()
-    shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _cleanup(procs: list, scratch: Path, lock_fd: int) -> None:
+def _cleanup(procs: list, scratch: Path, lock_fd: int | None, wait: bool = True) -> None:
+    """Kill the processes and reap them (not from a signal handler: ``wait=False``), remove the scratch directory."""
     for proc in list(procs):
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            with contextlib.suppress(OSError):
+                proc.kill()
+            if wait:
+                proc.wait()
     shutil.rmtree(scratch, ignore_errors=True)
-    os.close(lock_fd)
+    if lock_fd is not None:
+        os.close(lock_fd)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ Order of work, so that failures cost little and leave nothing behind:
 3. build the TF graph; start what the targets' checks prepare (the Keras
    check processes, which import keras and their backend meanwhile); run the
    graph on the parity images in a thread while the targets write into
-   ``<out>/.<id>.tmp-<pid>``;
+   ``<out>/.<id>.tmp-<pid>-<random>`` (locked while the export runs: convert.export.publish);
 4. each target reloads what it wrote from disk and runs it; every run is
    compared with the JAX reference (judge.py); cards and manifest are written;
 5. only then the temporary directory replaces ``<out>/<id>`` atomically. Any
-   failure (parity, full disk, Ctrl-C) removes the temporary directory; a
-   killed process leaves only that directory, which the next export clears.
+   failure (parity, full disk) removes the temporary directory, and so does a signal
+   (convert.interrupts); a killed process leaves only that directory, which the next export clears.
 """
 
 from __future__ import annotations
