@@ -26,8 +26,10 @@ from conftest import TINY
 
 from convert.errors import EXIT_IO
 from convert.export import MANIFEST_FORMAT, MANIFEST_NAME, clear_stale_temp_dirs, temp_dir_prefix
+from convert.fsutil import remove_unlocked_dirs
 from convert.interrupts import exit_status
 from convert.model.architecture import Architecture
+from convert.parity.pending import WORKDIR_PREFIX
 from convert.synthetic import write_synthetic_checkpoint
 
 MODEL = "r50x1-160"
@@ -148,7 +150,8 @@ def test_a_signal_ends_the_export_at_once_publishing_nothing(tiny_checkpoint, tm
 
 @pytest.mark.parametrize("step", ["reference", "write"])
 def test_a_killed_export_leaves_no_worker_and_only_its_locked_temp_dir(tiny_checkpoint, tmp_path, step):
-    """SIGKILL cannot be handled: the worker sees its parent go (end-of-file on its stdin) and removes its own directory."""
+    """SIGKILL cannot be handled: a computing worker sees its parent go (end-of-file on its stdin) and removes its own
+    directory; what is left (the export's temporary directory, a finished worker's) is unlocked, and the next run removes it."""
     out, scratch = tmp_path / "out", tmp_path / "scratch"
     proc = _start(tiny_checkpoint, out, scratch, step, "worker")
     helpers = _children(proc.pid)
@@ -157,9 +160,13 @@ def test_a_killed_export_leaves_no_worker_and_only_its_locked_temp_dir(tiny_chec
     proc.kill()
     proc.communicate(timeout=60)
     deadline = time.monotonic() + END_WITHIN_S
-    while (any(_running(p) for p in helpers) or _ours(scratch / "tmp")) and time.monotonic() < deadline:
+    while any(_running(p) for p in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [p for p in helpers if _running(p)], "the worker outlived its killed parent"
+    if step == "reference":  # the worker was computing: it removed its own directory
+        assert _ours(scratch / "tmp") == []
+    # A worker that had finished before the kill leaves its directory, unlocked: the next export removes it.
+    remove_unlocked_dirs(scratch / "tmp", WORKDIR_PREFIX)
     assert _ours(scratch / "tmp") == []
     if step == "write":
         left = [p.name for p in out.iterdir()]
