@@ -48,6 +48,11 @@ def exit_status(signum: int) -> int:
     return 128 + int(signum)
 
 
+def message(signum: int) -> str:
+    """The one line on stderr."""
+    return f"bitconvert: interrupted ({_name(signum)}): the unfinished work is not published, its temporary files are removed"
+
+
 def received() -> int | None:
     """The first ending signal received since :func:`ending_on_signals` started, else None."""
     return _state["received"]
@@ -106,7 +111,7 @@ def _stop(signum: int) -> None:
         except BaseException:  # noqa: BLE001, S110 - the others must run, and the process ends anyway
             pass
     try:
-        sys.stderr.write(f"bitconvert: interrupted ({_name(signum)}): nothing published, temporary files removed\n")
+        sys.stderr.write(message(signum) + "\n")
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001, S110 - a reentrant write or a closed stream: leave silently
         pass

@@ -27,7 +27,7 @@ from conftest import TINY
 from convert.errors import EXIT_IO
 from convert.export import MANIFEST_FORMAT, MANIFEST_NAME, clear_stale_temp_dirs, temp_dir_prefix
 from convert.fsutil import remove_unlocked_dirs
-from convert.interrupts import exit_status
+from convert.interrupts import exit_status, message
 from convert.model.architecture import Architecture
 from convert.parity.pending import WORKDIR_PREFIX
 from convert.synthetic import write_synthetic_checkpoint
@@ -137,7 +137,7 @@ def test_a_signal_ends_the_export_at_once_publishing_nothing(tiny_checkpoint, tm
     assert proc.returncode == exit_status(signum) == 128 + signum, err[-3000:]
     assert took < END_WITHIN_S, f"took {took:.1f}s to end"
     lines = err.strip().splitlines()
-    assert lines[-1] == f"bitconvert: interrupted ({signum.name}): nothing published, temporary files removed"
+    assert lines[-1] == message(signum)
     assert "Traceback" not in err and "Exception ignored" not in err
     assert sorted(p.name for p in out.iterdir()) == [MODEL]  # no temporary directory
     assert sorted(p.name for p in previous.iterdir()) == [MANIFEST_NAME, "old.txt"]  # the earlier export untouched
