@@ -101,3 +101,16 @@ def parse_reference(value: str | None) -> str:
 def reference_mode(environ: Mapping[str, str] | None = None) -> str:
     """``BITCONVERT_REFERENCE`` of ``environ`` (default ``os.environ``)."""
     return parse_reference((os.environ if environ is None else environ).get(REFERENCE))
+
+
+#: A test seam, not a setting: ``<step>:<file>`` makes an export create <file> when it reaches
+#: <step> (convert.interrupts.pause_point) and wait there for a signal, so that a test can
+#: signal it at a known moment (tests/export/test_faults.py).
+TEST_PAUSE_AT = "BITCONVERT_TEST_PAUSE_AT"
+
+
+def test_pause_at(environ: Mapping[str, str] | None = None) -> tuple[str, Path] | None:
+    """``BITCONVERT_TEST_PAUSE_AT`` of ``environ`` as (step, file), or None when unset."""
+    value = (os.environ if environ is None else environ).get(TEST_PAUSE_AT) or ""
+    step, sep, file = value.partition(":")
+    return (step, Path(file)) if sep and step and file else None

@@ -13,12 +13,15 @@ Exit statuses (also listed in ``bitconvert --help``):
 3     the registry (checkpoints.yaml) is malformed
 4     download failed (network, HTTP error, retries exhausted)
 5     offline mode and the file is not cached
-6     local I/O failure: disk full, permission denied
+6     local I/O failure: disk full, permission denied; ``DIR/<id>``
+      holds something that is not an earlier bitconvert export
 7     the JAX reference could not be computed: JAX cannot start
       (e.g. a bad ``JAX_PLATFORMS``), its worker process was killed
       or ran out of memory
 70    internal error: a bug in bitconvert (``--debug`` shows the traceback)
-130   interrupted (Ctrl-C)
+129   ended by SIGHUP (the terminal closed): nothing published
+130   interrupted (Ctrl-C, SIGINT): nothing published
+143   ended by SIGTERM (``timeout``, ``docker stop``): nothing published
 ====  ==========================================================
 """
 
@@ -32,7 +35,9 @@ EXIT_OFFLINE = 5
 EXIT_IO = 6
 EXIT_REFERENCE = 7
 EXIT_INTERNAL = 70
+EXIT_HANGUP = 129
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class BitconvertError(Exception):

@@ -2,7 +2,11 @@
 
 Temporary files are named ``.<name>.<pid>.<random>.tmp`` beside their final
 path, so that :func:`remove_dead_temps` can tell a leftover of a killed
-process (its pid is gone) from the work of a live one.
+process (its pid is gone) from the work of a live one: the downloader's
+short-lived files in a cache of one host. The directories of long work that
+another machine or container may share (an export's temporary directory, the
+reference worker's) are told apart by a lock instead (:func:`make_locked_dir`,
+:func:`remove_unlocked_dirs`): a pid means nothing across PID namespaces.
 """
 
 from __future__ import annotations
@@ -128,4 +132,71 @@ def remove_dead_temps(directory: str | os.PathLike, pattern: str) -> list[Path]:
             with contextlib.suppress(OSError):
                 child.unlink()
         removed.append(child)
+    return removed
+
+
+def _try_lock(fd: int) -> bool | None:
+    """An exclusive, non-blocking flock on ``fd``: True taken, False held by another, None unsupported here."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+def make_locked_dir(parent: str | os.PathLike, prefix: str) -> tuple[Path, int]:
+    """A fresh directory ``<parent>/<prefix><pid>-<8 hex>`` and an open fd holding an exclusive flock on it.
+
+    The lock, not a process id, says the directory is in use: process ids
+    mean nothing across containers that share a volume. The directory is made
+    under another name and renamed once locked, so it never exists unlocked
+    under a name :func:`remove_unlocked_dirs` looks at. Close the fd (or end
+    the process, however it ends) to release it.
+    """
+    parent = Path(parent)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    making = parent / f".{token}.bitconvert-new"
+    making.mkdir()
+    try:
+        fd = os.open(making, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        making.rmdir()
+        raise
+    _try_lock(fd)  # unsupported (some network filesystems): the directory is then never judged stale
+    final = parent / f"{prefix}{token}"
+    try:
+        os.rename(making, final)
+    except OSError:
+        os.close(fd)
+        shutil.rmtree(making, ignore_errors=True)
+        raise
+    return final, fd
+
+
+def remove_unlocked_dirs(directory: str | os.PathLike, prefix: str) -> list[Path]:
+    """Remove the directories in ``directory`` named ``<prefix>...`` that no process holds a lock on.
+
+    Their owner was killed (a lock dies with its process). A directory whose
+    lock cannot be tested, a symlink and a file are left alone. Returns what was removed.
+    """
+    removed = []
+    try:
+        children = [c for c in Path(directory).iterdir() if c.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for child in children:
+        try:
+            fd = os.open(child, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if _try_lock(fd):  # held while removing: nobody can take it meanwhile
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+        finally:
+            os.close(fd)
     return removed

@@ -58,3 +58,36 @@ def test_remove_dead_temps_keeps_live_and_foreign_names(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, live.name, other.name])
     with pytest.raises(ValueError, match="no {pid}"):
         remove_dead_temps(tmp_path, ".obj.bin.*.tmp")
+
+
+def _hold_lock_in_another_process(path, ready):
+    """A process (as another container's would be) holding an flock on ``path`` until its stdin closes."""
+    code = (
+        "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); open(sys.argv[2], 'w').close(); sys.stdin.read()"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, str(path), str(ready)], stdin=subprocess.PIPE)
+
+
+def test_a_directory_locked_by_another_process_is_kept_whatever_its_pid(tmp_path):
+    import time
+
+    from convert.fsutil import make_locked_dir, remove_unlocked_dirs
+
+    mine, fd = make_locked_dir(tmp_path, ".m.tmp-")
+    theirs = tmp_path / f".m.tmp-{dead_pid()}-0badcafe"  # a pid that means nothing in this namespace
+    theirs.mkdir()
+    ready = tmp_path / "ready"
+    holder = _hold_lock_in_another_process(theirs, ready)
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        assert remove_unlocked_dirs(tmp_path, ".m.tmp-") == []
+        assert mine.exists() and theirs.exists()
+    finally:
+        holder.communicate(b"")  # its lock ends with it
+    assert remove_unlocked_dirs(tmp_path, ".m.tmp-") == [theirs]
+    os.close(fd)
+    assert remove_unlocked_dirs(tmp_path, ".m.tmp-") == [mine]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ready"]

@@ -138,6 +138,31 @@ def test_an_unavailable_bucket_costs_two_requests_then_a_warning(mirror, cache):
     assert len(mirror.requests) == labels_policy().attempts == 2
 
 
+def test_an_unreachable_bucket_is_one_clean_line(cache):
+    """A refused connection: the warning names the cause in one line, not urllib3's cut-off repr of a connection object."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    warnings = []
+    base = f"http://127.0.0.1:{port}/"
+    assert load_labels(REGISTRY.get("r50x1-160"), cache_dir=cache, base_url=base, log=warnings.append) is None
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "Connection refused" in warnings[0] and "object at 0x" not in warnings[0] and "..." not in warnings[0]
+
+
+def test_a_bad_local_checkpoint_is_refused_before_the_labels_are_fetched(invoke, mirror, cache, tmp_path, tiny_npz):
+    """`export --checkpoint` reads and checks the file first: the bucket is not asked for anything."""
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(Path(tiny_npz).read_bytes()[:1000])
+    out = tmp_path / "out"
+    result = invoke("export", "--model", "r50x1-160", "--checkpoint", bad, "-o", out, "--base-url", mirror.base_url)
+    assert result.exit_code == 1 and str(bad) in result.stderr
+    assert mirror.requests == []
+    assert not out.exists()
+
+
 # -- inside the SavedModel ---------------------------------------------------------------------
 
 

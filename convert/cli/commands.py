@@ -29,9 +29,10 @@ from .options import (
 EPILOG = """\b
 Exit status: 0 ok; 1 bad input (damaged checkpoint, parity failure,
 failed verification); 2 usage; 3 registry; 4 download; 5 offline and
-not cached; 6 local I/O (disk full); 7 the JAX reference failed (JAX
-cannot start, its worker was killed or ran out of memory); 70 internal
-error (a bug); 130 interrupted.
+not cached; 6 local I/O (disk full, DIR/<id> not an earlier export);
+7 the JAX reference failed (JAX cannot start, its worker was killed or
+ran out of memory); 70 internal error (a bug); 129 SIGHUP; 130
+interrupted (Ctrl-C); 143 SIGTERM.
 """
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import BitconvertError
@@ -80,12 +82,17 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     are written to a temporary directory and renamed into place, so DIR/<id>
     is always a complete export. Prints the path of each finished export on
     stdout.
+
+    \b
+    DIR/<id> is replaced only when it holds an earlier export (its
+    manifest.json); a directory of your own, a file or a symlink there is
+    refused before any work, with exit status 6. SIGINT (Ctrl-C), SIGTERM and
+    SIGHUP end an export within seconds with status 130, 143 or 129: nothing
+    is published, the helper processes are stopped, temporary files removed.
     """
     prepare()  # TensorFlow's and JAX's start-up lines off stderr, before either is imported
     from ..config import reference_mode
-    from ..export import ExportOptions, export_model, parse_formats
-    from ..fetch import recorded_sha256, resolve_checkpoint, source_url
-    from ..labels import load_labels
+    from ..export import ExportOptions, parse_formats
     from ..registry import load_registry
 
     if bool(model_ids) == bool(export_all):
@@ -100,6 +107,18 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
         raise click.UsageError("--checkpoint goes with exactly one --model")
     # ``layout``: --output-dir, --input-range, --archive, --skip-parity, --parity-*, --kaggle: ExportOptions' own names.
     options = ExportOptions(**layout, formats=chosen, reference=reference or reference_mode())
+    source = {"cache_dir": cache_dir, "base_url": base_url, "offline": offline}
+    for entry in entries:
+        click.echo(str(_export_one(entry, checkpoint, options, source, quiet).path))
+
+
+def _export_one(entry, checkpoint: str | None, options, source: dict, quiet: bool):
+    """One entry: DIR/<id> checked, the checkpoint resolved, the export run with the signals handled."""
+    from ..export import export_model
+    from ..export.publish import check_export_path
+    from ..fetch import recorded_sha256, resolve_checkpoint, source_url
+    from ..interrupts import ending_on_signals
+    from ..labels import load_labels
 
     def log(msg: str) -> None:
         if not quiet:
@@ -108,20 +127,22 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     def warn(msg: str) -> None:
         click.echo(f"bitconvert export: {msg}", err=True)
 
-    for entry in entries:
-        path = resolve_checkpoint(
-            entry, checkpoint=checkpoint, cache_dir=cache_dir, base_url=base_url, offline=offline, quiet=quiet
-        )
+    def labels():  # fetched once the checkpoint is read and valid
         # A warning about missing labels shows even with --quiet: the export lacks something.
-        labels = load_labels(entry, cache_dir=cache_dir, base_url=base_url, offline=offline, log=warn)
-        result = export_model(
+        return load_labels(entry, **source, log=warn)
+
+    # What is at DIR/<id> is checked before anything costly, and again before publishing.
+    check_export_path(options.output_dir / entry.id, Path(checkpoint) if checkpoint else None)
+    path = resolve_checkpoint(entry, checkpoint=checkpoint, quiet=quiet, **source)
+    # SIGINT, SIGTERM, SIGHUP: the export ends within seconds, nothing published (convert.interrupts).
+    with ending_on_signals():
+        return export_model(
             entry,
             path,
             options,
-            source_url=source_url(entry, base_url),
+            source_url=source_url(entry, source["base_url"]),
             sha256=recorded_sha256(path),
             checkpoint_origin="--checkpoint" if checkpoint else "cache",
             labels=labels,
             log=log,
         )
-        click.echo(str(result.path))

@@ -20,7 +20,7 @@ from .formats import FORMATS, get_targets, parse_formats
 from .judge import LiveRun
 from .manifest import MANIFEST_FORMAT, MANIFEST_NAME, library_versions
 from .orchestrator import PARITY_MAX_RESOLUTION, export_model
-from .publish import check_free_space, clear_stale_temp_dirs, publish_directory, temp_dir_for
+from .publish import check_export_path, check_free_space, clear_stale_temp_dirs, publish_directory, temp_dir_prefix
 from .savedmodel import build_exportable, variant_variables
 from .state import ExportOptions, ExportResult, ExportState
 from .target import INPUT_NAME, VARIANT_STAGES, VARIANTS, Artifact, ExportJob, ExportTarget, Run
@@ -42,6 +42,7 @@ __all__ = [
     "LiveRun",
     "Run",
     "build_exportable",
+    "check_export_path",
     "check_free_space",
     "clear_stale_temp_dirs",
     "export_model",
@@ -49,6 +50,6 @@ __all__ = [
     "library_versions",
     "parse_formats",
     "publish_directory",
-    "temp_dir_for",
+    "temp_dir_prefix",
     "variant_variables",
 ]

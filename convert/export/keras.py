@@ -19,6 +19,8 @@ is a :class:`KerasBackendError` naming it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -38,7 +40,11 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
+from .. import interrupts
 from ..errors import ExportError, LocalIOError
+from ..fsutil import make_locked_dir, remove_unlocked_dirs
+from .keras_check import SCRATCH_PREFIX
+from .keras_zip import make_reproducible
 from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANTS, Artifact, ExportJob, ExportTarget, Run
 
 #: Every Keras 3 backend the export is checked on, in check order.
@@ -114,14 +120,17 @@ class BackendRuns:
         # the CPUs: torch's OpenMP threads spin while they wait, and with two 2-thread
         # processes on 2 busy cores R50x1 at 224 ran 10x slower (0.73 s -> 8-11 s).
         self.threads = threads or max(1, usable_cpus() // self.parallel)
-        self._scratch = Path(tempfile.mkdtemp(prefix="bitconvert-keras-check-"))
+        # Locked while this process lives: one left by a killed process is removed by the next.
+        remove_unlocked_dirs(tempfile.gettempdir(), SCRATCH_PREFIX)
+        self._scratch, lock_fd = make_locked_dir(tempfile.gettempdir(), SCRATCH_PREFIX)
         self._procs: list[subprocess.Popen] = []
         self._spec: dict | None = None
         self._go = threading.Event()
         self._stopped = False
         self._results = None
         self._lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch)
+        self._finalizer = weakref.finalize(self, _cleanup, self._procs, self._scratch, lock_fd)
+        self._unregister = interrupts.register(functools.partial(_cleanup, self._procs, self._scratch, None, wait=False))
         self._futures = {b: Future() for b in self.backends}
         self._python = python
         self._started = False
@@ -188,11 +197,18 @@ class BackendRuns:
             self._go.wait()
             spec = None if self._stopped else self._spec
             try:
-                proc.stdin.write(json.dumps(spec).encode() if spec else b"")
-                proc.stdin.close()
+                # One line, the pipe kept open: its end-of-file means this process is gone (keras_check).
+                if spec:
+                    proc.stdin.write(json.dumps(spec).encode() + b"\n")
+                    proc.stdin.flush()
+                else:
+                    proc.stdin.close()
             except OSError:  # it died while importing: its exit status and stderr say why
                 pass
-            return proc.wait()
+            rc = proc.wait()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            return rc
 
     def _collect(self, backend: str) -> tuple[list[np.ndarray], dict]:
         rc = self._futures[backend].result()
@@ -223,14 +239,20 @@ class BackendRuns:
             self._stopped = True
             self._go.set()
             self._finalizer()
+            self._unregister()
 
 
-def _cleanup(procs: list, scratch: Path) -> None:
+def _cleanup(procs: list, scratch: Path, lock_fd: int | None, wait: bool = True) -> None:
+    """Kill the processes and reap them (not from a signal handler: ``wait=False``), remove the scratch directory."""
     for proc in list(procs):
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            with contextlib.suppress(OSError):
+                proc.kill()
+            if wait:
+                proc.wait()
     shutil.rmtree(scratch, ignore_errors=True)
+    if lock_fd is not None:
+        os.close(lock_fd)
 
 
 @dataclass(frozen=True)
@@ -288,6 +310,7 @@ class KerasTarget(ExportTarget):
             for variant, model in zip(VARIANTS, models, strict=True):
                 rel = f"{SUBDIR}/{variant}.keras"
                 model.save(job.export_dir / rel)
+                make_reproducible(job.export_dir / rel)  # re-exports byte-identical (keras_zip)
                 facts = {
                     "keras": keras.__version__,
                     "written_on_backend": keras.backend.backend(),

@@ -4,8 +4,10 @@ Does what a user does, and nothing more: imports keras and
 :mod:`convert.model.keras_layers`, loads each ``.keras`` file with
 ``keras.saving.load_model`` (``safe_mode`` on), runs it on the images and
 saves the outputs. The imports come first; then the process reads its spec, one
-JSON object, from standard input, so that the parent can start it before the
-files exist (it imports while the export writes). The spec names the models,
+JSON object on one line, from standard input, so that the parent can start it before the
+files exist (it imports while the export writes). The parent keeps standard input
+open until the process ends: end-of-file after the spec means the parent is
+gone (killed), and the process removes the check's scratch directory and exits. The spec names the models,
 the images (.npy, relative to WORKDIR, already in the export's input range),
 ``"batch"``, the images per call (all at once without it), and ``"collect"``,
 whether to collect garbage after each model (default yes). Standard input
@@ -20,10 +22,12 @@ warm timings).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,10 +49,11 @@ def main(workdir: str) -> int:
 
         result = {"backend": keras.backend.backend(), "keras": keras.__version__, "import_s": time.perf_counter() - t}
         result["backend_version"] = _backend_version(result["backend"])
-        text = sys.stdin.read()
+        text = sys.stdin.readline()
         if not text.strip():
             return 0  # abandoned before the models were written
         spec = json.loads(text)
+        threading.Thread(target=_exit_when_parent_leaves, args=(work,), name="parent-watch", daemon=True).start()
         step = "read the images"
         images = np.load(work / spec["images"])
         models = []
@@ -79,6 +84,22 @@ def main(workdir: str) -> int:
         error = {"model": model_path, "step": step, "message": _one_line(exc)}
         (work / "error.json").write_text(json.dumps(error))
         return 1
+
+
+#: The scratch directory of one check (convert.export.keras.BackendRuns); each process works in a sub-directory.
+SCRATCH_PREFIX = "bitconvert-keras-check-"
+
+
+def _exit_when_parent_leaves(work: Path) -> None:
+    """In a thread: at end-of-file on standard input the parent is gone: remove its scratch directory, end the process."""
+    import shutil
+
+    with contextlib.suppress(OSError, ValueError):
+        while os.read(0, 4096):  # the raw descriptor: a buffered reader's lock would stop the interpreter's exit
+            pass
+    scratch = work.parent if work.parent.name.startswith(SCRATCH_PREFIX) else work
+    shutil.rmtree(scratch, ignore_errors=True)
+    os._exit(3)
 
 
 def _predict(keras, model, images, batch: int):

@@ -8,13 +8,13 @@ Order of work, so that failures cost little and leave nothing behind:
 3. build the TF graph; start what the targets' checks prepare (child
    processes that import their runtime meanwhile); run the graph on the
    parity images in a thread while the targets write into
-   ``<out>/.<id>.tmp-<pid>``;
+   ``<out>/.<id>.tmp-<pid>-<random>`` (locked while the export runs: convert.export.publish);
 4. each target reloads what it wrote from disk and runs it; every run is
    compared with the JAX reference (judge.py); labels, cards, each target's
    finishing step, the manifest and the Kaggle metadata are written;
 5. only then the temporary directory replaces ``<out>/<id>`` atomically. Any
-   failure (parity, full disk, Ctrl-C) removes the temporary directory; a
-   killed process leaves only that directory, which the next export clears.
+   failure (parity, full disk) removes the temporary directory, and so does a signal
+   (convert.interrupts); a killed process leaves only that directory, which the next export clears.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,12 @@ from ..checkpoint import load_checkpoint
 from ..fetch import sha256_file
 from ..fetch import source_url as bucket_url
 from ..fsutil import atomic_write
+from ..interrupts import pause_point
 from . import judge
 from .formats import get_targets
 from .labels_asset import write_label_file
 from .manifest import MANIFEST_NAME, build_manifest, manifest_text
-from .publish import check_free_space, io_error, publish, temporary_export
+from .publish import check_export_path, check_free_space, io_error, publish, temporary_export
 from .state import ExportOptions, ExportResult, ExportState, ParityInputs, Source
 from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANT_STAGES, ExportJob
 
@@ -101,6 +103,7 @@ def start_reference(state: ExportState, window) -> None:
         placement = decide(options.reference, source.weight_bytes, source.path.is_file(), window=window, machine=options.machine)
         state.log(f"{state.model_id}: JAX reference {placement.describe()}")
         state.pending = PendingReference(source.checkpoint, images, names, placement, float32=False).start()
+        pause_point("reference")
         state.inputs = ParityInputs(images, names, resolution, options.parity_batch)
     probe = state.inputs.images if state.inputs is not None else _probe_images()
     state.images = _to_input_range(probe, options.input_range)
@@ -186,7 +189,9 @@ def write_and_check(state: ExportState) -> None:
         for t in targets:
             prepared[t.name] = t.prepare(job, state.images)
         live = start_live_run(state)
-        state.written = {t.name: t.write(job) for t in targets}
+        for t in targets:
+            state.written[t.name] = t.write(job)
+            pause_point("write")
         state.job = job = job.without_net()  # the TF weights go before anything is reloaded
         if live is not None:
             state.live = live.result()
@@ -196,6 +201,7 @@ def write_and_check(state: ExportState) -> None:
         job.release()
         # Every check starts, then each is waited for (in-process checks run while children work).
         waits = {t.name: t.check(job, state.written[t.name], state.images, prepared.get(t.name)) for t in targets}
+        pause_point("check")
         state.runs = {name: wait() for name, wait in waits.items()}
     finally:
         for handle in prepared.values():
@@ -256,7 +262,7 @@ def export_model(
     sha256: str | None = None,
     checkpoint_origin: str | None = None,
     arch: Architecture | None = None,
-    labels: tuple[str, ...] | None = None,
+    labels: tuple[str, ...] | Callable[[], tuple[str, ...] | None] | None = None,
     log: Log = _quiet,
 ) -> ExportResult:
     """Export ``entry`` from the checkpoint at ``checkpoint_path`` in each of ``options.formats``.
@@ -266,7 +272,8 @@ def export_model(
     ``checkpoint_origin``: how the file was obtained (the CLI says ``cache`` or
     ``--checkpoint``). ``arch``: override the entry's architecture (reduced test
     layouts only). ``labels``: the classifier's class names (convert.labels), embedded
-    by every target; None exports indices only. Raises CheckpointError, ParityError, ExportError,
+    by every target; None exports indices only; a function is called once the checkpoint is read
+    (a label download never delays a checkpoint's error). Raises CheckpointError, ParityError, ExportError,
     LocalIOError, JaxReferenceError, UsageError; on any failure nothing exists
     at ``<out>/<id>`` that was not there before.
     """
@@ -278,15 +285,18 @@ def export_model(
     t_start = time.perf_counter()
     # How busy other processes keep the CPUs, measured while the checkpoint is read.
     window = start_window(options.reference, options.machine)
-    read_source(state, Path(checkpoint_path), sha256, source_url)
-    start_reference(state, window)
     final = options.output_dir / entry.id
+    check_export_path(final, Path(checkpoint_path))  # before anything costly
+    read_source(state, Path(checkpoint_path), sha256, source_url)
+    if callable(state.labels):  # a label download never delays a checkpoint's error
+        state.labels = state.labels()
+    start_reference(state, window)
     try:
         with temporary_export(options.output_dir, entry.id, log) as tmp:
             _export_into(state, tmp)
             try:
                 atomic_write(tmp / MANIFEST_NAME, manifest_text(state.manifest))
-                publish(tmp, final)
+                publish(tmp, final, state.source.path)
             except OSError as exc:
                 raise io_error(f"cannot write the export of {entry.id} under {options.output_dir}", exc) from exc
     finally:

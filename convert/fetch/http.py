@@ -9,6 +9,7 @@ import base64
 import binascii
 import email.utils
 import os
+import re
 import select
 import socket
 import time
@@ -194,9 +195,11 @@ def short(exc: BaseException) -> str:
     """One readable line for a network exception (urllib3 wraps the message in a tuple of args)."""
     first = exc.args[0] if exc.args else None
     while isinstance(first, BaseException) and first.args:
-        first = first.args[0]
+        # urllib3's MaxRetryError names its cause in ``reason``: "Failed to resolve ...", "Connection refused".
+        reason = getattr(first, "reason", None)
+        first = reason if isinstance(reason, BaseException) and reason.args else first.args[0]
     text = first if isinstance(first, str) and first else (str(exc) or type(exc).__name__)
-    text = text.splitlines()[0]
+    text = re.sub(r"^<[^>]* object at 0x[0-9a-f]+>: ", "", text.splitlines()[0])  # urllib3's connection repr
     return text if len(text) < 200 else text[:197] + "..."
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -9,9 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import interrupts
+from ..fsutil import make_locked_dir, remove_unlocked_dirs
 from .placement import Placement
 from .reference import Reference, reference_outputs
 from .worker import finish_reference_worker, start_reference_worker, stop_reference_worker
+
+#: The worker's scratch directory in the system's temporary directory: ``bitconvert-reference-<pid>-<random>``.
+WORKDIR_PREFIX = "bitconvert-reference-"
 
 
 class PendingReference:
@@ -27,6 +34,7 @@ class PendingReference:
         self._reference: Reference | None = None
         self._proc = None
         self._workdir: Path | None = None
+        self._lock_fd: int | None = None
         self._started = False
         self._checkpoint, self._float32 = checkpoint, float32
         self._compute: Callable[[], Reference] | None = None
@@ -38,7 +46,10 @@ class PendingReference:
         self._started = True
         checkpoint, float32, self._checkpoint = self._checkpoint, self._float32, None
         if self.placement.where.in_worker:  # the worker reads the checkpoint file again
-            self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-reference-"))
+            self._unregister = interrupts.register(self._kill)  # a signal that ends the process stops the worker too
+            # Locked while this process lives: one left by a killed process is removed by the next.
+            remove_unlocked_dirs(tempfile.gettempdir(), WORKDIR_PREFIX)
+            self._workdir, self._lock_fd = make_locked_dir(tempfile.gettempdir(), WORKDIR_PREFIX)
             self._proc = start_reference_worker(
                 checkpoint.path, self._arch, self.images, self.names, self._workdir, float32=float32
             )
@@ -67,5 +78,17 @@ class PendingReference:
     def abandon(self) -> None:
         if self._proc is not None:
             stop_reference_worker(self._proc)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._unregister()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _kill(self) -> None:
+        """From a signal handler: kill the worker without waiting (the process is ending), remove its directory."""
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)

@@ -5,15 +5,23 @@ A plain subprocess rather than multiprocessing: no re-import of the caller's
 pools. The worker reads and validates the checkpoint file itself, so the
 caller need not keep the arrays for it. Its files, all in one directory, are
 described by :class:`WorkerFiles`; what it computes by :class:`WorkerSpec`.
+
+The worker's standard input is a pipe the caller never writes to and keeps
+open while it waits: end-of-file on it means the caller is gone (killed, even
+by SIGKILL), and the worker removes its directory and exits at once instead
+of computing for nobody (a thread waits for it, so this holds while JAX computes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,7 +99,7 @@ def start_reference_worker(
     with open(files.stderr, "wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "convert.parity", str(files.workdir)],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # never written: its end-of-file tells the worker that this process is gone
             stdout=err,
             stderr=err,
             env=env,
@@ -103,6 +111,13 @@ def stop_reference_worker(proc) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+    _close_stdin(proc)
+
+
+def _close_stdin(proc) -> None:
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
 
 
 def _failure(rc: int, files: WorkerFiles) -> JaxReferenceError:
@@ -130,6 +145,7 @@ def finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names:
     """Wait for the worker and read its outputs; a failed worker is a JaxReferenceError."""
     files = WorkerFiles(Path(workdir))
     rc = proc.wait()
+    _close_stdin(proc)
     if rc != 0:
         raise _failure(rc, files)
     out32 = None
@@ -142,9 +158,23 @@ def finish_reference_worker(proc, arch: Architecture, images: np.ndarray, names:
     return Reference(arch, images, out32, out64, list(names), timings)
 
 
+#: The worker's exit status when its caller has gone (it removed its directory; nobody reads the status).
+EXIT_ORPHANED = 3
+
+
+def _exit_when_caller_leaves(workdir: Path) -> None:
+    """In a thread: wait for end-of-file on standard input (the caller is gone), remove ``workdir``, end the process."""
+    with contextlib.suppress(OSError, ValueError):
+        while os.read(0, 4096):  # the raw descriptor: a buffered reader's lock would stop the interpreter's exit
+            pass
+    shutil.rmtree(workdir, ignore_errors=True)
+    os._exit(EXIT_ORPHANED)
+
+
 def worker_main(workdir: str) -> int:
     """The worker's body. A failure the user can act on is one line on stderr and its exit status."""
     files = WorkerFiles(Path(workdir))
+    threading.Thread(target=_exit_when_caller_leaves, args=(files.workdir,), name="caller-watch", daemon=True).start()
     spec = WorkerSpec.load(files)
     try:
         ref = reference_from_file(spec.path, spec.arch, np.load(files.images), list(spec.names), spec.float32)

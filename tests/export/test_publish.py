@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import time
 
 from export_support import ENV, MODEL, cli
 
-from convert.export import clear_stale_temp_dirs, publish_directory, temp_dir_for
+from convert.export import MANIFEST_FORMAT, clear_stale_temp_dirs, publish_directory, temp_dir_prefix
 
 
 def test_publish_directory_swaps_in_a_new_export(tmp_path):
@@ -26,14 +27,23 @@ def test_publish_directory_swaps_in_a_new_export(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
-def test_stale_temp_dirs_of_live_processes_are_kept(tmp_path):
-    dead = temp_dir_for(tmp_path, MODEL, 2**22 + 12345)  # above the default pid_max: never alive
-    live = temp_dir_for(tmp_path, MODEL, os.getppid())
-    other = temp_dir_for(tmp_path, "r50x1-224", 2**22 + 12345)
-    for d in (dead, live, other):
+def test_stale_temp_dirs_are_judged_by_their_lock_not_a_pid(tmp_path):
+    """A live export's directory is kept whatever its name's pid (another container's pid means nothing here)."""
+    from convert.fsutil import make_locked_dir
+
+    prefix = temp_dir_prefix(MODEL)
+    dead = tmp_path / f"{prefix}{os.getppid()}-0badcafe"  # a live pid in its name, but no lock: left by a killed export
+    other = tmp_path / f"{temp_dir_prefix('r50x1-224')}{2**22 + 12345}-0badcafe"
+    for d in (dead, other):
         d.mkdir()
+    live, fd = make_locked_dir(tmp_path, prefix)
+    try:
+        clear_stale_temp_dirs(tmp_path, MODEL)
+        assert not dead.exists() and live.exists() and other.exists()
+    finally:
+        os.close(fd)
     clear_stale_temp_dirs(tmp_path, MODEL)
-    assert not dead.exists() and live.exists() and other.exists()
+    assert not live.exists() and other.exists()
 
 
 def test_not_enough_space_is_refused_before_writing(invoke, tmp_path, r50x1_npz, monkeypatch):
@@ -79,23 +89,24 @@ def test_killed_export_leaves_the_previous_export_untouched(tmp_path, r50x1_npz)
     out = tmp_path / "out"
     previous = out / MODEL
     previous.mkdir(parents=True)
-    (previous / "manifest.json").write_text('{"previous": true}\n')
+    earlier = json.dumps({"format": MANIFEST_FORMAT, "model": {"id": MODEL}, "previous": True})
+    (previous / "manifest.json").write_text(earlier)
     proc = subprocess.Popen(
         cli("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", out, "--skip-parity"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=ENV,
     )
-    tmp = temp_dir_for(out, MODEL, proc.pid)
+    pattern = f"{temp_dir_prefix(MODEL)}{proc.pid}-*/classification/variables"
     deadline = time.monotonic() + 240
     # Kill once the first SavedModel is being written: the worst moment.
-    while not (tmp / "classification" / "variables").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not list(out.glob(pattern)) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the export finished or failed before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert sorted(p.name for p in previous.iterdir()) == ["manifest.json"]
-    assert (previous / "manifest.json").read_text() == '{"previous": true}\n'
-    assert tmp.exists()  # what a SIGKILL leaves: only the temporary directory...
+    assert (previous / "manifest.json").read_text() == earlier
+    assert list(out.glob(pattern))  # what a SIGKILL leaves: only the temporary directory, its lock gone with it...
     clear_stale_temp_dirs(out, MODEL)  # ...which the next export of the id clears away
     assert sorted(p.name for p in out.iterdir()) == [MODEL]
