@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 
 import click
 
 from .. import __version__, config
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_IO, BitconvertError
 from .export import export_cmd
 from .options import (
     checkpoint_option,
     json_option,
-    model_option,
+    one_model_option,
     output_dir_option,
     reference_option,
     source_options,
@@ -45,6 +46,19 @@ def _debug_enabled(ctx: click.Context) -> bool:
         return False
 
 
+def _io_failure(exc: OSError) -> str:
+    """One line for an OSError that reached the CLI; when writing the output failed, stdout goes to /dev/null.
+
+    (Else the interpreter's last flush of the unwritten output could fail again at exit.)
+    """
+    if any(f.f_code.co_name == "echo" and "click" in f.f_code.co_filename for f, _ in traceback.walk_tb(exc.__traceback__)):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return f"cannot write the output: {exc.strerror or exc}"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"local I/O failed{where}: {exc.strerror or exc}"
+
+
 class BitconvertGroup(click.Group):
     """A group that turns library errors into one stderr line and an exit status."""
 
@@ -63,6 +77,11 @@ class BitconvertGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("bitconvert: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except OSError as exc:  # `bitconvert list > /dev/full`, or a local file the library did not wrap: local I/O
+            if _debug_enabled(ctx):
+                raise
+            click.echo(f"bitconvert: error: {_io_failure(exc)}", err=True)
+            ctx.exit(EXIT_IO)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: say so in one line, traceback on request
@@ -140,7 +159,7 @@ def list_cmd(as_json: bool, collection: bool, show_all: bool, family: str | None
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("path", type=click.Path(path_type=str))
 @click.option("--model", "model_id", metavar="ID", help="Check against this registry entry instead of inferring.")
 @click.option("--allow-nonstandard", is_flag=True, help="Accept block layouts other than R50/R101/R152 (test files).")
 @json_option
@@ -192,7 +211,7 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url
 
 
 @cli.command("verify")
-@model_option
+@one_model_option
 @checkpoint_option
 @click.option("--resolution", type=click.IntRange(min=32), help="Input size (default: the model's native one).")
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True, help="Random images per batch.")
@@ -248,7 +267,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
 
 
 @cli.command("mapping")
-@model_option
+@one_model_option
 @json_option
 def mapping_cmd(model_ids, as_json):
     """Print the name mapping: checkpoint key, TF variable, Flax path, Keras weight, shape, transform.

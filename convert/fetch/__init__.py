@@ -21,7 +21,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import config
-from ..errors import OfflineError, UsageError
+from ..errors import CheckpointError, OfflineError, UsageError
+from ..infile import require_regular
 from ..registry import ModelEntry
 from .cache import cached_and_verified, install, object_path, recorded_sha256, remove_dead_candidates, target_lock, work_file
 from .http import ObjectIdentity, parse_goog_hash, session
@@ -144,15 +145,12 @@ def fetch_file(
 
 
 def resolve_checkpoint(entry: ModelEntry, checkpoint: str | os.PathLike | None = None, **kwargs) -> Path:
-    """``checkpoint`` when given (it must exist), else the cached checkpoint of ``entry``, fetched if needed.
+    """``checkpoint`` when given (it must be a readable regular file, else CheckpointError), else the cached checkpoint of ``entry``, fetched if needed.
 
     ``kwargs`` are those of :func:`fetch_checkpoint`.
     """
     if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise UsageError(f"--checkpoint {path}: no such file")
-        return path
+        return require_regular(checkpoint, CheckpointError, "--checkpoint ")
     return fetch_checkpoint(entry, **kwargs)
 
 
