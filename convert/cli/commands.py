@@ -183,14 +183,30 @@ def inspect_cmd(path: str, model_id: str | None, allow_nonstandard: bool, as_jso
     is_flag=True,
     help="Accept a file checked by size only when the server sends no x-goog-hash and the registry pins no sha256.",
 )
+@click.option(
+    "--min-speed",
+    type=click.FloatRange(min=0),
+    metavar="BYTES",
+    help=f"Give up (exit 4) on a server slower than BYTES a second over --min-speed-time; 0: never "
+    f"[env {config.MIN_SPEED}; default {config.MIN_SPEED_DEFAULT:.0f}].",
+)
+@click.option(
+    "--min-speed-time",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help=f"The stretch the --min-speed floor is averaged over; a stall this long also ends the download "
+    f"[env {config.MIN_SPEED_TIME}; default {config.MIN_SPEED_TIME_DEFAULT:.0f}].",
+)
 @source_options
-def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url, offline, quiet):
+def fetch_cmd(model_ids, fetch_all, force, allow_unverified, min_speed, min_speed_time, cache_dir, base_url, offline, quiet):
     """Download official checkpoints into the cache, verified and resumable.
 
     Prints the local path of each checkpoint on stdout, one per line; progress
-    goes to stderr. Interrupted downloads resume on the next run.
+    goes to stderr. Interrupted downloads resume on the next run. Network
+    failures are retried with backoff; a redirect loop, a URL that is not
+    http(s) and a connection refused on this machine are not (docs/fetch.md).
     """
-    from ..fetch import fetch_checkpoint
+    from ..fetch import fetch_checkpoint, speed_policy
     from ..registry import load_registry
 
     if fetch_all == bool(model_ids):
@@ -206,6 +222,7 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url
             force=force,
             quiet=quiet,
             verify_hashes=not allow_unverified,
+            policy=speed_policy(min_speed, min_speed_time),
         )
         click.echo(str(path))
 
@@ -290,25 +307,36 @@ def mapping_cmd(model_ids, as_json):
 @cli.command("predict")
 @click.option("--model", "-m", "model_id", required=True, metavar="ID", help="The exported model (registry id).")
 @output_dir_option("Where `bitconvert export` wrote it: DIR/<id>/.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "onnx", "tflite", "savedmodel"]),
+    default="auto",
+    show_default=True,
+    help="Which of the export's classifiers runs; auto: LiteRT, else ONNX, else the SavedModel (the first held and installed: fastest to a first answer first).",
+)
 @click.option("--top", "top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
 @json_option
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(path_type=str))
-def predict_cmd(model_id, output_dir, top, as_json, images):
+def predict_cmd(model_id, output_dir, fmt, top, as_json, images):
     """Classify images with an exported classifier: the top classes with their probabilities.
 
     \b
-    Reads DIR/<id>/manifest.json (input range, resolution, multi-label) and
-    the class names in classification/assets/labels.txt (indices when the
-    head's labels are not published). JPEG, PNG, GIF or BMP; an image at the
+    Reads DIR/<id>/manifest.json (input range, resolution, multi-label, the
+    formats held) and the class names (classification/assets/labels.txt or
+    <format>/labels.txt; indices when the head's labels are not published).
+    JPEG, PNG, WebP, GIF or BMP, at most 100 megapixels; an image at the
     model's resolution is fed as is, any other keeps its aspect: shorter side
-    resized to the resolution (bilinear, antialiased), centre crop. Scores:
-    softmax, or a sigmoid per class for the multi-label BiT-M ImageNet-21k heads.
+    resized to the resolution (bilinear, antialiased), centre crop. Images go
+    through the model 8 at a time. Scores: softmax, or a sigmoid per class for
+    the multi-label BiT-M ImageNet-21k heads.
     --json prints [{"image": PATH, "top": [{"index", "label", "score"}, ...]}, ...].
-    Exit status 1: an image missing, unreadable or not an image; 2: no such export.
+    Exit status 1: an image missing, unreadable or not an image, or a damaged
+    export; 2: no such export, or no classifier in the --format asked for.
     """
     from ..predict import open_export, predict, render_text
 
-    export = open_export(model_id, output_dir)  # before TensorFlow: a missing export costs nothing
+    export = open_export(model_id, output_dir, fmt)  # before any framework: a missing export costs nothing
     prepare_frameworks()
     results = predict(export, list(images), top=top)
     if as_json:

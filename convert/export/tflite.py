@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, LocalIOError, one_line
+from ..nativelog import native_stderr_filtered
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run, check_in_process
@@ -157,7 +158,8 @@ def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -
     """Load ``path`` in ``ai_edge_litert``'s interpreter, resize to ``images``' shape, run; the output (a copy)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    with native_stderr_filtered():  # LiteRT's XNNPACK INFO line, whatever TF_CPP_MIN_LOG_LEVEL says
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if [d["name"] for d in inputs] != [INPUT_NAME] or len(outputs) != 1:
         raise ValueError(f"inputs {[d['name'] for d in inputs]}, {len(outputs)} outputs; expected [{INPUT_NAME!r}] and one")
