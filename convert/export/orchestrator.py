@@ -39,7 +39,7 @@ from .cards.model_card import INPUT_RANGES
 from .formats import DEFAULT, get_targets
 from .labels_asset import write_label_files
 from .manifest import MANIFEST_NAME, build_manifest, manifest_data, manifest_text
-from .publish import check_free_space, io_error, publish, temporary_export
+from .publish import check_free_space, export_bytes, io_error, publish, temporary_export
 from .target import COLLECT_ABOVE_BYTES, VARIANT_STAGES, Artifact, ExportJob, Run
 
 #: Default parity input size cap: 224, the size BiT was pre-trained at (the graph is
@@ -137,8 +137,7 @@ def read_source(entry, path: Path, arch, options: ExportOptions, sha256, source_
     if entry.sha256 and sha256 != entry.sha256:
         log(f"{entry.id}: warning: checkpoint sha256 {sha256} differs from the registry's {entry.sha256}")
     source = Source(checkpoint, path, sha256, source_url or bucket_url(entry), checkpoint.parameters)
-    # Two variants per target; the archives of random-looking floats barely compress.
-    check_free_space(options.output_dir, int(source.weight_bytes * (4 if options.archive else 2) * 1.05))
+    check_free_space(options.output_dir, export_bytes(source.weight_bytes, options.formats, options.archive))
     return source
 
 
