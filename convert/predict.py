@@ -199,15 +199,14 @@ def _tflite_runner(path: Path) -> Runner:
     from .nativelog import native_stderr_filtered
     from .resources import usable_cpus
 
-    with native_stderr_filtered():  # LiteRT's XNNPACK INFO line
-        interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
+    interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
     inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
     shape: list[tuple] = [()]
 
     def run(batch: np.ndarray) -> np.ndarray:
         if shape[0] != batch.shape:  # one allocation per shape; predict keeps one shape
             interpreter.resize_tensor_input(inp, batch.shape)
-            with native_stderr_filtered():
+            with native_stderr_filtered():  # the XNNPACK delegate's INFO line, on the first allocation
                 interpreter.allocate_tensors()
             shape[0] = batch.shape
         interpreter.set_tensor(inp, batch)

@@ -158,13 +158,13 @@ def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -
     """Load ``path`` in ``ai_edge_litert``'s interpreter, resize to ``images``' shape, run; the output (a copy)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    with native_stderr_filtered():  # LiteRT's XNNPACK INFO line, whatever TF_CPP_MIN_LOG_LEVEL says
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if [d["name"] for d in inputs] != [INPUT_NAME] or len(outputs) != 1:
         raise ValueError(f"inputs {[d['name'] for d in inputs]}, {len(outputs)} outputs; expected [{INPUT_NAME!r}] and one")
     interpreter.resize_tensor_input(inputs[0]["index"], images.shape)
-    interpreter.allocate_tensors()
+    with native_stderr_filtered():  # the XNNPACK delegate's INFO line, whatever TF_CPP_MIN_LOG_LEVEL says
+        interpreter.allocate_tensors()
     interpreter.set_tensor(inputs[0]["index"], images)
     interpreter.invoke()
     return np.array(interpreter.get_tensor(outputs[0]["index"]))
