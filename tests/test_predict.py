@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import TINY
+from predict_support import damage, huge_png
 
 from convert.export import ExportOptions, build_exportable, export_model
 from convert.images import fit
@@ -81,22 +82,8 @@ def images(tmp_path_factory):
         enc = tf.io.encode_png if name.endswith(".png") else tf.io.encode_jpeg
         tf.io.write_file(str(d / name), enc(arr))
     (d / "notes.txt").write_text("not an image\n")
-    _huge_png(d / "huge.png", 11000, 10000)
+    huge_png(d / "huge.png", 11000, 10000)
     return d, files
-
-
-def _huge_png(path, width: int, height: int) -> None:
-    """A valid black PNG of ``width x height`` pixels in a few hundred kB (zeros compress)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    packer, row = zlib.compressobj(9), bytes(1 + 3 * width)
-    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def _reference(export_dir, pixels01: np.ndarray, multi_label: bool = False) -> np.ndarray:
@@ -289,25 +276,6 @@ def test_an_onnx_only_export_predicts_without_tensorflow(exports, images):
     assert fmt == "onnx" and tf_loaded is False and len(result["top"]) == 3
 
 
-def _damage(root, how: str) -> None:
-    sm = root / MODEL / "classification"
-    if how == "no variables/":
-        shutil.rmtree(sm / "variables")
-    elif how == "truncated variables.data":
-        data = sm / "variables" / "variables.data-00000-of-00001"
-        data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    elif how == "corrupt saved_model.pb":
-        (sm / "saved_model.pb").write_bytes(b"\x00garbage" * 100)
-    elif how == "truncated .tflite":
-        f = root / MODEL / "tflite" / "classification.tflite"
-        f.write_bytes(f.read_bytes()[:4096])
-    elif how == "truncated .onnx":
-        f = root / MODEL / "onnx" / "classification.onnx"
-        f.write_bytes(f.read_bytes()[:4096])
-    elif how == "corrupt manifest":
-        (root / MODEL / "manifest.json").write_text("{not json")
-
-
 @pytest.mark.parametrize(
     "how, fmt",
     [
@@ -323,7 +291,7 @@ def test_a_damaged_export_is_one_line_and_status_1(invoke, exports, images, tmp_
     d, _ = images
     damaged = tmp_path / "damaged"
     shutil.copytree(exports / "all", damaged)
-    _damage(damaged, how)
+    damage(damaged, how)
     result = invoke("predict", "-m", MODEL, "-o", damaged, "--format", fmt, d / "exact.png")
     assert result.exit_code == 1, result.stderr
     assert result.stdout == "" and len(result.stderr.splitlines()) == 1
