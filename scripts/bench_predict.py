@@ -71,22 +71,12 @@ def main(export_dir, model, checkpoint, image, reps):
     from convert.predict import PREFERENCE, classifiers_in
 
     manifest = json.loads((Path(export_dir) / model / "manifest.json").read_text())
-    arch = manifest["architecture"]
+    shape = [str(manifest["model"]["depth"]), str(manifest["model"]["width"]), str(manifest["architecture"]["classes"])]
     formats = [f for f in PREFERENCE if f in classifiers_in(manifest, Path(export_dir) / model)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = {f: [sys.executable, "-m", "convert", "predict", "-m", model, "-o", export_dir, "--format", f, image] for f in formats}
     res = str(manifest["input"]["native_resolution"])
-    runs["timm"] = [
-        sys.executable,
-        "-c",
-        TIMM,
-        checkpoint,
-        image,
-        res,
-        str(arch["depth"]),
-        str(arch["width"]),
-        str(arch["classes"]),
-    ]
+    runs["timm"] = [sys.executable, "-c", TIMM, checkpoint, image, res, *shape]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for rep in range(reps):
         for name, cmd in runs.items():
