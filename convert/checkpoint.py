@@ -16,14 +16,17 @@ a word; here the same file is an error that names each missing key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CheckpointError
+from .infile import open_regular
 from .model.architecture import STANDARD_UNITS, Architecture, checkpoint_layout, format_shape, infer_architecture, normalise_key
 
 #: Largest .npy header we parse (numpy's own default guard).
@@ -98,19 +101,20 @@ class Inspection:
         return int(sum(np.prod(i.shape, dtype=np.int64) for i in self.infos.values()))
 
 
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, expected an .npz file")
-    try:
-        return zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(
-            f"{path}: not a readable .npz (zip) file ({exc}); a truncated download? re-fetch it with `bitconvert fetch --force`"
-        ) from exc
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read: {exc.strerror}") from exc
+@contextlib.contextmanager
+def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The checkpoint as a zip; only a regular file is opened (a FIFO or /dev/zero would never end)."""
+    with open_regular(path, CheckpointError) as f:
+        try:
+            zf = zipfile.ZipFile(f)
+        except zipfile.BadZipFile as exc:
+            raise CheckpointError(
+                f"{path}: not a readable .npz (zip) file ({exc}); a truncated download? re-fetch it with `bitconvert fetch --force`"
+            ) from exc
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read: {exc.strerror}") from exc
+        with zf:
+            yield zf
 
 
 def _read_header(zf: zipfile.ZipFile, member: zipfile.ZipInfo):

@@ -1,7 +1,8 @@
 """Every ``BITCONVERT_*`` environment variable: its name, default and parser, in one place.
 
     config = from_env()          # or from_env({"BITCONVERT_OFFLINE": "yes"}) in a test
-    config.cache_dir, config.base_url, config.offline, config.registry, config.debug, config.reference
+    config.cache_dir, config.base_url, config.offline, config.registry, config.debug, config.reference,
+    config.min_speed, config.min_speed_time
 
 Nothing else in the package reads these variables. Booleans follow click's
 rules (``1/true/t/yes/y/on`` and ``0/false/f/no/n/off``, any case; empty is
@@ -15,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 
@@ -24,11 +26,17 @@ OFFLINE = "BITCONVERT_OFFLINE"
 REGISTRY = "BITCONVERT_REGISTRY"
 DEBUG = "BITCONVERT_DEBUG"
 REFERENCE = "BITCONVERT_REFERENCE"
+MIN_SPEED = "BITCONVERT_MIN_SPEED"
+MIN_SPEED_TIME = "BITCONVERT_MIN_SPEED_TIME"
 
 DEFAULT_BASE_URL = "https://storage.googleapis.com/bit_models/"
 #: Where the JAX reference runs: decided from the machine (auto), in a worker process, or in this process.
 REFERENCE_MODES = ("auto", "worker", "inline")
 REFERENCE_DEFAULT = "auto"
+#: The downloader's minimum-throughput rule: fewer bytes a second than this, averaged over
+#: MIN_SPEED_TIME_DEFAULT seconds, ends a download (docs/fetch.md). 0 turns it off.
+MIN_SPEED_DEFAULT = 10_000.0
+MIN_SPEED_TIME_DEFAULT = 60.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,9 @@ class Config:
     debug: bool = False
     #: BITCONVERT_REFERENCE: auto, worker or inline (convert.parity.placement).
     reference: str = REFERENCE_DEFAULT
+    #: BITCONVERT_MIN_SPEED (bytes a second) and BITCONVERT_MIN_SPEED_TIME (seconds): the download floor.
+    min_speed: float = MIN_SPEED_DEFAULT
+    min_speed_time: float = MIN_SPEED_TIME_DEFAULT
 
 
 def parse_bool(name: str, value: str | None, default: bool = False) -> bool:
@@ -71,8 +82,25 @@ def default_cache_dir(environ: Mapping[str, str]) -> Path:
     return (xdg or Path.home() / ".cache") / "bitconvert"
 
 
-def normalise_base_url(url: str) -> str:
+def normalise_base_url(url: str, source: str = "--base-url") -> str:
+    """``url`` ending in "/"; a UsageError naming ``source`` unless it is an http(s) URL with a host."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{source} {url!r} is not an http:// or https:// URL with a host (e.g. {DEFAULT_BASE_URL})")
     return url if url.endswith("/") else url + "/"
+
+
+def parse_number(name: str, value: str | None, default: float, minimum: float = 0.0) -> float:
+    """A number variable (unset or empty: ``default``); anything else, or below ``minimum``, is a UsageError."""
+    if value is None or not value.strip():
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number >= minimum:
+        raise UsageError(f"{name} must be a number >= {minimum:g}, got {value!r}")
+    return number
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> Config:
@@ -80,11 +108,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     return Config(
         cache_dir=_path(env.get(CACHE)) or default_cache_dir(env),
-        base_url=normalise_base_url(env.get(BASE_URL) or DEFAULT_BASE_URL),
+        base_url=normalise_base_url(env.get(BASE_URL) or DEFAULT_BASE_URL, BASE_URL),
         offline=parse_bool(OFFLINE, env.get(OFFLINE)),
         registry=_path(env.get(REGISTRY)),
         debug=parse_bool(DEBUG, env.get(DEBUG)),
         reference=parse_reference(env.get(REFERENCE)),
+        min_speed=parse_number(MIN_SPEED, env.get(MIN_SPEED), MIN_SPEED_DEFAULT),
+        min_speed_time=parse_number(MIN_SPEED_TIME, env.get(MIN_SPEED_TIME), MIN_SPEED_TIME_DEFAULT, minimum=1.0),
     )
 
 

@@ -123,13 +123,13 @@ class LabelsError(BitconvertError):
 
 
 class ImageError(BitconvertError):
-    """An input image is missing, unreadable, or not a JPEG/PNG/GIF/BMP."""
+    """An input image is missing, unreadable, too large, or not a JPEG/PNG/WebP/GIF/BMP."""
 
     exit_code = EXIT_BAD_INPUT
 
 
 class ExportError(BitconvertError):
-    """Writing a SavedModel failed."""
+    """Writing an export failed, or an export on disk is damaged (a missing or unloadable artifact)."""
 
     exit_code = EXIT_BAD_INPUT
 

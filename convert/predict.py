@@ -1,55 +1,77 @@
-"""``bitconvert predict``: classify images with an exported classifier SavedModel.
+"""``bitconvert predict``: classify images with whichever classifier an export holds.
 
 The export under ``<output-dir>/<id>/`` says everything needed: its
 ``manifest.json`` gives the input range ([0, 1] or [-1, 1]), the model's
-native resolution and whether the head is multi-label; the classifier
-SavedModel carries its class names as ``assets/labels.txt`` when they were
-published (else the output names class indices only).
+native resolution, whether the head is multi-label and which formats it
+holds; the class names are the SavedModel's ``assets/labels.txt`` or, for
+the other formats, ``<format>/labels.txt`` (else the output names class
+indices only).
 
-Images: JPEG, PNG, GIF (first frame) or BMP, decoded by ``tf.io.decode_image``
-into RGB (grey and RGBA are converted; 16-bit PNGs keep their precision),
-scaled to [0, 1]. An image already at the model's resolution (``res x res``) is
-fed as it is. Any other image keeps its aspect ratio: its shorter side is
-resized to ``res`` (bilinear, antialiased when shrinking), then the centre
-``res x res`` is cropped (the ImageNet evaluation convention, without the
-extra margin of resize-then-crop schemes).
+Which classifier: ``--format auto`` takes the first of :data:`PREFERENCE`
+the export holds and whose runtime is installed: LiteRT, then ONNX Runtime,
+then the SavedModel, the order of their time to a first answer
+(docs/inference.md). Only that runtime is imported: no TensorFlow for ONNX
+or LiteRT. The SavedModel runs its plain graph (the fine-tuning path, which
+computes the same function without XLA): one prediction does not pay for an
+XLA compilation per input shape.
+
+Images are decoded and fitted by :mod:`convert.images` (bounded memory,
+no TensorFlow); every image's header is checked before the model is loaded,
+so a bad one fails fast. They go through the model in batches of at most
+:data:`BATCH` (the last one padded to the same shape: one shape, one
+compilation or allocation).
 
 Scores: softmax over the classes for single-label heads; an independent
 sigmoid per class for the BiT-M ImageNet-21k heads, which were trained
 multi-label (their scores do not sum to 1).
 
 Exit status: 0 ok; 1 an image is missing, unreadable or not an image
-(:class:`convert.errors.ImageError`), or the export's labels do not fit its head;
-2 no export of that id under the output directory (or an unknown id).
+(:class:`convert.errors.ImageError`), the export is damaged
+(:class:`convert.errors.ExportError`) or its labels do not fit its head;
+2 no export of that id under the output directory (or an unknown id), or no
+classifier in the format asked for.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, LabelsError, UsageError
+from . import images as image_io
+from .errors import ExportError, LabelsError, UsageError, one_line
 
 CLASSIFIER = "classification"
-#: The export target whose classifier predict runs (convert.export.savedmodel).
-SAVEDMODEL = "savedmodel"
+#: What ``--format auto`` picks, in order: the fastest to a first answer first (docs/inference.md).
+PREFERENCE = ("tflite", "onnx", "savedmodel")
+#: The module each format's runtime needs.
+RUNTIME_MODULES = {"onnx": "onnxruntime", "tflite": "ai_edge_litert", "savedmodel": "tensorflow"}
+#: Images per model call at most: bounds the activations' memory whatever the number of images.
+BATCH = 8
+
+Runner = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class ExportedClassifier:
-    """What predict needs to know about an export, read from its manifest and assets."""
+    """What predict needs to know about an export, read from its manifest and label files."""
 
     model_id: str
-    path: Path  # the classification SavedModel directory
+    format: str  # one of PREFERENCE
+    path: Path  # the classifier: a SavedModel directory, a .onnx or a .tflite file
     resolution: int
     input_min: float
     input_max: float
     classes: int
     multi_label: bool
     labels: tuple[str, ...] | None
+    #: Every format whose classifier the export holds.
+    holds: tuple[str, ...] = ()
 
 
 def _no_export(model_id: str, output_dir: Path, why: str) -> UsageError:
@@ -63,79 +85,162 @@ def _no_export(model_id: str, output_dir: Path, why: str) -> UsageError:
     return UsageError(f"no export of {model_id} under {output_dir} ({why}); {hint}")
 
 
-def _classifier_path(manifest: dict) -> str:
-    """The classifier SavedModel's directory: listed under "targets" (manifest format 2) or "variants" (format 1)."""
-    if "variants" in manifest:
-        return manifest["variants"][CLASSIFIER].get("path", CLASSIFIER)
-    entries = manifest["targets"].get(SAVEDMODEL, [])
-    return next((e["path"] for e in entries if e["variant"] == CLASSIFIER), CLASSIFIER)
+def _damaged(model_id: str, what: str) -> ExportError:
+    return ExportError(
+        f"{what}: the export of {model_id} is damaged; export it again with `bitconvert export --model {model_id}`"
+    )
 
 
-def open_export(model_id: str, output_dir: str | Path) -> ExportedClassifier:
-    """Read ``<output_dir>/<model_id>/manifest.json`` and the classifier's labels; no TensorFlow needed."""
-    from .export.manifest import MANIFEST_NAME
+def classifiers_in(manifest: dict, root: Path) -> dict[str, Path]:
+    """``format -> classifier path`` for every format the manifest lists (the SavedModel's in ``variants``)."""
+    found = {}
+    variant = (manifest.get("variants") or {}).get(CLASSIFIER)
+    if variant is not None:
+        found["savedmodel"] = root / variant.get("path", CLASSIFIER)
+    for fmt, artifacts in (manifest.get("targets") or {}).items():
+        for artifact in artifacts:
+            if artifact.get("variant") == CLASSIFIER and artifact.get("path"):
+                found[fmt] = root / artifact["path"]
+    return found
+
+
+def choose_format(holds: dict[str, Path], asked: str, installed: Callable[[str], bool]) -> str:
+    """The format to run: ``asked``, or for ``auto`` the first of PREFERENCE held and installed; UsageError otherwise."""
+    if asked != "auto":
+        if asked not in holds:
+            raise UsageError(f"the export holds no {asked} classifier (it holds: {', '.join(sorted(holds)) or 'none'})")
+        return asked
+    usable = [f for f in PREFERENCE if f in holds and installed(RUNTIME_MODULES[f])]
+    if not usable:
+        needs = ", ".join(f"{RUNTIME_MODULES[f]} for {f}" for f in holds)
+        raise UsageError(f"no runtime installed for the classifiers this export holds ({needs})")
+    return usable[0]
+
+
+def _module_installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _check_files(model_id: str, fmt: str, path: Path) -> None:
+    """The classifier's files are there (not whether their bytes are good: loading tells)."""
+    needed = [path / "saved_model.pb", path / "variables" / "variables.index"] if fmt == "savedmodel" else [path]
+    for file in needed:
+        if not file.is_file():
+            raise _damaged(model_id, f"{file} is missing")
+
+
+def _labels(fmt: str, path: Path, root: Path, classes: int) -> tuple[str, ...] | None:
+    from .export.labels_asset import LABELS_FILE
     from .export.saved_labels import read_saved_labels
+
+    if fmt == "savedmodel":
+        labels, where = read_saved_labels(path), path / "assets" / LABELS_FILE
+    else:
+        where = root / fmt / LABELS_FILE
+        labels = tuple(where.read_text(encoding="utf-8").splitlines()) if where.is_file() else None
+    if labels is not None and len(labels) != classes:
+        raise LabelsError(f"{where}: {len(labels)} lines but the head has {classes} classes")
+    return labels
+
+
+def open_export(model_id: str, output_dir: str | Path, fmt: str = "auto", installed=_module_installed) -> ExportedClassifier:
+    """Read ``<output_dir>/<model_id>/manifest.json`` and the chosen classifier's labels; no framework is imported."""
+    from .export.manifest import MANIFEST_NAME
 
     output_dir = Path(output_dir)
     root = output_dir / model_id
     try:
-        manifest = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
-        inp, model = manifest["input"], manifest["model"]
-        rel = _classifier_path(manifest)
-        classes = int(manifest["architecture"]["classes"])
+        text = (root / MANIFEST_NAME).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise _no_export(model_id, output_dir, f"{root / MANIFEST_NAME} does not exist") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise _no_export(model_id, output_dir, f"{root / MANIFEST_NAME} is unreadable: {exc}") from None
-    path = root / rel
-    if not (path / "saved_model.pb").is_file():
-        raise _no_export(model_id, output_dir, f"{path} holds no SavedModel")
-    labels = read_saved_labels(path)
-    if labels is not None and len(labels) != classes:
-        raise LabelsError(f"{path}/assets/labels.txt: {len(labels)} lines but the head has {classes} classes")
+    except OSError as exc:
+        raise _damaged(model_id, f"{root / MANIFEST_NAME} is unreadable ({exc.strerror or exc})") from None
+    try:
+        manifest = json.loads(text)
+        inp, model = manifest["input"], manifest["model"]
+        classes = int(manifest["architecture"]["classes"])
+        holds = classifiers_in(manifest, root)
+        resolution, lo, hi = int(inp["native_resolution"]), float(inp["min"]), float(inp["max"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _damaged(model_id, f"{root / MANIFEST_NAME} is unreadable ({type(exc).__name__}: {exc})") from None
+    chosen = choose_format(holds, fmt, installed)
+    _check_files(model_id, chosen, holds[chosen])
     return ExportedClassifier(
         model_id=model_id,
-        path=path,
-        resolution=int(inp["native_resolution"]),
-        input_min=float(inp["min"]),
-        input_max=float(inp["max"]),
+        format=chosen,
+        path=holds[chosen],
+        resolution=resolution,
+        input_min=lo,
+        input_max=hi,
         classes=classes,
         # Manifests written before the registry knew multi_label: the 21843-class heads are the multi-label ones.
         multi_label=bool(model.get("multi_label", classes == 21843)),
-        labels=labels,
+        labels=_labels(chosen, holds[chosen], root, classes),
+        holds=tuple(f for f in PREFERENCE if f in holds),
     )
 
 
-def decode_image(path: str | Path):
-    """RGB float32 ``[h, w, 3]`` in [0, 1]; ImageError with one clear line otherwise."""
+# -- the runtimes: each imported only when chosen -----------------------------------------
+
+
+def _onnx_runner(path: Path) -> Runner:
+    import onnxruntime as ort
+
+    from .export.target import INPUT_NAME, OUTPUT_NAMES
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are for developers
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    output = OUTPUT_NAMES[CLASSIFIER]
+    return lambda batch: session.run([output], {INPUT_NAME: batch})[0]
+
+
+def _tflite_runner(path: Path) -> Runner:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from .nativelog import native_stderr_filtered
+    from .resources import usable_cpus
+
+    interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
+    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+    shape: list[tuple] = [()]
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        if shape[0] != batch.shape:  # one allocation per shape; predict keeps one shape
+            interpreter.resize_tensor_input(inp, batch.shape)
+            with native_stderr_filtered():  # the XNNPACK delegate's INFO line, on the first allocation
+                interpreter.allocate_tensors()
+            shape[0] = batch.shape
+        interpreter.set_tensor(inp, batch)
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(out))
+
+    return run
+
+
+def _savedmodel_runner(path: Path) -> Runner:
     import tensorflow as tf
 
-    path = Path(path)
+    model = tf.saved_model.load(str(path))
+    # training=True is the plain graph (no XLA compilation per shape); BiT has no batch norm or
+    # dropout, so it computes the same function as the XLA-compiled inference path.
+    return lambda batch: model(tf.constant(batch), training=True).numpy()
+
+
+RUNNERS: dict[str, Callable[[Path], Runner]] = {"onnx": _onnx_runner, "tflite": _tflite_runner, "savedmodel": _savedmodel_runner}
+
+
+def load_runner(export: ExportedClassifier) -> Runner:
+    """The classifier loaded in its runtime: a function from a float32 NHWC batch (model input range) to logits."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
-        raise ImageError(f"{path}: not a JPEG, PNG, GIF or BMP image (or a damaged one)") from None
-    return tf.image.convert_image_dtype(image, tf.float32)
+        return RUNNERS[export.format](export.path)
+    except ImportError as exc:
+        raise UsageError(f"the {export.format} classifier needs {RUNTIME_MODULES[export.format]}: {one_line(exc)}") from None
+    except Exception as exc:  # whatever the runtime raises on bytes it cannot load: a damaged export
+        raise _damaged(export.model_id, f"{export.path} cannot be loaded ({one_line(exc, 200)})") from None
 
 
-def fit_to(image, size: int):
-    """``image`` unchanged at ``size x size``; else shorter side to ``size`` (bilinear, antialiased), centre crop."""
-    import tensorflow as tf
-
-    h, w = int(image.shape[0]), int(image.shape[1])
-    if (h, w) == (size, size):
-        return image
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    resized = tf.image.resize(image, [nh, nw], method="bilinear", antialias=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return tf.clip_by_value(resized[top : top + size, left : left + size, :], 0.0, 1.0)
+# -- scores --------------------------------------------------------------------------------
 
 
 def scores_from_logits(logits: np.ndarray, multi_label: bool) -> np.ndarray:
@@ -153,21 +258,39 @@ def top_k(scores: np.ndarray, k: int, labels: tuple[str, ...] | None) -> list[di
     return [{"index": int(i), "label": labels[i] if labels else None, "score": float(scores[i])} for i in order]
 
 
-def predict(export: ExportedClassifier, images: list[str], top: int = 5) -> list[dict]:
+def plan_batches(count: int, limit: int = BATCH) -> tuple[int, list[range]]:
+    """``(size, ranges)``: ``count`` images in as few batches of at most ``limit`` as possible, all of one ``size``
+    (the images split evenly; the last range may be shorter and is padded to ``size``)."""
+    if count <= 0:
+        return 0, []
+    size = math.ceil(count / math.ceil(count / limit))
+    return size, [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def predict(
+    export: ExportedClassifier, images: list[str], top: int = 5, batch: int = BATCH, runner: Runner | None = None
+) -> list[dict]:
     """``[{"image": PATH, "top": [{"index", "label", "score"}, ...]}, ...]`` in the order of ``images``.
 
-    Every image is decoded before the model is loaded: a bad one fails fast.
+    Every image's header is checked before the model is loaded (a bad one fails fast); then they
+    are decoded and run ``batch`` at a time. ``runner`` replaces the export's runtime (tests).
     """
-    import tensorflow as tf
-
-    batch = tf.stack([fit_to(decode_image(p), export.resolution) for p in images])
-    if (export.input_min, export.input_max) != (0.0, 1.0):
-        batch = export.input_min + batch * (export.input_max - export.input_min)
-    model = tf.saved_model.load(str(export.path))
-    logits = model(batch).numpy()
-    scores = scores_from_logits(logits, export.multi_label)
+    size = export.resolution
+    for path in images:
+        image_io.check_image(path, size)
+    run = runner or load_runner(export)
     k = min(top, export.classes)
-    return [{"image": str(p), "top": top_k(row, k, export.labels)} for p, row in zip(images, scores, strict=True)]
+    batch_size, ranges = plan_batches(len(images), batch)
+    results = []
+    for rows in ranges:
+        pixels = np.zeros((batch_size, size, size, 3), np.float32)
+        for slot, i in enumerate(rows):
+            pixels[slot] = image_io.load(images[i], size)
+        if (export.input_min, export.input_max) != (0.0, 1.0):
+            pixels = (export.input_min + pixels * (export.input_max - export.input_min)).astype(np.float32)
+        scores = scores_from_logits(np.asarray(run(pixels))[: len(rows)], export.multi_label)
+        results += [{"image": str(images[i]), "top": top_k(row, k, export.labels)} for i, row in zip(rows, scores, strict=True)]
+    return results
 
 
 def render_text(results: list[dict], multi_label: bool = False) -> str:

@@ -1,4 +1,8 @@
-"""`bitconvert predict` on small synthetic exports (the reduced TINY layout, 10 classes, native 160 px)."""
+"""`bitconvert predict` on small synthetic exports (the reduced TINY layout, 10 classes, native 160 px).
+
+Every format an export holds (SavedModel, LiteRT, ONNX), damaged exports, bounded memory for
+extreme images and many images (docs: convert/predict.py, convert/images.py).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ import shutil
 import numpy as np
 import pytest
 from conftest import TINY
+from predict_support import damage, huge_png
 
 from convert.export import ExportOptions, build_exportable, export_model
-from convert.predict import fit_to, scores_from_logits
+from convert.images import fit
+from convert.predict import plan_batches, scores_from_logits
 from convert.registry import load_registry
 
 MODEL = "r50x1-160"
@@ -36,7 +42,11 @@ def exports(tmp_path_factory):
     base = tmp_path_factory.mktemp("predict")
     ckpt = write_synthetic_checkpoint(base / "tiny.npz", TINY, seed=3)
     plain = base / "plain"
-    export_model(load_registry().get(MODEL), ckpt, ExportOptions(output_dir=plain, skip_parity=True), arch=TINY)
+    entry = load_registry().get(MODEL)
+    export_model(entry, ckpt, ExportOptions(output_dir=plain, skip_parity=True), arch=TINY)
+    formats = ("savedmodel", "tflite", "onnx")
+    export_model(entry, ckpt, ExportOptions(output_dir=base / "all", skip_parity=True, formats=formats), arch=TINY)
+    export_model(entry, ckpt, ExportOptions(output_dir=base / "onnx_only", skip_parity=True, formats=("onnx",)), arch=TINY)
     manifest = json.loads((plain / MODEL / "manifest.json").read_text())
     net = build_tf_model(load_checkpoint(ckpt, TINY))
 
@@ -76,6 +86,7 @@ def images(tmp_path_factory):
         enc = tf.io.encode_png if name.endswith(".png") else tf.io.encode_jpeg
         tf.io.write_file(str(d / name), enc(arr))
     (d / "notes.txt").write_text("not an image\n")
+    huge_png(d / "huge.png", 11000, 10000)
     return d, files
 
 
@@ -115,16 +126,22 @@ def test_other_sizes_keep_aspect_and_crop_the_centre(invoke, exports, images):
     assert [t["score"] for t in wide["top"]] == pytest.approx([t["score"] for t in exact["top"]], rel=1e-5)
 
 
-def test_fit_to_resizes_the_shorter_side_then_crops():
+@pytest.mark.parametrize("shape", [(120, 200), (1, 300), (300, 7), (1000, 733), (37, 37), (161, 160)])
+def test_fit_equals_tensorflows_resize_then_centre_crop(shape):
+    """Only the crop is computed, with the weights of tf.image.resize(antialias=True): the same pixels."""
     import tensorflow as tf
 
-    image = tf.constant(_image(120, 200, 3) / 255.0, tf.float32)
-    out = fit_to(image, RES)
-    assert out.shape == (RES, RES, 3)
-    full = tf.image.resize(image, [RES, round(200 * RES / 120)], method="bilinear", antialias=True)  # 160 x 267
-    np.testing.assert_allclose(out.numpy(), np.clip(full[:, 53 : 53 + RES].numpy(), 0, 1), atol=1e-6)
-    same = tf.constant(_image(RES, RES, 4) / 255.0, tf.float32)
-    assert fit_to(same, RES) is same  # already the model's size: untouched
+    h, w = shape
+    pixels = _image(h, w, 3)
+    out = fit(pixels, RES)
+    assert out.shape == (RES, RES, 3) and out.dtype == np.float32
+    scale = RES / min(h, w)
+    nh, nw = max(RES, round(h * scale)), max(RES, round(w * scale))
+    full = tf.image.resize(tf.constant(pixels / 255.0, tf.float32), [nh, nw], method="bilinear", antialias=True).numpy()
+    top, left = (nh - RES) // 2, (nw - RES) // 2
+    np.testing.assert_allclose(out, np.clip(full[top : top + RES, left : left + RES], 0, 1), atol=3e-5)
+    same = _image(RES, RES, 4)
+    np.testing.assert_array_equal(fit(same, RES), same.astype(np.float32) / 255)  # already the model's size: untouched
 
 
 def test_jpeg_and_labels_and_text_output(invoke, exports, images):
@@ -173,8 +190,11 @@ def test_scores_from_logits():
     [
         (lambda d, e: ["-o", e / "nowhere", d / "exact.png"], 2, "no export of r50x1-160 under"),
         (lambda d, e: ["-o", e / "plain", d / "missing.png"], 1, "missing.png: no such file"),
-        (lambda d, e: ["-o", e / "plain", d / "notes.txt"], 1, "notes.txt: not a JPEG, PNG, GIF or BMP image"),
-        (lambda d, e: ["-o", e / "plain", d], 1, "cannot read"),
+        (lambda d, e: ["-o", e / "plain", d / "notes.txt"], 1, "notes.txt: not a JPEG, PNG, WebP, GIF or BMP image"),
+        (lambda d, e: ["-o", e / "plain", d], 1, "is a directory, not a regular file"),
+        (lambda d, e: ["-o", e / "plain", "/dev/zero"], 1, "/dev/zero: is a character device, not a regular file"),
+        (lambda d, e: ["-o", e / "plain", d / "huge.png"], 1, "11000 x 10000 pixels is more than predict decodes"),
+        (lambda d, e: ["-o", e / "onnx_only", "--format", "tflite", d / "exact.png"], 2, "holds no tflite classifier"),
     ],
 )
 def test_bad_input_is_one_line_and_a_documented_status(invoke, exports, images, make_args, status, message):
@@ -211,3 +231,161 @@ def test_a_labels_file_that_does_not_fit_is_refused(invoke, exports, images, tmp
     (broken / MODEL / "classification" / "assets" / "labels.txt").write_text("one\ntwo\n")
     result = invoke("predict", "-m", MODEL, "-o", broken, d / "exact.png")
     assert result.exit_code == 1 and "2 lines but the head has 10 classes" in result.stderr
+
+
+# -- every format, chosen by speed; damaged exports -----------------------------------------
+
+
+def _logits_rel_l2(export_dir, fmt: str, pixels01: np.ndarray) -> float:
+    """The relative L2 distance of a format's logits from the SavedModel's XLA inference path on the same batch."""
+    import tensorflow as tf
+
+    from convert.predict import load_runner, open_export
+
+    reference = tf.saved_model.load(str(export_dir / MODEL / "classification"))(tf.constant(pixels01)).numpy()
+    got = load_runner(open_export(MODEL, export_dir, fmt))(pixels01)
+    return float(np.linalg.norm(got - reference) / np.linalg.norm(reference))
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
+def test_each_format_computes_the_exported_function(exports, fmt):
+    from convert.parity.compare import tolerance
+
+    pixels = np.stack([_image(RES, RES, s) for s in (0, 5)]).astype(np.float32) / 255
+    assert _logits_rel_l2(exports / "all", fmt, pixels) <= tolerance(TINY)
+
+
+def test_auto_runs_the_fastest_format_held_and_installed(exports):
+    from convert.predict import choose_format, classifiers_in, open_export
+
+    assert open_export(MODEL, exports / "all").format == "tflite"
+    assert open_export(MODEL, exports / "all").holds == ("tflite", "onnx", "savedmodel")
+    assert open_export(MODEL, exports / "plain").format == "savedmodel"
+    manifest = json.loads((exports / "all" / MODEL / "manifest.json").read_text())
+    holds = classifiers_in(manifest, exports / "all" / MODEL)
+    assert choose_format(holds, "auto", installed=lambda module: module != "ai_edge_litert") == "onnx"
+
+
+def test_an_onnx_only_export_predicts_without_tensorflow(exports, images):
+    """--format onnx alone: no SavedModel in the manifest's variants, and TensorFlow is never imported."""
+    import subprocess
+    import sys
+
+    d, _ = images
+    code = (
+        "import json, sys\nfrom convert.predict import open_export, predict\n"
+        "e = open_export('r50x1-160', sys.argv[1])\n"
+        "print(json.dumps([e.format, 'tensorflow' in sys.modules, predict(e, [sys.argv[2]], top=3)]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, exports / "onnx_only", d / "photo.jpg"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    fmt, tf_loaded, (result,) = json.loads(proc.stdout)
+    assert fmt == "onnx" and tf_loaded is False and len(result["top"]) == 3
+
+
+@pytest.mark.parametrize(
+    "how, fmt",
+    [
+        ("no variables/", "savedmodel"),
+        ("truncated variables.data", "savedmodel"),
+        ("corrupt saved_model.pb", "savedmodel"),
+        ("truncated .tflite", "tflite"),
+        ("truncated .onnx", "onnx"),
+        ("corrupt manifest", "auto"),
+    ],
+)
+def test_a_damaged_export_is_one_line_and_status_1(invoke, exports, images, tmp_path, how, fmt):
+    d, _ = images
+    damaged = tmp_path / "damaged"
+    shutil.copytree(exports / "all", damaged)
+    damage(damaged, how)
+    result = invoke("predict", "-m", MODEL, "-o", damaged, "--format", fmt, d / "exact.png")
+    assert result.exit_code == 1, result.stderr
+    assert result.stdout == "" and len(result.stderr.splitlines()) == 1
+    assert f"the export of {MODEL} is damaged" in result.stderr and "bitconvert export --model" in result.stderr
+
+
+# -- bounded memory -------------------------------------------------------------------------
+
+
+def test_plan_batches_bounds_and_evens_the_batches():
+    assert plan_batches(1) == (1, [range(0, 1)])
+    assert plan_batches(8) == (8, [range(0, 8)])
+    size, ranges = plan_batches(200, 8)
+    assert size == 8 and len(ranges) == 25
+    size, ranges = plan_batches(9, 8)  # two batches of 5, not 8 + 1
+    assert size == 5 and ranges == [range(0, 5), range(5, 9)]
+    assert plan_batches(0) == (0, [])
+
+
+def test_images_go_in_bounded_batches_in_order(exports, images):
+    from convert.predict import load_runner, open_export, predict
+
+    d, _ = images
+    export = open_export(MODEL, exports / "all", "onnx")
+    seen = []
+    real = load_runner(export)
+
+    def runner(batch):
+        seen.append(batch.shape)
+        return real(batch)
+
+    paths = [d / name for name in ("exact.png", "wide.png", "photo.jpg")] * 4  # 12 images
+    results = predict(export, [str(p) for p in paths], top=3, batch=5, runner=runner)
+    assert seen == [(4, RES, RES, 3)] * 3  # 12 images, at most 5 a call: three calls of 4
+    alone = predict(export, [str(d / "photo.jpg")], top=3, runner=real)
+    assert [r["image"] for r in results] == [str(p) for p in paths]
+    assert [t["index"] for t in results[2]["top"]] == [t["index"] for t in alone[0]["top"]]
+    assert [t["score"] for t in results[2]["top"]] == pytest.approx([t["score"] for t in alone[0]["top"]], rel=1e-5)
+
+
+def test_a_bad_image_fails_before_the_model_runs(exports, images):
+    from convert.errors import ImageError
+    from convert.predict import open_export, predict
+
+    d, _ = images
+    calls = []
+    with pytest.raises(ImageError, match="notes.txt"):
+        predict(open_export(MODEL, exports / "all", "onnx"), [str(d / "exact.png"), str(d / "notes.txt")], runner=calls.append)
+    assert calls == []
+
+
+def test_a_long_thin_image_costs_its_crop_not_its_full_resize(exports, images, tmp_path):
+    """A 140-byte 20000 x 1 PNG: resizing it whole to a shorter side of 160 would take 6 GB.
+
+    Measured in a child as the growth of its peak RSS between predicting a normal image (the model
+    loaded, warmed up) and predicting the strip."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    d, _ = images
+    Image.fromarray(np.zeros((1, 20000, 3), np.uint8)).save(tmp_path / "strip.png")
+    code = (
+        "import resource, sys\nfrom convert.predict import open_export, predict\n"
+        "e = open_export('r50x1-160', sys.argv[1])\n"
+        "predict(e, [sys.argv[2]])\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "predict(e, [sys.argv[3]])\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    args = [sys.executable, "-c", code, exports / "plain", d / "exact.png", tmp_path / "strip.png"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split()[-1]) < 200  # MB; the full resize alone is 3.2 million x 160 x 3 floats
+
+
+def test_webp_is_decoded_like_the_same_pixels_in_png(exports, images, tmp_path):
+    from PIL import Image
+
+    from convert.predict import open_export, predict
+
+    _, files = images
+    Image.fromarray(files["exact.png"]).save(tmp_path / "exact.webp", lossless=True)
+    Image.fromarray(files["exact.png"]).save(tmp_path / "exact.png")
+    export = open_export(MODEL, exports / "all", "onnx")
+    webp, png = predict(export, [str(tmp_path / "exact.webp"), str(tmp_path / "exact.png")], top=10)
+    assert webp["top"] == png["top"]

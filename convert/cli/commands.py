@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 
 import click
 
 from .. import __version__, config
-from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, BitconvertError
+from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_IO, BitconvertError
 from .export import export_cmd
 from .options import (
     checkpoint_option,
     json_option,
-    model_option,
+    one_model_option,
     output_dir_option,
     reference_option,
     source_options,
@@ -46,6 +47,19 @@ def _debug_enabled(ctx: click.Context) -> bool:
         return False
 
 
+def _io_failure(exc: OSError) -> str:
+    """One line for an OSError that reached the CLI; when writing the output failed, stdout goes to /dev/null.
+
+    (Else the interpreter's last flush of the unwritten output could fail again at exit.)
+    """
+    if any(f.f_code.co_name == "echo" and "click" in f.f_code.co_filename for f, _ in traceback.walk_tb(exc.__traceback__)):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return f"cannot write the output: {exc.strerror or exc}"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"local I/O failed{where}: {exc.strerror or exc}"
+
+
 class BitconvertGroup(click.Group):
     """A group that turns library errors into one stderr line and an exit status."""
 
@@ -64,6 +78,11 @@ class BitconvertGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("bitconvert: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except OSError as exc:  # `bitconvert list > /dev/full`, or a local file the library did not wrap: local I/O
+            if _debug_enabled(ctx):
+                raise
+            click.echo(f"bitconvert: error: {_io_failure(exc)}", err=True)
+            ctx.exit(EXIT_IO)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug: say so in one line, traceback on request
@@ -141,7 +160,7 @@ def list_cmd(as_json: bool, collection: bool, show_all: bool, family: str | None
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("path", type=click.Path(path_type=str))
 @click.option("--model", "model_id", metavar="ID", help="Check against this registry entry instead of inferring.")
 @click.option("--allow-nonstandard", is_flag=True, help="Accept block layouts other than R50/R101/R152 (test files).")
 @json_option
@@ -165,14 +184,30 @@ def inspect_cmd(path: str, model_id: str | None, allow_nonstandard: bool, as_jso
     is_flag=True,
     help="Accept a file checked by size only when the server sends no x-goog-hash and the registry pins no sha256.",
 )
+@click.option(
+    "--min-speed",
+    type=click.FloatRange(min=0),
+    metavar="BYTES",
+    help=f"Give up (exit 4) on a server slower than BYTES a second over --min-speed-time; 0: never "
+    f"[env {config.MIN_SPEED}; default {config.MIN_SPEED_DEFAULT:.0f}].",
+)
+@click.option(
+    "--min-speed-time",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help=f"The stretch the --min-speed floor is averaged over; a stall this long also ends the download "
+    f"[env {config.MIN_SPEED_TIME}; default {config.MIN_SPEED_TIME_DEFAULT:.0f}].",
+)
 @source_options
-def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url, offline, quiet):
+def fetch_cmd(model_ids, fetch_all, force, allow_unverified, min_speed, min_speed_time, cache_dir, base_url, offline, quiet):
     """Download official checkpoints into the cache, verified and resumable.
 
     Prints the local path of each checkpoint on stdout, one per line; progress
-    goes to stderr. Interrupted downloads resume on the next run.
+    goes to stderr. Interrupted downloads resume on the next run. Network
+    failures are retried with backoff; a redirect loop, a URL that is not
+    http(s) and a connection refused on this machine are not (docs/fetch.md).
     """
-    from ..fetch import fetch_checkpoint
+    from ..fetch import fetch_checkpoint, speed_policy
     from ..registry import load_registry
 
     if fetch_all == bool(model_ids):
@@ -188,12 +223,13 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, cache_dir, base_url
             force=force,
             quiet=quiet,
             verify_hashes=not allow_unverified,
+            policy=speed_policy(min_speed, min_speed_time),
         )
         click.echo(str(path))
 
 
 @cli.command("verify")
-@model_option
+@one_model_option
 @checkpoint_option
 @click.option("--resolution", type=click.IntRange(min=32), help="Input size (default: the model's native one).")
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True, help="Random images per batch.")
@@ -249,7 +285,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
 
 
 @cli.command("mapping")
-@model_option
+@one_model_option
 @json_option
 def mapping_cmd(model_ids, as_json):
     """Print the name mapping: checkpoint key, TF variable, Flax path, Keras weight, shape, transform.
@@ -272,25 +308,36 @@ def mapping_cmd(model_ids, as_json):
 @cli.command("predict")
 @click.option("--model", "-m", "model_id", required=True, metavar="ID", help="The exported model (registry id).")
 @output_dir_option("Where `bitconvert export` wrote it: DIR/<id>/.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "onnx", "tflite", "savedmodel"]),
+    default="auto",
+    show_default=True,
+    help="Which of the export's classifiers runs; auto: LiteRT, else ONNX, else the SavedModel (the first held and installed: fastest to a first answer first).",
+)
 @click.option("--top", "top", type=click.IntRange(min=1), default=5, show_default=True, help="Classes shown per image.")
 @json_option
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...", type=click.Path(path_type=str))
-def predict_cmd(model_id, output_dir, top, as_json, images):
+def predict_cmd(model_id, output_dir, fmt, top, as_json, images):
     """Classify images with an exported classifier: the top classes with their probabilities.
 
     \b
-    Reads DIR/<id>/manifest.json (input range, resolution, multi-label) and
-    the class names in classification/assets/labels.txt (indices when the
-    head's labels are not published). JPEG, PNG, GIF or BMP; an image at the
+    Reads DIR/<id>/manifest.json (input range, resolution, multi-label, the
+    formats held) and the class names (classification/assets/labels.txt or
+    <format>/labels.txt; indices when the head's labels are not published).
+    JPEG, PNG, WebP, GIF or BMP, at most 100 megapixels; an image at the
     model's resolution is fed as is, any other keeps its aspect: shorter side
-    resized to the resolution (bilinear, antialiased), centre crop. Scores:
-    softmax, or a sigmoid per class for the multi-label BiT-M ImageNet-21k heads.
+    resized to the resolution (bilinear, antialiased), centre crop. Images go
+    through the model 8 at a time. Scores: softmax, or a sigmoid per class for
+    the multi-label BiT-M ImageNet-21k heads.
     --json prints [{"image": PATH, "top": [{"index", "label", "score"}, ...]}, ...].
-    Exit status 1: an image missing, unreadable or not an image; 2: no such export.
+    Exit status 1: an image missing, unreadable or not an image, or a damaged
+    export; 2: no such export, or no classifier in the --format asked for.
     """
     from ..predict import open_export, predict, render_text
 
-    export = open_export(model_id, output_dir)  # before TensorFlow: a missing export costs nothing
+    export = open_export(model_id, output_dir, fmt)  # before any framework: a missing export costs nothing
     prepare_frameworks()
     results = predict(export, list(images), top=top)
     if as_json:

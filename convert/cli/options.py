@@ -17,9 +17,20 @@ model_option = click.option(
     help="Registry id (see `bitconvert list`); repeatable.",
 )
 
+#: ``--model ID`` for the commands that take exactly one (verify, mapping): the same name, not repeatable.
+one_model_option = click.option(
+    "--model",
+    "-m",
+    "model_ids",
+    multiple=True,
+    metavar="ID",
+    help="Registry id (see `bitconvert list`); exactly one.",
+)
+
+# No click checks on the path: convert.infile refuses anything but a regular file with one line and exit 1.
 checkpoint_option = click.option(
     "--checkpoint",
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(path_type=str),
     help="Use this local .npz instead of fetching the model's checkpoint.",
 )
 

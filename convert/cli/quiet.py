@@ -28,26 +28,17 @@ inherit the environment.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.abc
 import importlib.util
 import logging
 import os
-import re
 import sys
-import tempfile
-from collections.abc import Iterator
+
+from ..nativelog import NATIVE_LINE, keep_lines, native_stderr_filtered
 
 #: Top-level modules whose first import is wrapped.
 FRAMEWORKS = ("tensorflow", "jax")
-#: What the frameworks' native code prints on its own: glog/absl lines
-#: (``I0000 00:00:1796117757.542140   11573 port.cc:153] ...``), absl's pre-init
-#: notice, and the second line of TF's CPU-feature notice.
-NATIVE_LINE = re.compile(
-    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] "
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)"
-)
+__all__ = ["NATIVE_LINE", "FRAMEWORKS", "configure_environment", "keep_lines", "native_stderr_filtered", "prepare"]
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
 
 
@@ -61,35 +52,6 @@ def configure_environment(environ=os.environ) -> dict[str, str]:
     for name in ("absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return done
-
-
-def keep_lines(data: bytes) -> bytes:
-    """``data`` without its native log lines."""
-    return b"".join(line for line in data.splitlines(keepends=True) if not NATIVE_LINE.match(line))
-
-
-@contextlib.contextmanager
-def native_stderr_filtered() -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file for the duration; then pass on what is not native chatter."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr: nothing to protect
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = keep_lines(capture.read())
-            if kept:
-                os.write(2, kept)
 
 
 class _FilteringLoader(importlib.abc.Loader):

@@ -37,7 +37,7 @@ from . import judge
 from .formats import get_targets
 from .labels_asset import write_label_file
 from .manifest import MANIFEST_NAME, build_manifest, manifest_text
-from .publish import check_export_path, check_free_space, io_error, publish, temporary_export
+from .publish import check_export_path, check_free_space, export_bytes, io_error, publish, temporary_export
 from .state import ExportOptions, ExportResult, ExportState, ParityInputs, Source
 from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANT_STAGES, ExportJob
 
@@ -87,8 +87,7 @@ def read_source(state: ExportState, path: Path, sha256: str | None, source_url: 
     if entry.sha256 and sha256 != entry.sha256:
         state.log(f"{entry.id}: warning: checkpoint sha256 {sha256} differs from the registry's {entry.sha256}")
     state.source = Source(checkpoint, path, sha256, source_url or bucket_url(entry), checkpoint.parameters)
-    # Two variants per target; the archives of random-looking floats barely compress.
-    check_free_space(options.output_dir, int(state.source.weight_bytes * (4 if options.archive else 2) * 1.05))
+    check_free_space(options.output_dir, export_bytes(state.source.weight_bytes, options.formats, options.archive))
 
 
 def start_reference(state: ExportState, window) -> None:

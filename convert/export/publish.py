@@ -129,6 +129,13 @@ def io_error(what: str, exc: BaseException) -> LocalIOError:
     return LocalIOError(f"{what}: {detail}")
 
 
+def export_bytes(weight_bytes: int, formats, archive: bool = False) -> int:
+    """About what an export writes: two variants of the weights per format, two archives of the
+    SavedModels with ``archive`` (random-looking floats barely compress), 5% for graphs and cards."""
+    copies = 2 * len(formats) + (2 if archive and "savedmodel" in formats else 0)
+    return int(weight_bytes * copies * 1.05)
+
+
 def check_free_space(out: Path, needed: int) -> None:
     """Refuse early when ``out``'s filesystem clearly cannot hold ``needed`` bytes."""
     probe = out

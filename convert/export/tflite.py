@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, LocalIOError, one_line
+from ..nativelog import native_stderr_filtered
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
@@ -170,7 +171,8 @@ def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -
     if [d["name"] for d in inputs] != [INPUT_NAME] or len(outputs) != 1:
         raise ValueError(f"inputs {[d['name'] for d in inputs]}, {len(outputs)} outputs; expected [{INPUT_NAME!r}] and one")
     interpreter.resize_tensor_input(inputs[0]["index"], images.shape)
-    interpreter.allocate_tensors()
+    with native_stderr_filtered():  # the XNNPACK delegate's INFO line, whatever TF_CPP_MIN_LOG_LEVEL says
+        interpreter.allocate_tensors()
     interpreter.set_tensor(inputs[0]["index"], images)
     interpreter.invoke()
     return np.array(interpreter.get_tensor(outputs[0]["index"]))

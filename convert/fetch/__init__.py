@@ -15,13 +15,15 @@ install), ``progress``; this module holds the entry points.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 from .. import config
-from ..errors import OfflineError, UsageError
+from ..errors import CheckpointError, OfflineError, UsageError
+from ..infile import require_regular
 from ..registry import ModelEntry
 from .cache import cached_and_verified, install, object_path, recorded_sha256, remove_dead_candidates, target_lock, work_file
 from .http import ObjectIdentity, parse_goog_hash, session
@@ -46,6 +48,7 @@ __all__ = [
     "resolve_checkpoint",
     "sha256_file",
     "source_url",
+    "speed_policy",
 ]
 
 DEFAULT_BASE_URL = config.DEFAULT_BASE_URL
@@ -144,16 +147,23 @@ def fetch_file(
 
 
 def resolve_checkpoint(entry: ModelEntry, checkpoint: str | os.PathLike | None = None, **kwargs) -> Path:
-    """``checkpoint`` when given (it must exist), else the cached checkpoint of ``entry``, fetched if needed.
+    """``checkpoint`` when given (it must be a readable regular file, else CheckpointError), else the cached checkpoint of ``entry``, fetched if needed.
 
     ``kwargs`` are those of :func:`fetch_checkpoint`.
     """
     if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise UsageError(f"--checkpoint {path}: no such file")
-        return path
+        return require_regular(checkpoint, CheckpointError, "--checkpoint ")
     return fetch_checkpoint(entry, **kwargs)
+
+
+def speed_policy(min_speed: float | None = None, min_speed_time: float | None = None) -> RetryPolicy:
+    """The default policy with the minimum-throughput rule given, else ``BITCONVERT_MIN_SPEED``/``_TIME``, else the defaults."""
+    env = config.from_env()
+    return dataclasses.replace(
+        DEFAULT_POLICY,
+        min_speed=env.min_speed if min_speed is None else min_speed,
+        min_speed_time=env.min_speed_time if min_speed_time is None else min_speed_time,
+    )
 
 
 def _fetch(
@@ -161,6 +171,7 @@ def _fetch(
 ) -> Path:
     """Cached and verified, else (online) downloaded under the lock, verified and installed."""
     target = wanted.target
+    policy = policy or speed_policy()
     if not force and cached_and_verified(target, wanted.sha256):
         return target
     if offline or config.from_env().offline:
@@ -170,12 +181,12 @@ def _fetch(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise local_io_error(exc, target.parent) from exc
-    with target_lock(target, (policy or DEFAULT_POLICY).lock_timeout, progress) as locked:
+    with target_lock(target, policy.lock_timeout, progress) as locked:
         if locked and not force and cached_and_verified(target, wanted.sha256):
             return target  # another process fetched it while we waited
         if locked:
             remove_dead_candidates(target)
-        fetched = _download(wanted, work_file(target, locked), policy or DEFAULT_POLICY, progress, verify_hashes)
+        fetched = _download(wanted, work_file(target, locked), policy, progress, verify_hashes)
     progress.note(f"verified {target} (sha256 {fetched.digests.sha256[:16]}...)")
     return target
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import ipaddress
 import os
 import re
 import select
 import socket
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..errors import BitconvertError, DownloadError
 
@@ -21,11 +23,24 @@ from ..errors import BitconvertError, DownloadError
 class Retry(Exception):
     """A failure worth another request: the network, a 5xx/429, bytes that failed verification."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, immediate: bool = False, error=None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        immediate: bool = False,
+        error=None,
+        attempts: int | None = None,
+        delay: float | None = None,
+    ):
         super().__init__(message)
         self.retry_after = retry_after
         #: A clean restart (the partial was discarded): no backoff needed.
         self.immediate = immediate
+        #: Give up after this many consecutive failures, when fewer than the policy's.
+        self.attempts = attempts
+        #: Wait this long before the next request instead of the policy's backoff.
+        self.delay = delay
         #: What to raise once the budget is spent (default: a DownloadError).
         self.error: BitconvertError | None = error
 
@@ -211,6 +226,52 @@ def network_errors() -> tuple[type[BaseException], ...]:
     import urllib3
 
     return (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+def final_reason(exc: BaseException) -> str | None:
+    """Why a request's failure cannot be cured by retrying (a redirect loop, a URL scheme nothing serves), else None."""
+    import requests
+
+    if isinstance(exc, requests.TooManyRedirects):
+        return f"redirect loop (more than {requests.models.DEFAULT_REDIRECT_LIMIT} redirects); check --base-url"
+    if isinstance(exc, (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema, requests.exceptions.InvalidURL)):
+        return f"cannot be fetched: {short(exc)}"
+    return None
+
+
+#: Attempts for a connection refused on loopback, and the wait between them (see refused_retry).
+LOOPBACK_REFUSED_ATTEMPTS = 2
+LOOPBACK_REFUSED_DELAY = 0.5
+
+
+def _refused(exc: BaseException | None, depth: int = 0) -> bool:
+    """True when ``exc`` or anything it wraps (args, reason, cause, context) is a refused connection."""
+    if exc is None or depth > 8:
+        return False
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    inner = [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+    inner += [getattr(exc, "reason", None), exc.__cause__, exc.__context__]
+    return any(_refused(e, depth + 1) for e in inner if isinstance(e, BaseException))
+
+
+def refused_retry(exc: BaseException, url: str) -> Retry | None:
+    """A Retry with a short budget for a connection refused on loopback; None for anything else.
+
+    Nothing listens on that port of this machine: no network in between can recover, so one short
+    retry (a mirror that is just starting) and then the download fails. A refusal from another host
+    (a restarting server or load balancer) keeps the policy's full budget.
+    """
+    if not _refused(exc):
+        return None
+    host = urlsplit(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    return Retry(f"connection refused by {host}: {short(exc)}", attempts=LOOPBACK_REFUSED_ATTEMPTS, delay=LOOPBACK_REFUSED_DELAY)
 
 
 def session():

@@ -10,12 +10,14 @@ always, against the registry's pin when there is one, and for the record.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import config
 from ..errors import DownloadError, VerificationError
 from .cache import Partial
 from .http import (
@@ -24,9 +26,11 @@ from .http import (
     check_encoding,
     check_status,
     content_range,
+    final_reason,
     identity_from,
     network_errors,
     parse_goog_hash,
+    refused_retry,
     short,
     socket_watch,
     trailing_bytes,
@@ -40,8 +44,14 @@ class RetryPolicy:
     """How hard to try. Tests shrink the numbers and inject ``sleep``."""
 
     connect_timeout: float = 15.0
-    #: Longest silence tolerated while reading; a slow but moving body is never cut.
+    #: Longest silence tolerated while reading (then the request is retried, resuming).
     read_timeout: float = 60.0
+    #: The minimum-throughput rule: a request that moves fewer than ``min_speed`` bytes a second,
+    #: averaged over a stretch of ``min_speed_time`` seconds (from the request on, waiting for the
+    #: headers included), ends the download: a stalled or trickling server is given up on, not
+    #: retried. ``min_speed`` 0 turns the rule off. Defaults: config.MIN_SPEED_DEFAULT, ..._TIME_DEFAULT.
+    min_speed: float = config.MIN_SPEED_DEFAULT
+    min_speed_time: float = config.MIN_SPEED_TIME_DEFAULT
     #: Consecutive failed requests (that made no progress) before giving up.
     attempts: int = 6
     #: Requests in all, progress or not.
@@ -67,6 +77,44 @@ class RetryPolicy:
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass
+class SpeedFloor:
+    """The minimum-throughput rule of one request: fewer than ``speed`` bytes a second over any
+    stretch of ``seconds`` (checked as each stretch ends) raises a final DownloadError."""
+
+    url: str
+    speed: float
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    received: int = 0
+    start: float = dataclasses.field(default=0.0)
+
+    def __post_init__(self):
+        self.start = self.clock()
+
+    def add(self, count: int) -> None:
+        self.received += count
+        self.check()
+
+    def check(self) -> None:
+        """Raise when the stretch that has just ended was too slow; else start a new stretch when it has ended."""
+        elapsed = self.clock() - self.start
+        if self.speed <= 0 or elapsed < self.seconds:
+            return
+        rate = self.received / elapsed
+        if rate < self.speed:
+            what = (
+                f"no bytes for {elapsed:.0f} s (stalled)"
+                if not self.received
+                else f"{self.received} bytes in {elapsed:.0f} s ({rate:.0f} B/s)"
+            )
+            raise DownloadError(
+                f"{self.url}: {what}, below the minimum speed of {self.speed:.0f} B/s over {self.seconds:.0f} s; "
+                "gave up (set the floor with --min-speed and --min-speed-time, or BITCONVERT_MIN_SPEED and BITCONVERT_MIN_SPEED_TIME)"
+            )
+        self.start, self.received = self.clock(), 0
 
 
 @dataclass(frozen=True)
@@ -123,13 +171,15 @@ class Transfer:
                 failures = 0 if self.work.size() > before else failures + 1  # progress resets the count
                 self._give_up_if_spent(retry, failures, time.monotonic() - started)
                 delay = 0.0 if retry.immediate else self.policy.delay(failures, retry.retry_after)
+                delay = delay if retry.delay is None else retry.delay
                 self.progress.note(f"{retry}; retrying" + (f" in {delay:.1f} s" if delay else ""))
                 if delay:
                     self.policy.sleep(delay)
 
     def _give_up_if_spent(self, retry: Retry, failures: int, elapsed: float) -> None:
         p = self.policy
-        if failures < p.attempts and self.requests_made < p.max_requests and elapsed < p.deadline:
+        attempts = min(p.attempts, retry.attempts or p.attempts)
+        if failures < attempts and self.requests_made < p.max_requests and elapsed < p.deadline:
             return
         spent = f"gave up after {self.requests_made} request(s) in {elapsed:.0f} s"
         if retry.error is not None:
@@ -146,19 +196,23 @@ class Transfer:
             if ident.etag:
                 headers["If-Match"] = ident.etag
         self.requests_made += 1
+        p = self.policy
+        floor = SpeedFloor(self.wanted.url, p.min_speed, p.min_speed_time)
+        # A silence as long as the floor's stretch breaks the rule: no need to wait longer to know.
+        read_timeout = min(p.read_timeout, p.min_speed_time) if p.min_speed > 0 else p.read_timeout
         try:
             resp = self.session.get(
-                self.wanted.url,
-                headers=headers,
-                stream=True,
-                allow_redirects=True,
-                timeout=(self.policy.connect_timeout, self.policy.read_timeout),
+                self.wanted.url, headers=headers, stream=True, allow_redirects=True, timeout=(p.connect_timeout, read_timeout)
             )
         except network_errors() as exc:
-            raise Retry(f"request failed: {short(exc)}") from None
+            reason = final_reason(exc)
+            if reason:  # retrying cannot help: a redirect loop, a scheme nothing serves
+                raise DownloadError(f"{self.wanted.url}: {reason}") from None
+            floor.check()
+            raise refused_retry(exc, self.wanted.url) or Retry(f"request failed: {short(exc)}") from None
         with contextlib.closing(resp):
             ident, offset = self._check_response(resp, ident, offset)
-            return Fetched(ident, self._receive(resp, ident, offset))
+            return Fetched(ident, self._receive(resp, ident, offset, floor))
 
     def _check_response(self, resp, ident: ObjectIdentity | None, offset: int) -> tuple[ObjectIdentity, int]:
         """The identity and offset to receive the body at, or an exception that says why not."""
@@ -207,18 +261,18 @@ class Transfer:
             + self.wanted.unverifiable_hint
         )
 
-    def _receive(self, resp, ident: ObjectIdentity, offset: int) -> Digests:
+    def _receive(self, resp, ident: ObjectIdentity, offset: int, floor: SpeedFloor | None = None) -> Digests:
         """Append the body (none: the file is complete) to the work file while hashing; fsync; verify."""
         with Sink(self.work.path, offset, hashes_to_check(ident)) as sink:
             self.progress.start(ident.size, offset)
             if resp is not None:
-                self._copy_body(resp, sink, ident.size)
+                self._copy_body(resp, sink, ident.size, floor)
             digests = sink.finish()
             received = sink.received
         self._verify(ident, digests, received)
         return digests
 
-    def _copy_body(self, resp, sink: Sink, size: int) -> None:
+    def _copy_body(self, resp, sink: Sink, size: int, floor: SpeedFloor) -> None:
         """Read the body into ``sink`` until ``size`` bytes are in; a short or long body is a Retry."""
         watch = socket_watch(resp)
         read, errors = resp.raw.read1, network_errors()
@@ -227,6 +281,7 @@ class Transfer:
                 try:
                     chunk = read(CHUNK_SIZE, decode_content=False)
                 except errors as exc:
+                    floor.check()  # a silence that ends a stretch below the floor is final
                     raise Retry(f"connection failed after {mb(sink.received)}: {short(exc)}") from None
                 if not chunk:
                     break
@@ -235,6 +290,7 @@ class Transfer:
                     raise Retry(f"body longer than the object's {size} bytes; discarded")
                 sink.write(chunk)
                 self.progress.update(len(chunk))
+                floor.add(len(chunk))
             if sink.received < size:
                 raise Retry(f"body ended early at {sink.received} of {size} bytes")
             if trailing_bytes(watch):

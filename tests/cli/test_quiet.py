@@ -59,6 +59,14 @@ def test_export_quiet_prints_nothing_on_stderr(setup):
     assert proc.stdout.strip().endswith(MODEL)
 
 
+def test_export_quiet_with_litert_prints_nothing_on_stderr(setup):
+    """LiteRT's first interpreter logs an XNNPACK INFO line whatever TF_CPP_MIN_LOG_LEVEL says: filtered too."""
+    pytest.importorskip("ai_edge_litert")
+    proc = _export(setup, "qt", "--quiet", "--format", "tflite")
+    assert proc.stderr == ""
+    assert proc.stdout.strip().endswith(MODEL)
+
+
 def test_verify_quiet_prints_nothing_on_stderr(setup):
     proc = _run(setup, "verify", "--model", MODEL, "--resolution", PX, "--batch", "1", "--quiet")
     assert proc.stderr == ""

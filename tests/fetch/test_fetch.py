@@ -734,18 +734,6 @@ def test_resume_206_without_hashes_still_verifies_against_the_first_response(fet
     assert ranges(mirror) == [None, f"bytes={HALF}-", None]
 
 
-def test_connection_refused_is_retried_then_a_download_error(fetch, target, sleeps):
-    import socket
-
-    with socket.socket() as probe:  # a port with nobody listening
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with pytest.raises(DownloadError, match=r"request failed: .*gave up after 3 request"):
-        fetch(base_url=f"http://127.0.0.1:{port}/")
-    assert len(sleeps) == 2
-    assert_pass_rule(target, None)
-
-
 # ---------------------------------------------------------------------------------------------- other files of the bucket
 
 LEMMAS = "ilsvrc2012_wordnet_lemmas.txt"
