@@ -87,6 +87,7 @@ def _one_entry(**fields) -> str:
         "dataset": "d",
         "labels": "null",
         "description": "d",
+        "code": "big_transfer",
     }
     base.update(fields)
     body = "\n".join(f"    {k}: {v}" for k, v in base.items() if v is not None)
@@ -236,7 +237,7 @@ def _family(**changes) -> str:
     }
     rule.update(changes)
     body = "\n".join(f"    {k}: {v}" for k, v in rule.items() if v is not None)
-    return _one_entry() + f"families:\n  f:\n{body}\n"
+    return _one_entry() + f"families:\n  f:\n{body}\ncode:\n  f: big_transfer\n"
 
 
 def test_a_family_rule_expands_to_checked_entries(tmp_path):

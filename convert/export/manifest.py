@@ -81,6 +81,8 @@ class ManifestData:
     parity: ParityRecord | None  # None with --skip-parity
     targets: dict = field(default_factory=dict)  # name -> [TargetEntry]
     labels: dict | None = None  # convert.export.labels_asset.labels_manifest
+    #: The forward pass every artifact computes (convert.model.forward.ForwardPass.as_dict).
+    forward: dict | None = None
 
 
 def digests(path: Path):
@@ -140,6 +142,7 @@ def build_manifest(d: ManifestData) -> dict:
     manifest = {
         "format": MANIFEST_FORMAT,
         "model": entry.as_dict(),
+        **({"forward": d.forward} if d.forward is not None else {}),
         "architecture": {
             "name": arch.name,
             "units": list(arch.units),
@@ -229,4 +232,5 @@ def manifest_data(job, options, source, origin, written, runs, checked) -> Manif
         parity,
         targets,
         labels_manifest(job.entry, job.labels, tuple(written)),
+        job.forward.as_dict() if job.forward is not None else None,
     )

@@ -80,6 +80,8 @@ class ExportOptions:
     kaggle: str | None = None
     #: The machine's facts for the placement, instead of measuring them (tests, benchmarks).
     machine: object | None = None  # convert.parity.placement.MachineFacts
+    #: --forward: "authors" (the code that trained the checkpoint) or "zero-pool" (convert.model.forward).
+    forward: str = "authors"
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)
@@ -154,7 +156,8 @@ def start_reference(entry, source: Source, options: ExportOptions, window, log: 
     facts = options.machine or measure(window, source.weight_bytes, source.path.is_file())
     placement = place(facts, options.reference)
     log(f"{entry.id}: JAX reference {placement.describe()}")
-    pending = PendingReference(source.checkpoint, images, names, placement, float32=False)
+    padding = entry.forward(options.forward).root_pool_padding
+    pending = PendingReference(source.checkpoint, images, names, placement, float32=False, pool_padding=padding)
     return pending, ParityInputs(images, names, resolution, options.parity_batch)
 
 
@@ -171,7 +174,7 @@ def wait_reference(pending, inputs: ParityInputs, model_id: str, log: Log):
     return ref
 
 
-def build_graph(entry, source: Source, pending, inputs, log: Log):
+def build_graph(entry, source: Source, pending, inputs, log: Log, forward=None):
     """Step 3: the TF graph holding the weights (the numpy copies dropped), and the release policy."""
     from ..parity import Where
 
@@ -185,7 +188,7 @@ def build_graph(entry, source: Source, pending, inputs, log: Log):
     from ..model.tf_model import build_tf_model
 
     t = time.perf_counter()
-    net = build_tf_model(source.checkpoint)
+    net = build_tf_model(source.checkpoint, pool_pad=forward.root_pool_padding if forward is not None else "zero")
     source.checkpoint.arrays.clear()  # the TF variables hold the weights now (R152x2: 0.95 GB)
     # A full collection costs about 0.4 s with TF loaded: worth it only for big checkpoints.
     release = gc.collect if source.weight_bytes >= COLLECT_ABOVE_BYTES else _no_collection
@@ -292,7 +295,10 @@ def export_model(
     final = options.output_dir / entry.id
     try:
         with temporary_export(options.output_dir, entry.id, log) as tmp:
-            job = ExportJob(entry.id, entry, arch, None, options.input_range, tmp, log, labels, source.source_url, source.sha256)
+            forward = entry.forward(options.forward)
+            job = ExportJob(
+                entry.id, entry, arch, None, options.input_range, tmp, log, labels, source.source_url, source.sha256, forward=forward
+            )
             manifest = _export_into(job, targets, options, source, checkpoint_origin, pending, inputs)
             try:
                 atomic_write(tmp / MANIFEST_NAME, manifest_text(manifest))
@@ -339,7 +345,7 @@ def _write_and_check(job: ExportJob, targets, source, pending, inputs, images):
     graph exists only here, in ``net`` and the written-to job: once every
     target has written, both go, so no caller keeps the weights alive while reloading.
     """
-    net, release = build_graph(job.entry, source, pending, inputs, job.log)
+    net, release = build_graph(job.entry, source, pending, inputs, job.log, job.forward)
     prepared = prepare_targets(targets, job, images)
     try:
         live = start_live_run(net, inputs)

@@ -197,6 +197,7 @@ class SavedModelTarget:
             parity=figures["tensorflow"] if figures else None,
             features=job.arch.features,
             labels_embedded=job.labels is not None,
+            forward=job.forward,
         )
 
     def archive(self, job: ExportJob, artifacts: list[Artifact]) -> dict[str, dict]:

@@ -19,9 +19,12 @@ class PendingReference:
 
     ``result()`` waits for it; ``abandon()`` stops a worker still running and
     removes its scratch directory (idempotent; ``result`` calls it too).
+    ``pool_padding``: the root max-pool's padding (the checkpoint's forward pass).
     """
 
-    def __init__(self, checkpoint, images: np.ndarray, names: list[str], placement: Placement, *, float32: bool):
+    def __init__(
+        self, checkpoint, images: np.ndarray, names: list[str], placement: Placement, *, float32: bool, pool_padding="zero"
+    ):
         self.images, self.names, self.placement = images, list(names), placement
         self._arch = checkpoint.architecture
         self._reference: Reference | None = None
@@ -30,10 +33,12 @@ class PendingReference:
         self._compute: Callable[[], Reference] | None = None
         if placement.where.in_worker:
             self._workdir = Path(tempfile.mkdtemp(prefix="bitconvert-reference-"))
-            self._proc = start_reference_worker(checkpoint.path, self._arch, images, self.names, self._workdir, float32=float32)
+            self._proc = start_reference_worker(
+                checkpoint.path, self._arch, images, self.names, self._workdir, float32=float32, pool_padding=pool_padding
+            )
         else:
             arrays = checkpoint  # held until result(): the caller may drop its own reference to the arrays afterwards
-            self._compute = lambda: reference_outputs(arrays, images, self.names, float32=float32)
+            self._compute = lambda: reference_outputs(arrays, images, self.names, float32=float32, pool_padding=pool_padding)
 
     @property
     def done(self) -> bool:

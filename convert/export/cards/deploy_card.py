@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 
 from ..target import INPUT_NAME, OUTPUT_NAMES, VARIANT_STAGES
-from .model_card import INPUT_RANGES, probability_text, sidecar_labels_line
+from .model_card import INPUT_RANGES, forward_text, probability_text, sidecar_labels_line
 
 _TITLES = {"tflite": "LiteRT (.tflite)", "onnx": "ONNX"}
 
@@ -74,6 +74,8 @@ def render_deploy_card(job, artifact, figures: Mapping | None, usage: str) -> st
         lines.append(f"- ONNX opset {facts['opset']}")
     if facts.get("weight_dtype"):
         lines.append(f"- weights: {facts['weight_dtype']}")
+    if job.forward is not None:
+        lines.append(f"- {forward_text(job.forward)}")
     lines += ["", "## Usage", "", usage, "", "## Parity", "", *parity_lines(figures, artifact.variant), ""]
     return "\n".join(lines)
 

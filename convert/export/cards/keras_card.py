@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .model_card import INPUT_RANGES, LICENSE, _labels_text, _range_text, _references, probability_text, sidecar_labels_line
+from .model_card import (
+    INPUT_RANGES,
+    LICENSE,
+    _labels_text,
+    _range_text,
+    _references,
+    forward_text,
+    probability_text,
+    sidecar_labels_line,
+)
 
 _TITLES = {"classification": "image classifier", "feature_extraction": "image feature vector"}
 
@@ -130,6 +139,8 @@ def render_keras_card(job, artifact, figures: Mapping | None, backends, hints: M
             "```",
         ]
     lines += ["", "## Verification", "", *_verification(figures, backends, hints, installed)]
+    if job.forward is not None:
+        lines += ["", forward_text(job.forward)]
     lines += ["", "## References", ""]
     lines += [f"{i}. {ref}" for i, ref in enumerate(_references(entry), start=1)]
     return "\n".join(lines) + "\n"

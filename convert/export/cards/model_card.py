@@ -40,6 +40,9 @@ LABELS_ASSET = "assets/labels.txt"
 #: Input range of the earlier published handles, by publisher: Google's BiT modules take
 #: [0, 1] (the TF Hub convention); the sayakpaul/bit-resnet collection takes [-1, 1].
 PUBLISHED_RANGES = {"google": "[0, 1]", "sayakpaul": "[-1, 1]"}
+#: Root max-pool padding of the earlier published handles, by publisher, where known: the
+#: sayakpaul/bit-resnet port (2022) pads with zeros for every file, as timm does (docs/family.md).
+PUBLISHED_POOL_PADDING = {"sayakpaul": "zero"}
 
 
 _META = re.compile(r"^<!--\s*([a-z-]+)\s*:\s*(.*?)\s*-->$")
@@ -132,10 +135,34 @@ def probability_text(entry: ModelEntry) -> str:
     return "apply `tf.nn.softmax` for probabilities"
 
 
-def published_line(handle: str) -> str:
+def forward_text(forward) -> str:
+    """Which forward pass an artifact computes, and why (``forward``: a convert.model.forward.ForwardPass)."""
+    return f"Forward pass: {forward.describe()}. {forward.why()}"
+
+
+def published_difference(handle: str, forward) -> str:
+    """How this export's forward pass differs from the earlier publication's (one sentence), where known."""
+    from ...model.forward import PADDING_NAMES
+
+    ours = forward.root_pool_padding
+    how = "as the code that trained the checkpoint does" if forward.is_authors else f"(--forward {forward.choice})"
+    theirs = PUBLISHED_POOL_PADDING.get(handle.split("/", 1)[0])
+    if theirs is None:
+        return f"This export pads the root max-pool with {PADDING_NAMES[ours]}, {how}; bitconvert has not compared it with that publication."
+    if theirs == ours:
+        return f"That publication pads the root max-pool with {PADDING_NAMES[theirs]}, as this export does {how}."
+    return (
+        f"That publication pads the root max-pool with {PADDING_NAMES[theirs]}; this export pads it with "
+        f"{PADDING_NAMES[ours]}, {how}, so their outputs differ slightly (bitconvert's docs/family.md gives the size); "
+        "`--forward zero-pool` reproduces that publication's forward pass."
+    )
+
+
+def published_line(handle: str, forward=None) -> str:
     rng = PUBLISHED_RANGES.get(handle.split("/", 1)[0])
     takes = f", which takes {rng} inputs" if rng else ""
-    return f"The same checkpoint was published earlier as [`{handle}`](https://tfhub.dev/{handle}){takes}."
+    line = f"The same checkpoint was published earlier as [`{handle}`](https://tfhub.dev/{handle}){takes}."
+    return line if forward is None else f"{line} {published_difference(handle, forward)}"
 
 
 def _references(entry: ModelEntry) -> list[str]:
@@ -253,6 +280,7 @@ def render_card(
     parity: ParityFigures | None,
     features: int,
     labels_embedded: bool = False,
+    forward=None,
 ) -> str:
     """The markdown card of one exported variant.
 
@@ -260,6 +288,7 @@ def render_card(
     says so instead of claiming equality. The usage examples load
     ``exports/<id>/<variant>``, the CLI's default path. ``labels_embedded``:
     the classifier carries its class names as ``assets/labels.txt``.
+    ``forward``: the convert.model.forward.ForwardPass the SavedModel computes.
     """
     _check_variant(variant)
     _range_text(input_range)  # validates
@@ -296,9 +325,11 @@ def render_card(
         "",
     ]
     lines.append(_verification_text(parity))
+    if forward is not None:
+        lines += ["", forward_text(forward)]
     published = entry.hub.classification if classifier else entry.hub.feature_extraction
     if published:
-        lines += ["", published_line(published)]
+        lines += ["", published_line(published, forward)]
     lines += ["", "## References", ""]
     lines += [f"{i}. {ref}" for i, ref in enumerate(_references(entry), start=1)]
     return "\n".join(lines) + "\n"
