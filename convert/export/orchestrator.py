@@ -297,7 +297,17 @@ def export_model(
         with temporary_export(options.output_dir, entry.id, log) as tmp:
             forward = entry.forward(options.forward)
             job = ExportJob(
-                entry.id, entry, arch, None, options.input_range, tmp, log, labels, source.source_url, source.sha256, forward=forward
+                entry.id,
+                entry,
+                arch,
+                None,
+                options.input_range,
+                tmp,
+                log,
+                labels,
+                source.source_url,
+                source.sha256,
+                forward=forward,
             )
             manifest = _export_into(job, targets, options, source, checkpoint_origin, pending, inputs)
             try:

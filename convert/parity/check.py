@@ -61,6 +61,7 @@ def run_parity(
     facts = measure(window if reference == "auto" else None, checkpoint.parameters * 4, file_backed)
     placement = place(facts, reference, worker_first=False)
     log(f"JAX reference {placement.describe()}")
+
     def start():
         return PendingReference(checkpoint, images, names, placement, float32=True, pool_padding=pool_padding)
 

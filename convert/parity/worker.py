@@ -77,9 +77,7 @@ class WorkerSpec:
     @classmethod
     def load(cls, files: WorkerFiles) -> WorkerSpec:
         d = json.loads(files.spec.read_text())
-        return cls(
-            d["path"], tuple(d["units"]), d["width"], d["classes"], tuple(d["names"]), d["float32"], d["pool_padding"]
-        )
+        return cls(d["path"], tuple(d["units"]), d["width"], d["classes"], tuple(d["names"]), d["float32"], d["pool_padding"])
 
 
 def start_reference_worker(
