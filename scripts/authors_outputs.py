@@ -25,8 +25,9 @@ from convert.cli.quiet import prepare
 @click.option("--forward", type=click.Choice(["authors", "zero-pool"]), default="authors", show_default=True)
 @click.option("--formats", default="savedmodel,keras,tflite,onnx", show_default=True)
 @click.option("--output-dir", "-o", required=True, type=click.Path(file_okay=False))
+@click.option("--existing", type=click.Path(file_okay=False), help="Measure this export of the case's checkpoint instead.")
 @click.option("--json", "as_json", is_flag=True)
-def main(case_name, model_id, forward, formats, output_dir, as_json):
+def main(case_name, model_id, forward, formats, output_dir, existing, as_json):
     prepare()
     from pathlib import Path
 
@@ -48,13 +49,14 @@ def main(case_name, model_id, forward, formats, output_dir, as_json):
         for stage in ("logits", "pre_logits"):
             errors = [relative_l2(ref[stage], authors[f"{p}_{stage}"]) for p in ("neg_inf", "zero")]
             rows.append((f"float64 reference ({padding})", "jax", stage, *errors))
-    options = ExportOptions(output_dir=out / "exports", formats=tuple(formats.split(",")), forward=forward)
-    result = export_model(entry, path, options, arch=case.arch, log=lambda m: click.echo(m, err=True))
-    pad = result.manifest["forward"]["root_pool_padding"]
-    rows += [
-        (f"{t} ({pad})", rt, v, a, b)
-        for t, rt, v, a, b in runs_table(export_runs(result.path, entry, case.arch, authors["x"]), authors)
-    ]
+    if existing:
+        export_dir = Path(existing)
+    else:
+        options = ExportOptions(output_dir=out / "exports", formats=tuple(formats.split(",")), forward=forward)
+        export_dir = export_model(entry, path, options, arch=case.arch, log=lambda m: click.echo(m, err=True)).path
+    pad = json.loads((export_dir / "manifest.json").read_text()).get("forward", {}).get("root_pool_padding", "zero")
+    runs = export_runs(export_dir, entry, case.arch, authors["x"])
+    rows += [(f"{t} ({pad})", rt, v, a, b) for t, rt, v, a, b in runs_table(runs, authors)]
     if as_json:
         click.echo(
             json.dumps(
