@@ -10,11 +10,17 @@ generated ones of each rule under ``families:`` (the 285 VTAB-1k fine-tunes:
 archs x runs x tasks), expanded here into the same :class:`ModelEntry` and
 validated by the same code, so every id is fetched, inspected, verified and
 exported alike.
+
+Which code defines each entry's forward pass (``code``: big_transfer or
+big_vision, :data:`convert.model.numerics.CODE_POOL_PADDING`) is given per
+family under the top-level ``code:`` mapping and may be overridden per entry;
+a family without one is an error, never a silent default.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import difflib
 import functools
 import os
@@ -26,6 +32,7 @@ from pathlib import Path
 from . import config
 from .errors import RegistryError, UnknownModelError
 from .model.architecture import STANDARD_UNITS, Architecture, parameter_count
+from .model.numerics import CODE_POOL_PADDING
 
 #: The registry: at the repo root next to setup.cfg (editable install, checkout),
 #: else where setup.cfg's data_files put it for a regular install.
@@ -37,7 +44,7 @@ REGISTRY_ENV = config.REGISTRY
 
 _REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dataset", "description")
 #: ``labels`` is optional (absent = not published) so that registries written before it still load.
-_OPTIONAL = ("sha256", "hub", "collection", "labels", "multi_label", "resolution_note")
+_OPTIONAL = ("sha256", "hub", "collection", "labels", "multi_label", "resolution_note", "code")
 _HUB_KEYS = ("classification", "feature_extraction")
 #: Label files of the bucket a head may name (bit-format.md, "Labels").
 LABEL_FILES = {"ilsvrc2012_wordnet_lemmas.txt": 1000, "imagenet21k_wordnet_lemmas.txt": 21843}
@@ -76,6 +83,9 @@ class ModelEntry:
     resolution_note: str | None = None
     #: The family rule that generated the entry (``vtab``), or None for a named entry.
     family: str | None = None
+    #: The code that defines its forward pass (big_transfer or big_vision): the
+    #: entry's own ``code:``, else its family's under the registry's ``code:``.
+    code: str | None = None
 
     @property
     def architecture(self) -> Architecture:
@@ -96,6 +106,17 @@ class ModelEntry:
             return "bit-m-ilsvrc2012"
         return "bit-s" if self.source.startswith("BiT-S-") else "bit-m"
 
+    @property
+    def root_pool_padding(self) -> str:
+        """The root max-pool padding of the code that trained it (numerics.POOL_PADS)."""
+        return CODE_POOL_PADDING[self.code]
+
+    def forward(self, choice: str = "authors"):
+        """The :class:`convert.model.forward.ForwardPass` of this checkpoint under ``--forward choice``."""
+        from .model.forward import ForwardPass
+
+        return ForwardPass(self.code, choice)
+
     def as_dict(self) -> dict:
         return {
             "id": self.id,
@@ -114,6 +135,8 @@ class ModelEntry:
             "labels": self.labels,
             "multi_label": self.multi_label,
             "resolution_note": self.resolution_note,
+            "code": self.code,
+            "root_pool_padding": self.root_pool_padding,
             "hub": {"classification": self.hub.classification, "feature_extraction": self.hub.feature_extraction},
         }
 
@@ -193,6 +216,9 @@ def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
     note = raw.get("resolution_note")
     if note is not None and (not isinstance(note, str) or not note.strip()):
         raise RegistryError(f"model {model_id!r}: resolution_note must be a non-empty string")
+    code = raw.get("code")
+    if code is not None and code not in CODE_POOL_PADDING:
+        raise RegistryError(f"model {model_id!r}: code must be one of {', '.join(CODE_POOL_PADDING)}, got {code!r}")
     return ModelEntry(
         id=model_id,
         source=raw["source"],
@@ -210,6 +236,7 @@ def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
         multi_label=flags["multi_label"],
         resolution_note=note,
         family=family,
+        code=code,
     )
 
 
@@ -241,10 +268,10 @@ def parse_registry(text: str, path: Path) -> Registry:
     if (
         not isinstance(doc, dict)
         or "models" not in doc
-        or set(doc) - {"models", "families"}
+        or set(doc) - {"models", "families", "code"}
         or not isinstance(doc["models"], dict)
     ):
-        raise RegistryError(f"{path}: expected a top-level 'models:' mapping and optionally 'families:'")
+        raise RegistryError(f"{path}: expected a top-level 'models:' mapping and optionally 'families:' and 'code:'")
     entries = [_parse_entry(str(k), v) for k, v in doc["models"].items()]
     families = doc.get("families") or {}
     if not isinstance(families, dict):
@@ -253,12 +280,29 @@ def parse_registry(text: str, path: Path) -> Registry:
         entries += expand_family(str(name), rule)
     if not entries:
         raise RegistryError(f"{path}: no models")
+    entries = _with_codes(entries, doc.get("code") or {}, path)
     for what, said in (("id", "id(s)"), ("source", "source file(s)")):
         counts = collections.Counter(getattr(e, what) for e in entries)
         dup = sorted(v for v, n in counts.items() if n > 1)
         if dup:
             raise RegistryError(f"{path}: several models share the {said} {', '.join(dup[:5])}")
     return Registry(tuple(entries), path)
+
+
+def _with_codes(entries: list[ModelEntry], by_family, path: Path) -> list[ModelEntry]:
+    """Each entry with its code: its own, else its family's from the registry's ``code:`` mapping."""
+    if not isinstance(by_family, dict) or any(v not in CODE_POOL_PADDING for v in by_family.values()):
+        raise RegistryError(f"{path}: 'code:' must map family names to one of {', '.join(CODE_POOL_PADDING)}")
+    out = []
+    for e in entries:
+        code = e.code or by_family.get(e.family_name)
+        if code is None:
+            raise RegistryError(
+                f"{path}: model {e.id!r}: no code for its forward pass; add '{e.family_name}: "
+                f"big_transfer|big_vision' under the top-level 'code:', or 'code:' to the entry"
+            )
+        out.append(dataclasses.replace(e, code=code))
+    return out
 
 
 def _arch_key(name) -> tuple[int, int] | None:

@@ -58,6 +58,7 @@ ENTRY = """  {id}:
     params: 1
     dataset: benchmark
     description: {size} random bytes for the fetch benchmark
+    code: big_vision
 """
 
 

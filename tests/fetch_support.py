@@ -21,7 +21,7 @@ def registry_yaml(sources: dict[str, str]) -> str:
     """A registry (checkpoints.yaml text) whose entries ``id -> source`` are test objects, not checkpoints."""
     entries = "".join(
         f"  {model_id}:\n    source: {source}\n    depth: 50\n    width: 1\n    classes: 10\n    resolution: 32\n"
-        f"    params: 1\n    dataset: synthetic\n    description: test object {model_id}\n"
+        f"    params: 1\n    dataset: synthetic\n    description: test object {model_id}\n    code: big_vision\n"
         for model_id, source in sources.items()
     )
     return "models:\n" + entries

@@ -87,6 +87,7 @@ def _one_entry(**fields) -> str:
         "dataset": "d",
         "labels": "null",
         "description": "d",
+        "code": "big_transfer",
     }
     base.update(fields)
     body = "\n".join(f"    {k}: {v}" for k, v in base.items() if v is not None)
@@ -236,7 +237,7 @@ def _family(**changes) -> str:
     }
     rule.update(changes)
     body = "\n".join(f"    {k}: {v}" for k, v in rule.items() if v is not None)
-    return _one_entry() + f"families:\n  f:\n{body}\n"
+    return _one_entry() + f"families:\n  f:\n{body}\ncode:\n  f: big_transfer\n"
 
 
 def test_a_family_rule_expands_to_checked_entries(tmp_path):
@@ -268,3 +269,42 @@ def test_a_wrong_backbone_count_fails_every_generated_entry(tmp_path):
 def test_malformed_family_rules_are_refused(tmp_path, changes, message):
     with pytest.raises(RegistryError, match=re.escape(message)):
         parse_registry(_family(**changes), tmp_path / "r.yaml")
+
+
+# -- which code defines each checkpoint's forward pass -------------------------------------------
+
+
+def test_distill_files_follow_big_vision_and_the_rest_big_transfer():
+    # bit-format.md, "Which code each checkpoint follows": every distill/ file (the collection's four and
+    # the 128-px teachers) ran in big_vision's bit_paper.py (-inf root pool padding); the rest in big_transfer.
+    for e in REGISTRY.entries:
+        distill = e.source.startswith("distill/")
+        assert e.code == ("big_vision" if distill else "big_transfer"), e.id
+        assert e.root_pool_padding == ("neg_inf" if distill else "zero"), e.id
+    assert sum(e.code == "big_vision" for e in REGISTRY.entries) == 8
+
+
+def test_an_entry_overrides_its_family_code(tmp_path):
+    text = _one_entry(code="big_vision").replace("models:\n", "code:\n  bit-m: big_transfer\nmodels:\n")
+    (entry,) = parse_registry(text, tmp_path / "r.yaml").entries
+    assert (entry.family_name, entry.code, entry.root_pool_padding) == ("bit-m", "big_vision", "neg_inf")
+    assert entry.as_dict()["code"] == "big_vision" and entry.as_dict()["root_pool_padding"] == "neg_inf"
+
+
+def test_an_entry_takes_its_family_code(tmp_path):
+    text = _one_entry(code=None).replace("models:\n", "code:\n  bit-m: big_transfer\nmodels:\n")
+    (entry,) = parse_registry(text, tmp_path / "r.yaml").entries
+    assert entry.code == "big_transfer"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (_one_entry(code=None), "no code for its forward pass; add 'bit-m: big_transfer|big_vision' under the top-level 'code:'"),
+        (_one_entry(code="timm"), "code must be one of big_transfer, big_vision, got 'timm'"),
+        (_one_entry(code=None) + "code:\n  bit-m: timm\n", "'code:' must map family names to one of big_transfer, big_vision"),
+    ],
+)
+def test_a_missing_or_unknown_code_is_refused(tmp_path, text, message):
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        parse_registry(text, tmp_path / "r.yaml")

@@ -20,6 +20,7 @@ from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_IO, BitconvertError
 from .export import export_cmd
 from .options import (
     checkpoint_option,
+    forward_option,
     json_option,
     one_model_option,
     output_dir_option,
@@ -234,9 +235,10 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, min_speed, min_spee
 @click.option("--resolution", type=click.IntRange(min=32), help="Input size (default: the model's native one).")
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True, help="Random images per batch.")
 @reference_option
+@forward_option
 @json_option
 @source_options
-def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cache_dir, base_url, offline, quiet):
+def verify_cmd(model_ids, checkpoint, resolution, batch, reference, forward, as_json, cache_dir, base_url, offline, quiet):
     """Prove the TensorFlow graph computes what the JAX (Flax) model computes.
 
     Feeds both the same deterministic images (BATCH random ones in [-1, 1],
@@ -245,6 +247,8 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
     report goes to stdout (a table, or JSON keyed by stage with --json);
     exits 1 with the report when the TF graph's error exceeds the tolerance of
     its architecture. Without --checkpoint the model's checkpoint is fetched.
+    Both sides compute the --forward pass (default: the authors' code's, which
+    the report's "forward pass" line names).
     """
     prepare_frameworks()  # before TensorFlow or JAX is imported
     from ..checkpoint import load_checkpoint
@@ -269,8 +273,10 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
     window = start_window(reference)  # how busy the other processes keep the CPUs, while reading
     ckpt = load_checkpoint(path, entry.architecture)
     size = resolution or entry.resolution
+    fwd = entry.forward(forward)
     log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size}x{size}")
-    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log, reference=reference, window=window)
+    log(f"{entry.id}: forward pass: {fwd.describe()}")
+    report = run_parity(ckpt, size, batch, model_id=entry.id, log=log, reference=reference, window=window, forward=fwd)
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -290,7 +296,9 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, as_json, cac
 def mapping_cmd(model_ids, as_json):
     """Print the name mapping: checkpoint key, TF variable, Flax path, Keras weight, shape, transform.
 
-    Derived from the model's architecture alone (no checkpoint is read).
+    Derived from the model's architecture alone (no checkpoint is read). The
+    last line (JSON: "forward") names the forward pass every side computes:
+    the root max-pool's padding, from the code that trained the checkpoint.
     """
     from ..model.mapping import mapping_rows, render_table
     from ..registry import load_registry
@@ -299,10 +307,13 @@ def mapping_cmd(model_ids, as_json):
         raise click.UsageError("mapping takes exactly one --model ID")
     entry = load_registry().get(model_ids[0])
     rows = mapping_rows(entry.architecture)
+    forward = entry.forward()
     if as_json:
-        emit_json({"model": entry.id, "architecture": entry.arch_name, "rows": [r.as_dict() for r in rows]})
+        rows_json = [r.as_dict() for r in rows]
+        emit_json({"model": entry.id, "architecture": entry.arch_name, "forward": forward.as_dict(), "rows": rows_json})
     else:
         click.echo(render_table(rows))
+        click.echo(f"forward pass: {forward.describe()}")
 
 
 @cli.command("predict")

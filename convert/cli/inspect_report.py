@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -10,6 +11,49 @@ from ..checkpoint import Inspection, inspect_checkpoint, registry_matches, summa
 from ..errors import CheckpointError
 
 _MARK = {"missing": "-", "unexpected": "+"}
+
+
+def forward_of_file(registry, path, arch, model_id: str | None = None) -> dict:
+    """Which code a checkpoint file follows, and how that was decided: ``--model``, the file name, or the architecture.
+
+    The file name decides when it is a registry source (the cache mirrors the
+    bucket: ``.../distill/R50x1_160.npz``) or a source's base name, and, when
+    the file's architecture is known, an entry of that architecture. Else the
+    registry entries of the architecture decide when they all follow one code.
+    """
+    entries = list(registry.entries) if registry is not None else []
+    how = "--model"
+    chosen = [registry.get(model_id)] if model_id else []
+    if not chosen:
+        posix = Path(path).as_posix()
+        fits = [e for e in entries if arch is None or e.architecture == arch]
+        how = "file name"
+        chosen = [e for e in fits if posix == e.source or posix.endswith("/" + e.source)]
+        chosen = chosen or [e for e in fits if Path(e.source).name == Path(path).name]
+    if len(chosen) != 1 and arch is not None:
+        how = "architecture"
+        chosen = [e for e in entries if e.architecture == arch]
+    codes = sorted({e.code for e in chosen})
+    if len(codes) != 1:
+        return {"code": None, "root_pool_padding": None, "decided_by": None, "models": [e.id for e in chosen[:6]]}
+    forward = chosen[0].forward()
+    return {
+        "code": forward.code,
+        "root_pool_padding": forward.root_pool_padding,
+        "decided_by": how,
+        "models": [e.id for e in chosen[:6]],
+        "description": forward.describe(),
+    }
+
+
+def _forward_line(fwd: dict) -> str:
+    if fwd["code"] is None:
+        return (
+            "forward pass: not told by the file name (distill/ files follow big_vision, root max-pool padded with -inf; "
+            "the others big_transfer, zeros); pass --model ID"
+        )
+    models = ", ".join(fwd["models"][:3]) + (" ..." if len(fwd["models"]) > 3 else "")
+    return f"forward pass: {fwd['code']} ({fwd['description']}; by {fwd['decided_by']}: {models})"
 
 
 def inspection_dict(ins: Inspection) -> dict:
@@ -31,7 +75,17 @@ def inspection_dict(ins: Inspection) -> dict:
     }
 
 
-def render_text(ins: Inspection) -> str:
+def _registry():
+    from ..errors import RegistryError
+    from ..registry import load_registry
+
+    try:
+        return load_registry()
+    except RegistryError:
+        return None
+
+
+def render_text(ins: Inspection, forward: dict | None = None) -> str:
     arch = ins.architecture
     lines = [f"path:        {ins.path}"]
     if arch:
@@ -46,6 +100,8 @@ def render_text(ins: Inspection) -> str:
             + (f" (registry: {', '.join(ids)})" if ids else " (no registry entry)")
         )
     lines += [f"arrays:      {len(ins.infos)}", f"parameters:  {ins.parameters:,}"]
+    if forward is not None:
+        lines.append(_forward_line(forward))
     if ins.problems:
         lines.append(f"problems:    {len(ins.problems)}")
         lines += [f"  {_MARK.get(p.kind, '~')} {p}" for p in ins.problems]
@@ -61,6 +117,10 @@ def inspect_command(path: str, model_id: str | None, allow_nonstandard: bool, as
 
         arch = load_registry().get(model_id).architecture
     ins = inspect_checkpoint(path, arch, allow_nonstandard)
-    click.echo(json.dumps(inspection_dict(ins), indent=2) if as_json else render_text(ins))
+    forward = forward_of_file(_registry(), path, ins.actual or ins.architecture, model_id)
+    if as_json:
+        click.echo(json.dumps({**inspection_dict(ins), "forward": forward}, indent=2))
+    else:
+        click.echo(render_text(ins, forward))
     if ins.problems:
         raise CheckpointError(summarise(ins.path, ins.architecture, ins.problems, ins.actual), ins.problems)

@@ -73,6 +73,19 @@ reference_option = click.option(
 )
 
 
+#: ``--forward`` on verify and export (convert.model.forward; the choices are listed there, imported lazily here).
+forward_option = click.option(
+    "--forward",
+    "forward",
+    type=click.Choice(["authors", "zero-pool"]),
+    default="authors",
+    show_default=True,
+    help="Forward pass to convert: authors = the code that trained the checkpoint (distill/ files: big_vision, "
+    "root max-pool padded with -inf; every other file: big_transfer, zeros); zero-pool = zeros for every file, "
+    "as the 2022 TF Hub collection and timm compute (docs/family.md).",
+)
+
+
 def _kaggle_handle(ctx, param, value):
     if value is None:
         return None

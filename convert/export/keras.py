@@ -301,7 +301,8 @@ class KerasTarget(ExportTarget):
 
         t = time.perf_counter()
         arrays = job.arrays()
-        models = build_keras_models(job.arch, arrays, input_range=INPUT_RANGES[job.input_range], **dict(self.build_options))
+        options = {"pool_pad": job.net.pool_pad, **self.build_options}  # the TF graph's forward pass
+        models = build_keras_models(job.arch, arrays, input_range=INPUT_RANGES[job.input_range], **options)
         del arrays
         out = job.export_dir / SUBDIR
         artifacts = []

@@ -87,6 +87,7 @@ def build_manifest(state: ExportState) -> dict:
     return {
         "format": MANIFEST_FORMAT,
         "model": entry.as_dict(),
+        **({"forward": state.job.forward.as_dict()} if state.job.forward is not None else {}),
         "architecture": {
             "name": arch.name,
             "units": list(arch.units),

@@ -101,7 +101,8 @@ def start_reference(state: ExportState, window) -> None:
         images, names = make_inputs(resolution, options.parity_batch, options.parity_seed)
         placement = decide(options.reference, source.weight_bytes, source.path.is_file(), window=window, machine=options.machine)
         state.log(f"{state.model_id}: JAX reference {placement.describe()}")
-        state.pending = PendingReference(source.checkpoint, images, names, placement, float32=False).start()
+        padding = state.entry.forward(options.forward).root_pool_padding
+        state.pending = PendingReference(source.checkpoint, images, names, placement, float32=False, pool_padding=padding).start()
         pause_point("reference")
         state.inputs = ParityInputs(images, names, resolution, options.parity_batch)
     probe = state.inputs.images if state.inputs is not None else _probe_images()
@@ -137,7 +138,8 @@ def build_graph(state: ExportState, export_dir: Path) -> None:
 
     t = time.perf_counter()
     source = state.source
-    net = build_tf_model(source.checkpoint)
+    forward = state.entry.forward(state.options.forward)
+    net = build_tf_model(source.checkpoint, pool_pad=forward.root_pool_padding)
     source.checkpoint.arrays.clear()  # the TF variables hold the weights now
     # A full collection costs about 0.4 s with TF loaded: worth it only for big checkpoints.
     release = gc.collect if source.weight_bytes >= COLLECT_ABOVE_BYTES else _no_collection
@@ -155,6 +157,7 @@ def build_graph(state: ExportState, export_dir: Path) -> None:
         source_url=source.source_url,
         sha256=source.sha256,
         release=release,
+        forward=forward,
     )
 
 

@@ -209,6 +209,7 @@ class SavedModelTarget(ExportTarget):
             parity=figures["tensorflow"] if figures else None,
             features=job.arch.features,
             labels_embedded=job.labels is not None,
+            forward=job.forward,
         )
 
     def finish(self, job: ExportJob, artifacts: list[Artifact], options: ExportOptions) -> list[Artifact]:

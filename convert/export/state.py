@@ -49,6 +49,8 @@ class ExportOptions:
     kaggle: str | None = None
     #: The machine's facts for the placement, instead of measuring them (tests, benchmarks).
     machine: MachineFacts | None = None
+    #: --forward: "authors" (the code that trained the checkpoint) or "zero-pool" (convert.model.forward).
+    forward: str = "authors"
 
     def __post_init__(self):
         self.output_dir = Path(self.output_dir)

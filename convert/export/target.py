@@ -102,6 +102,9 @@ class ExportJob:
     sha256: str = ""
     #: Called after each big model is done with (a garbage collection for big checkpoints, else nothing).
     release: Callable[[], object] = _nothing
+    #: The forward pass every artifact computes (convert.model.forward.ForwardPass; cards and manifest
+    #: say it); ``net`` is built with its root pool padding. None: zero padding, big_transfer's.
+    forward: object = None
 
     def without_net(self) -> ExportJob:
         """The job for check() and card(): the TF weights dropped, so nothing keeps them alive while reloading."""

@@ -4,7 +4,9 @@ Faithful to google-research/big_transfer ``bit_jax/models.py`` as summarised in
 shared/reference/bit-format.md: weight-standardised convolutions (eps
 ``WS_EPS``), ``flax.linen.GroupNorm`` (``GN_GROUPS`` groups, eps ``GN_EPS``,
 Flax's own statistics, two-pass variance), explicit symmetric zero padding with VALID
-convolutions, a zero-padded max-pool, the stride on the 3x3 conv and on the
+convolutions, a root max-pool padded as the checkpoint's code pads it
+(``pool_padding``: zeros in big_transfer, -inf in big_vision's ``bit_paper.py``;
+:data:`convert.model.numerics.CODE_POOL_PADDING`), the stride on the 3x3 conv and on the
 projection. Every constant comes from :mod:`convert.model.numerics`, like the TF graph.
 
 Parameter tree (the authors' names)::
@@ -42,7 +44,7 @@ from .numerics import (
     MID_KERNEL,
     MID_PAD,
     POOL_PAD,
-    POOL_PAD_VALUE,
+    POOL_PAD_VALUES,
     POOL_STRIDE,
     POOL_WINDOW,
     ROOT_KERNEL,
@@ -101,12 +103,15 @@ def group_norm(name: str) -> nn.GroupNorm:
 
 
 class RootBlock(nn.Module):
+    """The root conv, then the max-pool padded with ``POOL_PAD_VALUES[pool_padding]`` (then VALID)."""
+
     width: int
+    pool_padding: str = "zero"
 
     @nn.compact
     def __call__(self, x):
         x = StdConv(self.width, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD, name="conv_root")(x)
-        x = pad_hw(x, POOL_PAD, POOL_PAD_VALUE)
+        x = pad_hw(x, POOL_PAD, POOL_PAD_VALUES[self.pool_padding])
         return nn.max_pool(x, (POOL_WINDOW, POOL_WINDOW), strides=(POOL_STRIDE, POOL_STRIDE), padding="VALID")
 
 
@@ -148,12 +153,13 @@ class BiTResNetV2Flax(nn.Module):
     """The whole network; ``__call__`` returns {stage name: output} in stage order (stem .. logits)."""
 
     arch: Architecture
+    pool_padding: str = "zero"
 
     @nn.compact
     def __call__(self, x):
         a = self.arch
         out = {}
-        x = RootBlock(a.root_width, name="root_block")(x)
+        x = RootBlock(a.root_width, self.pool_padding, name="root_block")(x)
         out["stem"] = x
         for b, n in enumerate(a.units, start=1):
             x = ResNetStage(n, a.mid_width(b), a.out_width(b), BLOCK_STRIDES[b - 1], name=f"block{b}")(x)
@@ -182,8 +188,8 @@ def _to_dict(tree):
 
 
 @functools.lru_cache(maxsize=8)
-def make_apply(arch: Architecture, fast_compile: bool = False):
-    """A jitted ``(params, images) -> {stage: output}`` for ``arch``.
+def make_apply(arch: Architecture, fast_compile: bool = False, pool_padding: str = "zero"):
+    """A jitted ``(params, images) -> {stage: output}`` for ``arch``, root pool padded per ``pool_padding``.
 
     Params are an argument (not captured constants), so the weights are not
     baked into the compiled program; jit compiles once per (shape, dtype).
@@ -192,7 +198,7 @@ def make_apply(arch: Architecture, fast_compile: bool = False):
     (docs/performance.md). The results are float32 (float64) either way, not
     bit-identical between the two.
     """
-    model = BiTResNetV2Flax(arch)
+    model = BiTResNetV2Flax(arch, pool_padding)
     options = {"xla_backend_optimization_level": 0} if fast_compile else None
     return jax.jit(model.apply, compiler_options=options)
 
@@ -214,7 +220,7 @@ class Head(nn.Module):
 
 
 @functools.lru_cache(maxsize=8)
-def make_unitwise_apply(arch: Architecture, fast_compile: bool = False):
+def make_unitwise_apply(arch: Architecture, fast_compile: bool = False, pool_padding: str = "zero"):
     """``(params, images, dtype) -> {stage: np.ndarray}``: the same forward pass, one jitted unit at a time.
 
     ``params`` is the whole model's tree (``{'params': ...}``) of host arrays in
@@ -235,7 +241,7 @@ def make_unitwise_apply(arch: Architecture, fast_compile: bool = False):
     def jit(module):
         return jax.jit(module.apply, compiler_options=options)
 
-    root = jit(RootBlock(arch.root_width))
+    root = jit(RootBlock(arch.root_width, pool_padding))
     units = {
         (b, first): jit(ResidualUnit(arch.mid_width(b), arch.out_width(b), BLOCK_STRIDES[b - 1] if first else 1, project=first))
         for b in range(1, 5)

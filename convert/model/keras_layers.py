@@ -26,8 +26,9 @@ The layers:
   by default) to the [-1, 1] the weights were trained on;
 * :class:`HostConstant`: the initial value of every weight, made with numpy
   (overwritten by the saved weights on load);
-* :class:`ConstantPadding2D`: symmetric padding with a constant (the models use
-  Keras' ``ZeroPadding2D``; the parity tests pad the max-pool with -inf through it).
+* :class:`ConstantPadding2D`: symmetric padding with a constant: the root
+  max-pool's -inf padding of big_vision's ``distill/`` checkpoints (zero
+  padding uses Keras' ``ZeroPadding2D``).
 """
 
 from __future__ import annotations

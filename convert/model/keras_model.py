@@ -5,7 +5,8 @@ layers, so ``load_model`` works with ``safe_mode`` on), with every constant
 from :mod:`convert.model.numerics`: weight-standardised convolutions, group norm
 (``GN_GROUPS``, ``GN_EPS``, two-pass variance), explicit symmetric zero padding
 then VALID on every padded conv (never ``padding="same"``), the root max-pool
-padded with zeros, the stride on the 3x3 conv and on the projection. Imports
+padded as the checkpoint's code pads it (``pool_pad``: zeros, or -inf for
+big_vision's ``distill/`` files; :data:`convert.model.numerics.CODE_POOL_PADDING`), the stride on the 3x3 conv and on the projection. Imports
 keras and numpy only, so it builds on any backend.
 
 Layer names follow :func:`convert.model.mapping.keras_path_for` (``root_conv``,
@@ -14,10 +15,10 @@ Layer names follow :func:`convert.model.mapping.keras_path_for` (``root_conv``,
 before any weight is set. Every weight is trainable (BiT has no batch-norm
 statistics); ``model.trainable = False`` freezes them all.
 
-Mutation knobs (parity tests only; the defaults are the correct model), the
+The mutation knob (parity tests only; the default is the correct model), the
 same as :class:`convert.model.tf_model.BiTResNetV2`'s: ``strided_padding="same"``
 uses Keras ``padding="same"`` on the strided padded convs (pads (0, 1) on even
-inputs); ``pool_pad="neg_inf"`` pads the root max-pool with -inf.
+inputs).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .numerics import (
     MID_KERNEL,
     MID_PAD,
     POOL_PAD,
-    POOL_PAD_VALUE,
+    POOL_PAD_VALUES,
     POOL_PADS,
     POOL_STRIDE,
     POOL_WINDOW,
@@ -83,7 +84,7 @@ class _Builder:
 
     def root(self, x, width: int):
         x = self.conv(x, "root_conv", width, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
-        value = POOL_PAD_VALUE if self.pool_pad == "zero" else float("-inf")
+        value = POOL_PAD_VALUES[self.pool_pad]
         if value == 0.0:
             x = keras.layers.ZeroPadding2D(POOL_PAD, name="root_pool_pad")(x)
         else:

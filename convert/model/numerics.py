@@ -6,7 +6,8 @@ parity check stays honest.
 
 Source for all of them: the BiT authors' JAX model (google-research/big_transfer,
 ``bit_jax/models.py``) as summarised in shared/reference/bit-format.md,
-section "The forward pass".
+section "The forward pass"; the one rule on which the authors' two codebases
+differ, the root max-pool's padding, is below with both sources.
 """
 
 from __future__ import annotations
@@ -28,13 +29,33 @@ ROOT_KERNEL = 7
 ROOT_STRIDE = 2
 ROOT_PAD = 3
 
-#: Root max-pool: 3x3, stride 2, after an explicit pad of 1 per side with ZEROS
-#: (not -inf). The root conv output can be negative, so the two differ on
-#: the borders; the authors pad with ``jnp.pad`` (zeros) before ``max_pool``.
+#: Root max-pool: 3x3, stride 2, after an explicit pad of 1 per side. The pad
+#: VALUE is the one place where the authors' two codebases differ, and the root
+#: conv output can be negative, so the two differ on the borders:
+#: "zero" pads with zeros then pools VALID; "neg_inf" pads with -inf, which is
+#: what a max-pool's own padding does (a 3x3 window always holds a real pixel,
+#: so -inf never reaches the output).
 POOL_WINDOW = 3
 POOL_STRIDE = 2
 POOL_PAD = 1
-POOL_PAD_VALUE = 0.0
+POOL_PAD_VALUES = {"zero": 0.0, "neg_inf": float("-inf")}
+#: The root pool paddings, by name (``zero`` first: the original release's).
+POOL_PADS = tuple(POOL_PAD_VALUES)
+
+#: The code that defines a checkpoint's forward pass -> its root pool padding.
+#: - ``big_transfer`` (google-research/big_transfer, the original BiT release:
+#:   ``bit_jax/models.py`` pads with ``jax.lax.pad(x, 0.0, ...)`` then
+#:   ``max_pool(..., padding="VALID")``; ``bit_pytorch`` with
+#:   ``nn.ConstantPad2d(1, 0)``; ``bit_tf2`` with ``tf.pad``): zeros. It trained
+#:   BiT-S, BiT-M, the ILSVRC-2012 and the VTAB-1k fine-tunes.
+#: - ``big_vision`` (google-research/big_vision, ``big_vision/models/bit_paper.py``,
+#:   ``RootBlock``: ``nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])``,
+#:   which flax pads with the pool's init value, -inf): the distillation
+#:   project's code (``configs/proj/distill/bit_i1k.py``: ``student_name`` and
+#:   ``prof_m_name`` are ``'bit_paper'``), so every ``distill/`` file.
+#: Which entry follows which: the registry (checkpoints.yaml, ``code:``).
+CODE_POOL_PADDING = {"big_transfer": "zero", "big_vision": "neg_inf"}
+CODES = tuple(CODE_POOL_PADDING)
 
 #: The 3x3 conv of each unit: explicit zero pad of 1 per side, then VALID.
 #: Never TF 'SAME' on a stride-2 layer: TF pads (0, 1) asymmetrically there,
@@ -60,8 +81,7 @@ def pixels_to_model_range(x, lo: float, hi: float):
     return (x - lo) * scale + m_lo
 
 
-#: The forward passes' mutation knobs (tests prove the parity checks catch them):
-#: strided layers padded explicitly (BiT) or TF/Keras "same"; the root pool padded
-#: with zeros (BiT) or -inf.
+#: The forward passes' mutation knob (tests prove the parity checks catch it):
+#: strided layers padded explicitly (BiT) or TF/Keras "same". (The root pool's
+#: padding is no knob: it is the checkpoint's, POOL_PADS above.)
 STRIDED_PADDINGS = ("explicit", "same")
-POOL_PADS = ("zero", "neg_inf")

@@ -18,13 +18,16 @@ methods trace once with ``TensorSpec([None, None, None, 3], tf.float32)``.
 There is no tensor-dependent Python control flow, so ``autograph=False`` is
 safe and traces faster (R50x1: 2.3 s instead of 3.4 s here).
 
-Mutation knobs (for the parity tests; the defaults are the correct model):
+``pool_pad`` is the root max-pool's padding, the checkpoint's own
+(``numerics.POOL_PADS``: ``"zero"`` for the big_transfer files, ``"neg_inf"``
+for big_vision's ``distill/`` ones; :class:`convert.model.forward.ForwardPass`
+says which). The mutation knob (for the parity tests; the default is the
+correct model):
 
 * ``strided_padding="same"`` replaces the explicit symmetric pad + VALID of
   the stride-2 convolutions (root 7x7, every strided 3x3) by TF ``'SAME'``,
   which pads (0, 1) / (2, 3) asymmetrically on even inputs: the classic
   port bug.
-* ``pool_pad="neg_inf"`` pads the root max-pool with -inf instead of zeros.
 
 Inference-only exports (LiteRT, ONNX) fold weight standardisation into the
 stored kernels: :func:`standardize_kernel` once per kernel, then a module
@@ -43,7 +46,7 @@ from .numerics import (
     GN_GROUPS,
     MID_PAD,
     POOL_PAD,
-    POOL_PAD_VALUE,
+    POOL_PAD_VALUES,
     POOL_PADS,
     POOL_STRIDE,
     POOL_WINDOW,
@@ -197,8 +200,7 @@ class BiTResNetV2(tf.Module):
         x = tf.convert_to_tensor(images, tf.float32)
         out: dict[str, tf.Tensor] = {}
         x = self._conv(x, f"{PREFIX}root_block/{CONV}/kernel", stride=ROOT_STRIDE, pad=ROOT_PAD)
-        pool_value = POOL_PAD_VALUE if self.pool_pad == "zero" else float("-inf")
-        x = _pad(x, POOL_PAD, pool_value)
+        x = _pad(x, POOL_PAD, POOL_PAD_VALUES[self.pool_pad])
         x = tf.nn.max_pool2d(x, POOL_WINDOW, POOL_STRIDE, "VALID")
         out["stem"] = x
         for block, n in enumerate(self.arch.units, start=1):
@@ -230,8 +232,9 @@ def build_tf_model(checkpoint, rows=None, **knobs) -> BiTResNetV2:
     Arrays are assigned through the mapping (``rows``, default
     :func:`convert.model.mapping.mapping_rows` of the checkpoint's architecture),
     which checks both sides first and raises :class:`MappingError` listing
-    every difference before any variable is touched. ``knobs`` are the
-    mutation flags of :class:`BiTResNetV2` (tests only).
+    every difference before any variable is touched. ``knobs``: the build
+    options of :class:`BiTResNetV2` (``pool_pad``, the checkpoint's root pool
+    padding; ``strided_padding``, a mutation for tests only).
     """
     from .mapping import assign_tf
 

@@ -31,6 +31,7 @@ def run_parity(
     log=None,
     reference: str = "auto",
     window=None,
+    forward=None,
 ) -> ParityReport:
     """Build the TF graph, run both sides (JAX in float32 and float64), compare every stage.
 
@@ -40,11 +41,15 @@ def run_parity(
     (:func:`convert.parity.placement.place`; auto measures the other
     processes' CPU use over ``window``, a CpuWindow the caller started before
     reading the checkpoint). In a worker the JAX reference overlaps the TF
-    work; a checkpoint built in memory always runs inline. Timings (seconds)
-    and the TF tracing count land in ``report.info``.
+    work; a checkpoint built in memory always runs inline. ``forward``: the
+    :class:`convert.model.forward.ForwardPass` both sides compute (None: zero
+    padding, big_transfer's); it lands in ``report.info["forward"]``, with the
+    timings (seconds) and the TF tracing count.
     """
     log = log or (lambda msg: None)
     info: dict = {"model": model_id} if model_id else {}
+    pool_padding = forward.root_pool_padding if forward is not None else "zero"
+    info["forward"] = forward.as_dict() if forward is not None else {"root_pool_padding": pool_padding}
     images, names = make_inputs(resolution, batch, seed)
     t0 = time.perf_counter()
     path = getattr(checkpoint, "path", None)
@@ -52,11 +57,11 @@ def run_parity(
     window = window or start_window(reference)
     placement = decide(reference, checkpoint.parameters * 4, file_backed, window=window, worker_first=False)
     log(f"JAX reference {placement.describe()}")
-    pending = PendingReference(checkpoint, images, names, placement, float32=True)
+    pending = PendingReference(checkpoint, images, names, placement, float32=True, pool_padding=pool_padding)
     if placement.where.in_worker:
         pending.start()
     try:
-        tf_out = _run_tf(checkpoint, images, info, log)
+        tf_out = _run_tf(checkpoint, images, info, log, pool_padding)
         if not placement.where.in_worker:
             gc.collect()  # the TF graph and its standardised kernels, before the JAX params arrive
             pending.start()
@@ -72,11 +77,11 @@ def run_parity(
     return report
 
 
-def _run_tf(checkpoint, images, info: dict, log) -> dict:
+def _run_tf(checkpoint, images, info: dict, log, pool_padding: str) -> dict:
     from ..model.tf_model import build_tf_model
 
     t = time.perf_counter()
-    model = build_tf_model(checkpoint)
+    model = build_tf_model(checkpoint, pool_pad=pool_padding)
     info["tf_build_s"] = time.perf_counter() - t
     fn = tf_stage_function(model)
     t = time.perf_counter()

@@ -159,7 +159,9 @@ class ParityReport:
             f"{self.info.get('model', self.arch.name)} ({self.arch.name}) {n} images {h}x{w}; tolerance {self.tolerance:.1e}"
         )
         verdict = "PASS" if self.passed else f"FAIL at {', '.join(self.failed_stages) or 'every stage (none compared)'}"
-        return "\n".join([head_line, *lines, f"parity: {verdict}"])
+        forward = self.info.get("forward")
+        pad = [f"forward pass: {forward.get('description') or forward['root_pool_padding']}"] if forward else []
+        return "\n".join([head_line, *pad, *lines, f"parity: {verdict}"])
 
 
 def compare(

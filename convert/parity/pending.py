@@ -26,9 +26,12 @@ class PendingReference:
 
     ``result()`` waits for it; ``abandon()`` stops a worker still running and
     removes its scratch directory (idempotent; ``result`` calls it too).
+    ``pool_padding``: the root max-pool's padding (the checkpoint's forward pass).
     """
 
-    def __init__(self, checkpoint, images: np.ndarray, names: list[str], placement: Placement, *, float32: bool):
+    def __init__(
+        self, checkpoint, images: np.ndarray, names: list[str], placement: Placement, *, float32: bool, pool_padding="zero"
+    ):
         self.images, self.names, self.placement = images, list(names), placement
         self._arch = checkpoint.architecture
         self._reference: Reference | None = None
@@ -36,7 +39,7 @@ class PendingReference:
         self._workdir: Path | None = None
         self._lock_fd: int | None = None
         self._started = False
-        self._checkpoint, self._float32 = checkpoint, float32
+        self._checkpoint, self._float32, self._pool_padding = checkpoint, float32, pool_padding
         self._compute: Callable[[], Reference] | None = None
 
     def start(self) -> PendingReference:
@@ -44,17 +47,19 @@ class PendingReference:
         if self._started:
             raise RuntimeError("PendingReference.start() called twice")
         self._started = True
-        checkpoint, float32, self._checkpoint = self._checkpoint, self._float32, None
+        checkpoint, float32, pool_padding, self._checkpoint = self._checkpoint, self._float32, self._pool_padding, None
         if self.placement.where.in_worker:  # the worker reads the checkpoint file again
             self._unregister = interrupts.register(self._kill)  # a signal that ends the process stops the worker too
             # Locked while this process lives: one left by a killed process is removed by the next.
             remove_unlocked_dirs(tempfile.gettempdir(), WORKDIR_PREFIX)
             self._workdir, self._lock_fd = make_locked_dir(tempfile.gettempdir(), WORKDIR_PREFIX)
             self._proc = start_reference_worker(
-                checkpoint.path, self._arch, self.images, self.names, self._workdir, float32=float32
+                checkpoint.path, self._arch, self.images, self.names, self._workdir, float32=float32, pool_padding=pool_padding
             )
         else:  # the arrays are held until result(): the caller may drop its own reference to them meanwhile
-            self._compute = lambda: reference_outputs(checkpoint, self.images, self.names, float32=float32)
+            self._compute = lambda: reference_outputs(
+                checkpoint, self.images, self.names, float32=float32, pool_padding=pool_padding
+            )
         return self
 
     @property

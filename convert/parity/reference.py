@@ -38,8 +38,13 @@ def _compile_dominates(arch: Architecture, image_shape) -> bool:
     return parameter_count(arch) * image_shape[1] * image_shape[2] <= FAST_COMPILE_WORK
 
 
-def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | None = None, *, float32: bool = True) -> Reference:
+def reference_outputs(
+    checkpoint, images: np.ndarray, input_names: list[str] | None = None, *, float32: bool = True, pool_padding: str = "zero"
+) -> Reference:
     """Run the Flax reference on ``images`` in float32 (unless ``float32=False``) and in float64.
+
+    ``pool_padding``: the root max-pool's padding (``numerics.POOL_PADS``), the
+    checkpoint's own (``ForwardPass.root_pool_padding``).
 
     ``checkpoint`` is a :class:`convert.checkpoint.Checkpoint` (``.architecture``,
     ``.arrays``). The params tree is built through the mapping (two-sided
@@ -53,20 +58,20 @@ def reference_outputs(checkpoint, images: np.ndarray, input_names: list[str] | N
     raises :class:`convert.errors.JaxReferenceError`.
     """
     try:
-        return _run(checkpoint, images, input_names, float32)
+        return _run(checkpoint, images, input_names, float32, pool_padding)
     except (RuntimeError, MemoryError) as exc:  # jax's backend and XLA errors are RuntimeErrors
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise JaxReferenceError(f"the JAX reference could not be computed: {first[:300]}; {ADVICE}") from exc
 
 
-def _run(checkpoint, images, input_names, float32: bool) -> Reference:
+def _run(checkpoint, images, input_names, float32: bool, pool_padding: str) -> Reference:
     import jax
 
     from ..model.flax_model import make_unitwise_apply
     from ..model.mapping import flax_params
 
     arch = checkpoint.architecture
-    apply = make_unitwise_apply(arch, fast_compile=_compile_dominates(arch, np.shape(images)))
+    apply = make_unitwise_apply(arch, _compile_dominates(arch, np.shape(images)), pool_padding)
     params = flax_params(checkpoint.arrays, arch, dtype=np.float32)  # host views, no copy
     timings: dict[str, float] = {}
     f32 = None
@@ -83,8 +88,10 @@ def _run(checkpoint, images, input_names, float32: bool) -> Reference:
     return Reference(arch, np.asarray(images), f32, f64, list(input_names or []), timings)
 
 
-def reference_from_file(path: str, arch: Architecture, images: np.ndarray, names: list[str], float32: bool) -> Reference:
+def reference_from_file(
+    path: str, arch: Architecture, images: np.ndarray, names: list[str], float32: bool, pool_padding: str = "zero"
+) -> Reference:
     """Load (and validate) the checkpoint at ``path``, then :func:`reference_outputs`."""
     from ..checkpoint import load_checkpoint
 
-    return reference_outputs(load_checkpoint(path, arch), images, names, float32=float32)
+    return reference_outputs(load_checkpoint(path, arch), images, names, float32=float32, pool_padding=pool_padding)

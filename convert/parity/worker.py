@@ -65,7 +65,7 @@ class WorkerFiles:
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What the worker computes: the checkpoint file, its architecture, the image names, float32 or not."""
+    """What the worker computes: the checkpoint file, its architecture, the image names, float32 or not, the root pool padding."""
 
     path: str
     units: tuple[int, ...]
@@ -73,6 +73,7 @@ class WorkerSpec:
     classes: int
     names: tuple[str, ...]
     float32: bool
+    pool_padding: str = "zero"
 
     @property
     def arch(self) -> Architecture:
@@ -84,16 +85,16 @@ class WorkerSpec:
     @classmethod
     def load(cls, files: WorkerFiles) -> WorkerSpec:
         d = json.loads(files.spec.read_text())
-        return cls(d["path"], tuple(d["units"]), d["width"], d["classes"], tuple(d["names"]), d["float32"])
+        return cls(d["path"], tuple(d["units"]), d["width"], d["classes"], tuple(d["names"]), d["float32"], d["pool_padding"])
 
 
 def start_reference_worker(
-    path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path, *, float32: bool = True
+    path, arch: Architecture, images: np.ndarray, names: list[str], workdir: Path, *, float32: bool = True, pool_padding="zero"
 ):
     """Start the worker on ``images``; returns its Popen. Collect with :func:`finish_reference_worker`."""
     files = WorkerFiles(Path(workdir))
     np.save(files.images, images)
-    WorkerSpec(str(path), tuple(arch.units), arch.width, arch.classes, tuple(names), float32).dump(files)
+    WorkerSpec(str(path), tuple(arch.units), arch.width, arch.classes, tuple(names), float32, pool_padding).dump(files)
     root = str(Path(__file__).resolve().parent.parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     with open(files.stderr, "wb") as err:
@@ -177,7 +178,7 @@ def worker_main(workdir: str) -> int:
     threading.Thread(target=_exit_when_caller_leaves, args=(files.workdir,), name="caller-watch", daemon=True).start()
     spec = WorkerSpec.load(files)
     try:
-        ref = reference_from_file(spec.path, spec.arch, np.load(files.images), list(spec.names), spec.float32)
+        ref = reference_from_file(spec.path, spec.arch, np.load(files.images), list(spec.names), spec.float32, spec.pool_padding)
     except BitconvertError as exc:
         print(f"bitconvert: error: {exc}", file=sys.stderr)
         return exc.exit_code

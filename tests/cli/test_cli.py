@@ -58,6 +58,9 @@ def test_list_json_is_the_registry(invoke):
         384,
         "distill/R152x2_T_384.npz",
     )
+    assert (r152["code"], r152["root_pool_padding"]) == ("big_vision", "neg_inf")
+    bit_s = next(d for d in data if d["id"] == "bit-s-r50x1")
+    assert (bit_s["code"], bit_s["root_pool_padding"]) == ("big_transfer", "zero")
 
 
 def test_list_all_and_family(invoke):
@@ -86,6 +89,37 @@ def test_inspect_r50x1(invoke, r50x1_npz):
     assert (data["arrays"], data["parameters"], data["ok"]) == (153, 25549352, True)
     text = invoke("inspect", r50x1_npz).stdout
     assert "R50x1 (depth 50, width 1, units 3,4,6,3)" in text and "25,549,352" in text
+
+
+@pytest.mark.parametrize(
+    "name, code, padding, decided_by",
+    [
+        ("distill/R50x1_160.npz", "big_vision", "neg_inf", "file name"),  # as the cache keeps it
+        ("R50x1_224.npz", "big_vision", "neg_inf", "file name"),
+        ("BiT-S-R50x1.npz", "big_transfer", "zero", "file name"),
+    ],
+)
+def test_inspect_says_which_code_a_file_follows(invoke, r50x1_npz, tmp_path, name, code, padding, decided_by):
+    link = tmp_path / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(r50x1_npz)
+    data = json.loads(invoke("inspect", link, "--json").stdout)
+    assert (data["forward"]["code"], data["forward"]["root_pool_padding"], data["forward"]["decided_by"]) == (
+        code,
+        padding,
+        decided_by,
+    )
+    text = invoke("inspect", link).stdout
+    assert f"forward pass: {code} (root max-pool padded with {'-inf' if code == 'big_vision' else 'zeros'}" in text
+
+
+def test_inspect_of_an_ambiguous_name_asks_for_the_model(invoke, r50x1_npz):
+    # R50x1 with 1000 classes is a distill/ student (big_vision) or a BiT-S/BiT-M file (big_transfer).
+    data = json.loads(invoke("inspect", r50x1_npz, "--json").stdout)
+    assert data["forward"]["code"] is None and "r50x1-160" in data["forward"]["models"]
+    assert "pass --model ID" in invoke("inspect", r50x1_npz).stdout
+    forced = json.loads(invoke("inspect", r50x1_npz, "--json", "--model", "r50x1-160").stdout)["forward"]
+    assert (forced["code"], forced["decided_by"]) == ("big_vision", "--model")
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ def setup(tmp_path_factory):
     registry.write_text(
         f"models:\n  {MODEL}:\n    source: small.npz\n    depth: 50\n    width: 1\n    classes: 10\n    resolution: 64\n"
         f"    params: {parameter_count(ARCH)}\n    dataset: synthetic\n    description: a 10-class R50x1\n"
+        "    code: big_transfer\n"
     )
     ckpt = write_synthetic_checkpoint(d / "small.npz", ARCH, seed=5)
     # The user's environment as a fresh shell has it: none of the variables bitconvert sets for itself.

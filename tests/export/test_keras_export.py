@@ -117,7 +117,8 @@ def test_mutations_fail_keras_parity(tiny, exported, parity_inputs, tmp_path):
     _, good_job, good = exported
     images, reference = parity_inputs
     paths = {"correct": good_job.export_dir / good[0].path}
-    for name, options in {"same_padding": {"strided_padding": "same"}, "neg_inf_pool": {"pool_pad": "neg_inf"}}.items():
+    # The root pool padded the other way (-inf against this zero-padded net's reference).
+    for name, options in {"same_padding": {"strided_padding": "same"}, "other_pool_padding": {"pool_pad": "neg_inf"}}.items():
         job = _job(tiny, tmp_path / name)
         paths[name] = job.export_dir / KerasTarget(build_options=options).write(job)[0].path
     job = _mutated_job(tiny, tmp_path / "swapped")

@@ -228,7 +228,9 @@ def test_mapping_command_table(invoke):
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
     assert lines[0].split() == ["CHECKPOINT", "KEY", "TF", "VARIABLE", "FLAX", "PATH", "KERAS", "WEIGHT", "SHAPE", "TRANSFORM"]
-    assert len(lines) == 1 + len(checkpoint_layout(R50X1))
+    assert len(lines) == 1 + len(checkpoint_layout(R50X1)) + 1
+    # r50x1-160 is a distill/ file: big_vision's forward pass, root pool padded with -inf.
+    assert lines[-1].startswith("forward pass: root max-pool padded with -inf") and "big_vision" in lines[-1]
     head = next(line for line in lines if line.startswith("resnet/head/conv2d/kernel"))
     assert head.split() == [
         "resnet/head/conv2d/kernel",
@@ -248,6 +250,7 @@ def test_mapping_command_json(invoke):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["architecture"] == "R152x2"
+    assert (doc["forward"]["code"], doc["forward"]["root_pool_padding"]) == ("big_vision", "neg_inf")
     assert len(doc["rows"]) == 459
     assert doc["rows"][0] == {
         "checkpoint_key": "resnet/root_block/standardized_conv2d/kernel",

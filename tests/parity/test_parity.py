@@ -116,7 +116,9 @@ def test_r50x1_parity(r50, r50_tf):
         dict(strided_padding="same"),
         dict(pool_pad="neg_inf"),
     ],
-    ids=["swap-gn-gamma-beta", "swap-block4-kernels", "same-padding", "neg-inf-pool"],
+    # The last: the root pool padded with -inf against a big_transfer (zero-padded) reference; both
+    # directions, on every target: tests/export/test_forward_pass.py.
+    ids=["swap-gn-gamma-beta", "swap-block4-kernels", "same-padding", "other-pool-padding"],
 )
 def test_r50x1_mutations_fail_by_a_wide_margin(r50, mutation):
     ckpt, images, ref = r50

@@ -47,6 +47,8 @@ def test_verify_json_report(invoke, r50x1_npz):
     assert summary["passed"] is True and summary["architecture"] == "R50x1" and summary["model"] == MODEL
     assert summary["images"] == [2 + len(STRUCTURED), 64, 64, 3]
     assert summary["tf_tracing_count"] == 1
+    # A distill/ student: both sides compute big_vision's forward pass (root pool padded with -inf).
+    assert (summary["forward"]["code"], summary["forward"]["root_pool_padding"]) == ("big_vision", "neg_inf")
     for stage in STAGES:
         s = doc[stage]
         assert set(s) >= {"max_abs", "rel_l2", "tf_rel_l2_f64", "jax_rel_l2_f64", "passed"}
@@ -55,12 +57,23 @@ def test_verify_json_report(invoke, r50x1_npz):
     assert "verify: loading" in res.stderr  # progress on stderr, never on stdout
 
 
-def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeypatch):
-    import functools
+def test_verify_table_names_the_forward_pass(invoke, r50x1_npz):
+    res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--forward", "zero-pool", "--quiet")
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[1].startswith("forward pass: root max-pool padded with zeros (--forward zero-pool)"), lines[:3]
+    assert "pads with -inf" in lines[1] and lines[2].split()[0] == "stage"
 
+
+def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeypatch):
     import convert.model.tf_model as tf_model
 
-    monkeypatch.setattr(tf_model, "build_tf_model", functools.partial(tf_model.build_tf_model, pool_pad="neg_inf"))
+    build = tf_model.build_tf_model
+
+    def other_padding(checkpoint, **knobs):  # the TF side pads the root pool with zeros, the reference with -inf
+        return build(checkpoint, **{**knobs, "pool_pad": "zero"})
+
+    monkeypatch.setattr(tf_model, "build_tf_model", other_padding)
     res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--json", "--quiet")
     assert res.exit_code == 1
     doc = json.loads(res.stdout)  # the report still comes out, on stdout

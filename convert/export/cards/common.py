@@ -21,6 +21,36 @@ BUCKET_URL = "https://storage.googleapis.com/bit_models/"
 #: Where an export keeps its class names inside the classification SavedModel (convert.export.saved_labels).
 LABELS_ASSET = "assets/labels.txt"
 
+#: Root max-pool padding of the earlier published handles, by publisher, where known: the
+#: sayakpaul/bit-resnet port (2022) pads with zeros for every file, as timm does (docs/family.md).
+PUBLISHED_POOL_PADDING = {"sayakpaul": "zero"}
+
+
+def forward_text(forward) -> str:
+    """Which forward pass an artifact computes, and why (``forward``: a convert.model.forward.ForwardPass)."""
+    return f"Forward pass: {forward.describe()}. {forward.why()}"
+
+
+def published_difference(handle: str, forward) -> str:
+    """How this export's forward pass differs from the earlier publication's (one sentence), where known."""
+    from ...model.forward import PADDING_NAMES
+
+    ours = forward.root_pool_padding
+    how = "as the code that trained the checkpoint does" if forward.is_authors else f"(--forward {forward.choice})"
+    theirs = PUBLISHED_POOL_PADDING.get(handle.split("/", 1)[0])
+    if theirs is None:
+        return (
+            f"This export pads the root max-pool with {PADDING_NAMES[ours]}, {how}; "
+            "bitconvert has not compared it with that publication."
+        )
+    if theirs == ours:
+        return f"That publication pads the root max-pool with {PADDING_NAMES[theirs]}, as this export does {how}."
+    return (
+        f"That publication pads the root max-pool with {PADDING_NAMES[theirs]}; this export pads it with "
+        f"{PADDING_NAMES[ours]}, {how}, so their outputs differ slightly (bitconvert's docs/family.md gives the size); "
+        "`--forward zero-pool` reproduces that publication's forward pass."
+    )
+
 
 @dataclass(frozen=True)
 class ParityFigures:

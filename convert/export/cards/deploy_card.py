@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANT_STAGES
-from .common import ParityFigures, probability_text, sidecar_labels_line
+from .common import ParityFigures, forward_text, probability_text, sidecar_labels_line
 
 
 def parity_lines(figures: Mapping[str, ParityFigures] | None, variant: str) -> list[str]:
@@ -55,6 +55,8 @@ def render_deploy_card(job, artifact, figures: Mapping[str, ParityFigures] | Non
         lines.append(f"- ONNX opset {facts['opset']}")
     if facts.get("weight_dtype"):
         lines.append(f"- weights: {facts['weight_dtype']}")
+    if job.forward is not None:
+        lines.append(f"- {forward_text(job.forward)}")
     lines += ["", "## Usage", "", usage, "", "## Parity", "", *parity_lines(figures, artifact.variant), ""]
     return "\n".join(lines)
 

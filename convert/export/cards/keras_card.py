@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from ..target import INPUT_RANGES
-from .common import LICENSE, ParityFigures, classes_text, probability_text, range_text, reference_lines, sidecar_labels_line
+from .common import (
+    LICENSE,
+    ParityFigures,
+    classes_text,
+    forward_text,
+    probability_text,
+    range_text,
+    reference_lines,
+    sidecar_labels_line,
+)
 
 _TITLES = {"classification": "image classifier", "feature_extraction": "image feature vector"}
 
@@ -144,5 +153,7 @@ def render_keras_card(
         *_usage_lines(job, artifact),
     ]
     lines += ["", "## Verification", "", *_verification(figures, backends, hints, installed)]
+    if job.forward is not None:
+        lines += ["", forward_text(job.forward)]
     lines += ["", *reference_lines(entry)]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,17 @@ import re
 from typing import TYPE_CHECKING
 
 from ..target import INPUT_RANGES, OUTPUT_NAMES, VARIANTS
-from .common import LICENSE, ParityFigures, classes_text, labels_line, probability_text, range_text, reference_lines
+from .common import (
+    LICENSE,
+    ParityFigures,
+    classes_text,
+    forward_text,
+    labels_line,
+    probability_text,
+    published_difference,
+    range_text,
+    reference_lines,
+)
 
 if TYPE_CHECKING:
     from ...registry import ModelEntry
@@ -33,6 +43,9 @@ NETWORK_ARCHITECTURE = "bit"
 #: Input range of the earlier published handles, by publisher: Google's BiT modules take
 #: [0, 1] (the TF Hub convention); the sayakpaul/bit-resnet collection takes [-1, 1].
 PUBLISHED_RANGES = {"google": "[0, 1]", "sayakpaul": "[-1, 1]"}
+#: Root max-pool padding of the earlier published handles, by publisher, where known: the
+#: sayakpaul/bit-resnet port (2022) pads with zeros for every file, as timm does (docs/family.md).
+PUBLISHED_POOL_PADDING = {"sayakpaul": "zero"}
 
 
 _META = re.compile(r"^<!--\s*([a-z-]+)\s*:\s*(.*?)\s*-->$")
@@ -55,10 +68,11 @@ def _check_variant(variant: str) -> None:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
 
 
-def published_line(handle: str) -> str:
+def published_line(handle: str, forward=None) -> str:
     rng = PUBLISHED_RANGES.get(handle.split("/", 1)[0])
     takes = f", which takes {rng} inputs" if rng else ""
-    return f"The same checkpoint was published earlier as [`{handle}`](https://tfhub.dev/{handle}){takes}."
+    line = f"The same checkpoint was published earlier as [`{handle}`](https://tfhub.dev/{handle}){takes}."
+    return line if forward is None else f"{line} {published_difference(handle, forward)}"
 
 
 def _header_lines(entry: ModelEntry, variant: str) -> list[str]:
@@ -166,6 +180,7 @@ def render_card(
     parity: ParityFigures | None,
     features: int,
     labels_embedded: bool = False,
+    forward=None,
 ) -> str:
     """The markdown card of one exported variant.
 
@@ -173,6 +188,7 @@ def render_card(
     says so instead of claiming equality. The usage examples load
     ``exports/<id>/<variant>``, the CLI's default path. ``labels_embedded``:
     the classifier carries its class names as ``assets/labels.txt``.
+    ``forward``: the convert.model.forward.ForwardPass the SavedModel computes.
     """
     _check_variant(variant)
     range_text(input_range)  # validates
@@ -209,9 +225,11 @@ def render_card(
         "",
     ]
     lines.append(_verification_text(parity))
+    if forward is not None:
+        lines += ["", forward_text(forward)]
     published = entry.hub.classification if classifier else entry.hub.feature_extraction
     if published:
-        lines += ["", published_line(published)]
+        lines += ["", published_line(published, forward)]
     lines += ["", *reference_lines(entry)]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,110 @@
+"""The root pool's padding is each entry's semantics, on every target: the other padding fails parity.
+
+For each code that defines a forward pass (a distill/ entry: big_vision, -inf; a BiT-M entry:
+big_transfer, zeros), every target writes the tiny layout twice, with the entry's padding and with
+the other one; reloaded from disk, the first passes parity against the entry's float64 reference
+and the second fails. Also: the -inf pad survives each converter as a pad value no real pixel can
+reach, so the max-pool cannot tell it from -inf.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import TINY
+from deploy_support import FAMILY_MODELS, load_with_reference, make_job, reports, write_and_check
+
+from convert.export import onnx, savedmodel, tflite
+from convert.export.keras import KerasTarget
+from convert.model.numerics import POOL_PAD_VALUES
+from convert.registry import load_registry
+
+PX = 48
+#: The Keras check on one backend here (each backend is a process); tests/export/test_authors_outputs.py runs all three.
+TARGETS = {
+    "savedmodel": savedmodel.TARGET,
+    "tflite": tflite.TARGET,
+    "onnx": onnx.TARGET,
+    "keras": KerasTarget(backends=("tensorflow",), parallel=1),
+}
+#: Float32's most negative finite value: the LiteRT converter writes -inf pad values as this.
+LOWEST = float(np.finfo(np.float32).min)
+
+
+@pytest.fixture(scope="module", params=list(FAMILY_MODELS.values()))
+def family(request, tiny_npz):
+    """(model id, checkpoint, images, the float64 reference of the entry's own forward pass)."""
+    return (request.param, *load_with_reference(tiny_npz, TINY, PX, model=request.param))
+
+
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_the_other_padding_fails_parity_for_this_entry(family, name, tmp_path):
+    model, ckpt, images, ref = family
+    forward = load_registry().get(model).forward()
+    target = TARGETS[name]
+    _, own = write_and_check(target, make_job(ckpt, tmp_path / "own", model=model), images)
+    other = make_job(ckpt, tmp_path / "other", {"pool_pad": forward.other_padding}, model=model)
+    _, wrong = write_and_check(target, other, images)
+    for variant, report in reports(ref, own).items():
+        assert report.passed, f"{model} {name} {variant}: {report.render()}"
+    for variant, report in reports(ref, wrong).items():
+        assert not report.passed, f"{model} {name} {variant} with {forward.other_padding} padding passed: {report.render()}"
+
+
+@pytest.fixture(scope="module")
+def distill_job(tiny_npz, tmp_path_factory):
+    ckpt, _, _ = load_with_reference(tiny_npz, TINY, PX)
+    return make_job(ckpt, tmp_path_factory.mktemp("neg_inf"), model=FAMILY_MODELS["big_vision"])
+
+
+def test_litert_keeps_a_pad_no_pixel_reaches(distill_job):
+    # The converter writes PADV2's -inf as float32's lowest finite value. A 3x3 window with stride 2 and
+    # pad 1 always holds a real pixel, which is >= that value, so max-pooling gives what -inf gives.
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    (artifact, _) = tflite.TARGET.write(distill_job)
+    model = flatbuffer_utils.read_model(str(distill_job.export_dir / artifact.path))
+    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = [
+        (
+            names[
+                max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)
+            ],
+            op,
+        )
+        for op in graph.operators
+    ]
+    padv2 = [op for kind, op in ops if kind == "PADV2"]
+    assert len(padv2) == 1, [kind for kind, _ in ops[:8]]
+    value = np.frombuffer(model.buffers[graph.tensors[padv2[0].inputs[2]].buffer].data, np.float32)
+    assert value.shape == (1,) and value[0] <= LOWEST
+    pooled = [kind for kind, op in ops if padv2[0].outputs[0] in op.inputs]
+    assert pooled == ["MAX_POOL_2D"]
+
+
+def test_onnx_keeps_minus_inf(distill_job):
+    import onnx as onnx_lib
+    from onnx import numpy_helper
+
+    (artifact, _) = onnx.TARGET.write(distill_job)
+    graph = onnx_lib.load(str(distill_job.export_dir / artifact.path)).graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    pads = [n for n in graph.node if n.op_type == "Pad" and len(n.input) > 2 and consts.get(n.input[2], np.zeros(1)).size == 1]
+    values = [float(consts[n.input[2]]) for n in pads if float(consts[n.input[2]]) != 0.0]
+    assert values == [POOL_PAD_VALUES["neg_inf"]]
+    (pad,) = [n for n in pads if float(consts[n.input[2]]) != 0.0]
+    assert [n.op_type for n in graph.node if pad.output[0] in n.input] == ["MaxPool"]
+
+
+def test_keras_stores_minus_inf(distill_job):
+    (artifact, _) = TARGETS["keras"].write(distill_job)
+    with zipfile.ZipFile(distill_job.export_dir / artifact.path) as zf:
+        config = json.loads(zf.read("config.json"))
+    layers = {layer["config"]["name"]: layer for layer in config["config"]["layers"]}
+    pad = layers["root_pool_pad"]
+    assert pad["class_name"] == "ConstantPadding2D" and pad["config"]["value"] == POOL_PAD_VALUES["neg_inf"]
