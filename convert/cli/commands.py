@@ -299,7 +299,7 @@ def predict_cmd(model_id, output_dir, top, as_json, images):
 
 
 #: Modules whose interpreter shutdown is slow: freeing traced graphs and the
-#: frameworks' static state took 2.1 s after an R152x2 export, 0.3 s with os._exit.
+#: frameworks' static state takes seconds that os._exit saves (docs/performance.md).
 cli.add_command(export_cmd)
 
 _SLOW_TO_UNLOAD = ("tensorflow", "jax")

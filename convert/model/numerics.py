@@ -5,8 +5,7 @@ nothing else hard-codes them, so a change here changes both sides and the
 parity check stays honest.
 
 Source for all of them: the BiT authors' JAX model (google-research/big_transfer,
-``bit_jax/models.py``) as summarised in shared/reference/bit-format.md,
-section "The forward pass".
+``bit_jax/models.py``; ``bit_tf2/models.py`` and ``bit_pytorch/models.py`` agree).
 """
 
 from __future__ import annotations

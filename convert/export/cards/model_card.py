@@ -7,7 +7,7 @@ example loads this variant's own directory, the input range and resolution
 are the ones the graph was built with, and parity is claimed only when it
 was measured. No TensorFlow needed: testable on its own.
 
-Defects of the published collection this avoids (collection-card.md):
+Defects of the published TF Hub collection (sayakpaul/bit-resnet) this avoids:
 feature extractors tagged ``image-classification``, wrong titles and
 resolutions, usage examples loading the other variant, mixed handle names.
 """
