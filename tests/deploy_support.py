@@ -1,30 +1,27 @@
-"""Shared parts of the LiteRT and ONNX target tests: jobs, references, mutations, the usage block."""
+"""Shared parts of the target tests: jobs over a (possibly mutated) TF graph, references, judging, card code.
+
+A target is driven here as the orchestrator drives it (write, check from disk,
+then the orchestrator's own judge), without the rest of an export, so that a
+mutated model can be written and shown to fail.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from mutations import Mutation, tf_build_options
 
 from convert.checkpoint import load_checkpoint
-from convert.export.target import VARIANT_STAGES, ExportJob
-from convert.model.mapping import mapping_rows
+from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
 from convert.model.tf_model import build_tf_model
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
 
 MODEL = "r50x1-160"
-#: Two same-shaped arrays of the tiny layout (swapped on the TF side: the classic mapping bug).
-SWAP = ("resnet/block2/unit01/b/group_norm/gamma", "resnet/block2/unit01/b/group_norm/beta")
-MUTATIONS = {
-    "swap-gn-gamma-beta": {"swap": SWAP},
-    "same-padding": {"strided_padding": "same"},
-    "neg-inf-pool": {"pool_pad": "neg_inf"},
-}
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -32,28 +29,17 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     return ((images + 1.0) / 2.0).astype(np.float32)
 
 
-def swapped_rows(arch, a: str, b: str):
-    rows = mapping_rows(arch)
-    by_key = {r.checkpoint_key: r for r in rows}
-    assert by_key[a].shape == by_key[b].shape
-    swap = {a: by_key[b].tf_variable, b: by_key[a].tf_variable}
-    return tuple(replace(r, tf_variable=swap.get(r.checkpoint_key, r.tf_variable)) for r in rows)
-
-
-def make_job(ckpt, export_dir: Path, mutation: dict | None = None, input_range: str = "unit", logs=None) -> ExportJob:
-    """An ExportJob over ``build_tf_model(ckpt)`` (mutated as asked: build options or swapped arrays)."""
-    knobs = dict(mutation or {})
-    swap = knobs.pop("swap", None)
-    if swap:
-        knobs["rows"] = swapped_rows(ckpt.architecture, *swap)
-    net = build_tf_model(ckpt, **knobs)
+def make_job(ckpt, export_dir: Path, mutation: Mutation | None = None, input_range: str = "unit", logs=None) -> ExportJob:
+    """An ExportJob over ``build_tf_model(ckpt)``, mutated as ``mutation`` says (None: the correct model)."""
+    net = build_tf_model(ckpt, **tf_build_options(ckpt.architecture, mutation))
     entry = load_registry().get(MODEL)
     log = logs.append if logs is not None else (lambda msg: None)
     export_dir.mkdir(parents=True, exist_ok=True)
     return ExportJob(MODEL, entry, ckpt.architecture, net, input_range, export_dir, log)
 
 
-def load_with_reference(path, arch, resolution: int, batch: int = 1):
+def load_with_reference(path, arch, resolution, batch: int = 1):
+    """The checkpoint, the parity images at ``resolution`` (int or (height, width)) and their float64 JAX reference."""
     ckpt = load_checkpoint(path, arch)
     images, names = make_inputs(resolution, batch)
     return ckpt, images, reference_outputs(ckpt, images, names, float32=False)
@@ -67,13 +53,36 @@ def write_and_check(target, job: ExportJob, images: np.ndarray):
 
 
 def reports(ref, runs):
+    """{variant: ParityReport} of one runtime's runs against the reference at each variant's stage."""
     return {run.artifact.variant: compare(ref, {VARIANT_STAGES[run.artifact.variant]: run.outputs}) for run in runs}
 
 
+def entries(manifest: dict, name: str) -> list[dict]:
+    """The manifest's entries of one target: ``{variant, path, card, sha256, facts, parity: {runtime: {report}}}``.
+
+    savedmodel's are read from its historical keys when it is not under "targets".
+    """
+    if name in manifest.get("targets", {}):
+        return manifest["targets"][name]
+    assert name == "savedmodel", sorted(manifest)
+    return [
+        {
+            "variant": v,
+            "path": manifest["variants"][v]["path"],
+            "card": manifest["variants"][v]["card"],
+            "sha256": manifest["variants"][v]["fingerprint"]["sha256"],
+            "facts": manifest["variants"][v],
+            "parity": {"tensorflow": {"report": manifest["parity"]["after_export"][v]}},
+        }
+        for v in VARIANTS
+    ]
+
+
 def usage_code(card: str) -> str:
+    """The card's Python blocks, joined in order (later blocks may use names of earlier ones)."""
     blocks = re.findall(r"```python\n(.*?)```", card, re.S)
-    assert len(blocks) == 1, card
-    return blocks[0]
+    assert blocks, card
+    return "\n".join(blocks)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import R50X1
+from mutations import by_name
 
 from convert.parity import STAGES, STRUCTURED
 from convert.synthetic import synthetic_arrays, write_npz_atomic, write_synthetic_checkpoint
@@ -60,7 +61,8 @@ def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeyp
 
     import convert.model.tf_model as tf_model
 
-    monkeypatch.setattr(tf_model, "build_tf_model", functools.partial(tf_model.build_tf_model, pool_pad="neg_inf"))
+    other_pool = by_name(R50X1, "other-pool-padding").knobs
+    monkeypatch.setattr(tf_model, "build_tf_model", functools.partial(tf_model.build_tf_model, **other_pool))
     res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--json", "--quiet")
     assert res.exit_code == 1
     doc = json.loads(res.stdout)  # the report still comes out, on stdout
