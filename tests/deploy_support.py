@@ -13,13 +13,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-from mutations import Mutation, tf_build_options
 
 from convert.checkpoint import load_checkpoint
 from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
 from convert.model.tf_model import build_tf_model
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
+from convert.testing.mutations import Mutation, tf_build_options
 
 MODEL = "r50x1-160"
 

@@ -32,13 +32,13 @@ import numpy as np
 import pytest
 from conftest import R50X1, TINY, TINY_LABELS, TINY_PX
 from deploy_support import MODEL, chdir, entries, load_with_reference, make_job, to_unit, usage_code
-from mutations import NAMES, by_name
 
 from convert.errors import ExportError, ParityError
 from convert.export import judge
 from convert.export.target import OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Run
 from convert.parity import make_inputs, reference_outputs
 from convert.registry import load_registry
+from convert.testing.mutations import NAMES, by_name
 
 #: A mutation must miss by at least this factor over the tolerance ("a wide margin"), as in tests/parity.
 MARGIN = 20

@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 from conftest import R50X1, R152X2, TINY
-from mutations import NAMES, Mutation, by_name, swapped_rows, tf_build_options
 
 from convert.checkpoint import Checkpoint, load_checkpoint
 from convert.model.architecture import Architecture
@@ -27,6 +26,7 @@ from convert.parity import (
     tolerance,
 )
 from convert.synthetic import synthetic_arrays
+from convert.testing.mutations import NAMES, Mutation, by_name, swapped_rows, tf_build_options
 
 #: A mutation must miss by at least this factor over the tolerance ("a wide margin").
 MARGIN = 20

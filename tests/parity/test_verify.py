@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import R50X1
-from mutations import by_name
 
 from convert.parity import STAGES, STRUCTURED
 from convert.synthetic import synthetic_arrays, write_npz_atomic, write_synthetic_checkpoint
+from convert.testing.mutations import by_name
 
 MODEL = "r50x1-160"
 #: Reduced resolution and batch shared with test_parity, so the JAX compilations are reused.
