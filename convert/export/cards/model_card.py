@@ -212,7 +212,7 @@ def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: st
         "model = tf_keras.Sequential([",
         f"    tf_keras.Input(({res}, {res}, 3)),",
         f'    hub.KerasLayer("{path}", trainable=True),',
-        *(["    tf_keras.layers.Dense(num_classes),"] if not classifier else []),
+        *(["    tf_keras.layers.Dense(5),  # 5 classes of your own"] if not classifier else []),
         "])",
         "```",
         "",
