@@ -69,9 +69,9 @@ def read_labels_file(path: str | os.PathLike, classes: int) -> tuple[str, ...]:
 def labels_policy():
     """How hard to try for a label file: two requests, then export without names.
 
-    The names are optional (an export proves the weights) and a few kB: with
-    the checkpoints' policy an unreachable bucket held an export for 24-27 s
-    of retries before the warning; with this one, about a second.
+    The names are optional (an export proves the weights) and a few kB: the
+    checkpoints' policy would hold an export for many seconds of retries on an
+    unreachable bucket before the warning (docs/performance.md).
     """
     from .fetch import RetryPolicy
 

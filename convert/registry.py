@@ -46,7 +46,7 @@ _REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dat
 #: ``labels`` is optional (absent = not published) so that registries written before it still load.
 _OPTIONAL = ("sha256", "hub", "collection", "labels", "multi_label", "resolution_note", "code")
 _HUB_KEYS = ("classification", "feature_extraction")
-#: Label files of the bucket a head may name (bit-format.md, "Labels").
+#: Label files of the bucket a head may name (the BiT bucket's lemma files, line i = class i).
 LABEL_FILES = {"ilsvrc2012_wordnet_lemmas.txt": 1000, "imagenet21k_wordnet_lemmas.txt": 21843}
 #: Fields of a family rule; the templates are formatted with {arch}, {Arch}, {run}, {task}, {classes}.
 _FAMILY_FIELDS = ("id", "source", "dataset", "description", "labels", "runs", "backbone_params", "tasks")

@@ -8,7 +8,8 @@ On synthetic official-layout weights (convert.synthetic, the given seed),
 prints per stage and per input image the worst relative L2 error of the
 float32 TF graph and of the float32 JAX run against the float64 JAX run, and,
 with --mutations, the same for each mutated TF graph (swapped same-shape
-arrays, SAME padding on strided convs, -inf max-pool padding). Output is a
+arrays, SAME padding on strided convs, the other max-pool padding:
+convert.testing.mutations). Output is a
 Markdown table on stdout.
 """
 
@@ -26,6 +27,8 @@ from convert.model.architecture import Architecture  # noqa: E402
 from convert.parity import STAGES, make_inputs, reference_outputs, tf_stage_function, tolerance  # noqa: E402
 from convert.parity.compare import _per_image_rel_l2  # noqa: E402
 from convert.synthetic import synthetic_arrays  # noqa: E402
+from convert.testing.mutations import Mutation, tf_build_options  # noqa: E402
+from convert.testing.mutations import mutations as shared_mutations  # noqa: E402
 
 ARCHS = {
     "r50x1": Architecture.from_depth(50, 1, 1000),
@@ -36,40 +39,17 @@ ARCHS = {
 }
 
 
-def swapped_rows(arch, a: str, b: str):
-    """The mapping with the TF targets of checkpoint keys ``a`` and ``b`` exchanged (same shape)."""
-    from dataclasses import replace
-
-    from convert.model.mapping import mapping_rows
-
-    rows = {r.checkpoint_key: r for r in mapping_rows(arch)}
-    assert rows[a].shape == rows[b].shape, (rows[a].shape, rows[b].shape)
-    out = []
-    for r in mapping_rows(arch):
-        if r.checkpoint_key == a:
-            r = replace(r, tf_variable=rows[b].tf_variable)
-        elif r.checkpoint_key == b:
-            r = replace(r, tf_variable=rows[a].tf_variable)
-        out.append(r)
-    return tuple(out)
-
-
-def mutations(arch):
+def mutations(arch) -> dict:
+    """label -> build_tf_model options: the shared mutations (convert.testing.mutations) and a swap deep in block4."""
     last = arch.units[3]
-    return {
-        "swap gn gamma/beta block1/unit01/a": dict(
-            rows=swapped_rows(arch, "resnet/block1/unit01/a/group_norm/gamma", "resnet/block1/unit01/a/group_norm/beta")
+    deep = Mutation(
+        f"swap block4 unit{last - 1:02d}/unit{last:02d} conv c",
+        swap=(
+            f"resnet/block4/unit{last - 1:02d}/c/standardized_conv2d/kernel",
+            f"resnet/block4/unit{last:02d}/c/standardized_conv2d/kernel",
         ),
-        f"swap block4 unit{last - 1:02d}/unit{last:02d} conv c": dict(
-            rows=swapped_rows(
-                arch,
-                f"resnet/block4/unit{last - 1:02d}/c/standardized_conv2d/kernel",
-                f"resnet/block4/unit{last:02d}/c/standardized_conv2d/kernel",
-            )
-        ),
-        "SAME padding on strided convs": dict(strided_padding="same"),
-        "-inf max-pool padding": dict(pool_pad="neg_inf"),
-    }
+    )
+    return {m.name: tf_build_options(arch, m) for m in [*shared_mutations(arch), deep]}
 
 
 def main() -> int:

@@ -61,6 +61,29 @@ def exported(tmp_path_factory, r50x1_npz):
     return out / "r50x1-160", result
 
 
+#: Every export format, and the class names the tiny classifier is exported with.
+ALL_FORMATS = ("savedmodel", "keras", "tflite", "onnx")
+TINY_LABELS = tuple(f"class {i}" for i in range(TINY.classes))
+#: The parity image size of the tiny exports: even, so that the SAME-padding mutation shifts the grid.
+TINY_PX = 48
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_npz, tmp_path_factory):
+    """The tiny layout exported once in every format through export_model, with labels and Kaggle metadata.
+
+    Published under ``<root>/exports/r50x1-160`` so that the cards' usage code
+    (which names ``exports/<id>/...``) runs from ``<root>``.
+    """
+    from convert.export import ExportOptions, export_model
+    from convert.registry import load_registry
+
+    out = tmp_path_factory.mktemp("every-format") / "exports"
+    entry = load_registry().get("r50x1-160")
+    options = ExportOptions(output_dir=out, formats=ALL_FORMATS, parity_resolution=TINY_PX, kaggle="someone/bit-tiny")
+    return export_model(entry, tiny_npz, options, arch=TINY, labels=TINY_LABELS)
+
+
 # --- the downloader tests: a test object served by a loopback mirror -------------------------
 # Each fetch test module defines its own ``bucket`` fixture (the directory served).
 

@@ -1,33 +1,35 @@
-"""Shared parts of the LiteRT and ONNX target tests: jobs, references, mutations, the usage block."""
+"""Shared parts of the target tests: jobs over a (possibly mutated) TF graph, references, judging, card code.
+
+A target is driven here as the orchestrator drives it (write, check from disk,
+then the orchestrator's own judge), without the rest of an export, so that a
+mutated model can be written and shown to fail.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from convert.checkpoint import load_checkpoint
-from convert.export.target import VARIANT_STAGES, ExportJob
-from convert.model.mapping import mapping_rows
+from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
 from convert.model.tf_model import build_tf_model
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
+from convert.testing.mutations import Mutation, tf_build_options
 
 MODEL = "r50x1-160"
 #: One entry per code that defines a forward pass: a distill/ student (big_vision: root max-pool padded
 #: with -inf) and a BiT-M fine-tune (big_transfer: zeros). The tests give them the tiny layout.
 FAMILY_MODELS = {"big_vision": "r50x1-160", "big_transfer": "bit-m-r50x1-ilsvrc2012"}
-#: Two same-shaped arrays of the tiny layout (swapped on the TF side: the classic mapping bug).
-SWAP = ("resnet/block2/unit01/b/group_norm/gamma", "resnet/block2/unit01/b/group_norm/beta")
-#: (The root pool's padding is no mutation but each entry's semantics: tests/export/test_forward_pass.py.)
-MUTATIONS = {
-    "swap-gn-gamma-beta": {"swap": SWAP},
-    "same-padding": {"strided_padding": "same"},
-}
+
+
+def pool_padding(model: str = MODEL) -> str:
+    """The root pool padding of ``model``'s forward pass (its registry entry's, the authors' code)."""
+    return load_registry().get(model).forward().root_pool_padding
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -35,35 +37,25 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     return ((images + 1.0) / 2.0).astype(np.float32)
 
 
-def swapped_rows(arch, a: str, b: str):
-    rows = mapping_rows(arch)
-    by_key = {r.checkpoint_key: r for r in rows}
-    assert by_key[a].shape == by_key[b].shape
-    swap = {a: by_key[b].tf_variable, b: by_key[a].tf_variable}
-    return tuple(replace(r, tf_variable=swap.get(r.checkpoint_key, r.tf_variable)) for r in rows)
-
-
 def make_job(
-    ckpt, export_dir: Path, mutation: dict | None = None, input_range: str = "unit", logs=None, model: str = MODEL
+    ckpt, export_dir: Path, mutation: Mutation | None = None, input_range: str = "unit", logs=None, model: str = MODEL
 ) -> ExportJob:
-    """An ExportJob of ``model`` over ``build_tf_model(ckpt)`` with the entry's forward pass (mutated as asked:
-    build options, ``pool_pad`` included, or swapped arrays)."""
+    """An ExportJob of ``model`` over ``build_tf_model(ckpt)`` with the entry's forward pass, mutated as
+    ``mutation`` says (None: the correct model; its knobs override the entry's root pool padding)."""
     entry = load_registry().get(model)
-    knobs = {"pool_pad": entry.forward().root_pool_padding, **(mutation or {})}
-    swap = knobs.pop("swap", None)
-    if swap:
-        knobs["rows"] = swapped_rows(ckpt.architecture, *swap)
+    knobs = {"pool_pad": entry.forward().root_pool_padding, **tf_build_options(ckpt.architecture, mutation)}
     net = build_tf_model(ckpt, **knobs)
     log = logs.append if logs is not None else (lambda msg: None)
     export_dir.mkdir(parents=True, exist_ok=True)
     return ExportJob(model, entry, ckpt.architecture, net, input_range, export_dir, log, forward=entry.forward())
 
 
-def load_with_reference(path, arch, resolution: int, batch: int = 1, model: str = MODEL):
-    """The checkpoint, the parity images, and the float64 reference of ``model``'s forward pass on them."""
+def load_with_reference(path, arch, resolution, batch: int = 1, model: str = MODEL):
+    """The checkpoint, the parity images at ``resolution`` (int or (height, width)) and the float64
+    reference of ``model``'s forward pass on them."""
     ckpt = load_checkpoint(path, arch)
     images, names = make_inputs(resolution, batch)
-    padding = load_registry().get(model).root_pool_padding
+    padding = pool_padding(model)
     return ckpt, images, reference_outputs(ckpt, images, names, float32=False, pool_padding=padding)
 
 
@@ -75,13 +67,36 @@ def write_and_check(target, job: ExportJob, images: np.ndarray):
 
 
 def reports(ref, runs):
+    """{variant: ParityReport} of one runtime's runs against the reference at each variant's stage."""
     return {run.artifact.variant: compare(ref, {VARIANT_STAGES[run.artifact.variant]: run.outputs}) for run in runs}
 
 
+def entries(manifest: dict, name: str) -> list[dict]:
+    """The manifest's entries of one target: ``{variant, path, card, sha256, facts, parity: {runtime: {report}}}``.
+
+    savedmodel's are read from its historical keys when it is not under "targets".
+    """
+    if name in manifest.get("targets", {}):
+        return manifest["targets"][name]
+    assert name == "savedmodel", sorted(manifest)
+    return [
+        {
+            "variant": v,
+            "path": manifest["variants"][v]["path"],
+            "card": manifest["variants"][v]["card"],
+            "sha256": manifest["variants"][v]["fingerprint"]["sha256"],
+            "facts": manifest["variants"][v],
+            "parity": {"tensorflow": {"report": manifest["parity"]["after_export"][v]}},
+        }
+        for v in VARIANTS
+    ]
+
+
 def usage_code(card: str) -> str:
+    """The card's Python blocks, joined in order (later blocks may use names of earlier ones)."""
     blocks = re.findall(r"```python\n(.*?)```", card, re.S)
-    assert len(blocks) == 1, card
-    return blocks[0]
+    assert blocks, card
+    return "\n".join(blocks)
 
 
 @contextlib.contextmanager

@@ -50,7 +50,7 @@ def test_collection_entries_match_the_reference_table():
         assert (e.source, e.depth, e.width, e.resolution, e.classes) == (source, depth, width, res, 1000)
         assert e.hub.classification and e.hub.feature_extraction
         assert e.hub.classification != e.hub.feature_extraction
-    # bit-format.md: the R50x1 classifiers were published as distill_bit_resnet50x1_*, the extractors as distill_bit_r50x1_*.
+    # The R50x1 classifiers were published on TF Hub as distill_bit_resnet50x1_*, the extractors as distill_bit_r50x1_*.
     for res in (224, 160):
         hub = by_id[f"r50x1-{res}"].hub
         assert hub.classification == f"sayakpaul/distill_bit_resnet50x1_{res}_classification/1"
@@ -141,13 +141,13 @@ def test_unknown_top_level_key_is_refused(tmp_path):
         parse_registry(_one_entry() + "extra: 1\n", tmp_path / "r.yaml")
 
 
-# -- the whole family (bit-format.md, "The whole public family") ---------------------------------
+# -- the whole family (google-research/big_transfer README and model lists) ----------------------
 
 ARCHS = ("r50x1", "r50x3", "r101x1", "r101x3", "r152x2", "r152x4")
 #: Google published BiT-S and BiT-M for five architectures; R152x2 was not among them.
 GOOGLE_ARCHS = ("r50x1", "r50x3", "r101x1", "r101x3", "r152x4")
 VTAB_ARCHS = ("R50x1", "R101x1", "R50x3", "R101x3", "R152x4")
-#: VTAB-1k task slugs and head sizes, as bit-format.md gives them.
+#: VTAB-1k task slugs (the file names of the authors' README) and head sizes.
 VTAB_TASKS = {
     "caltech101": 102, "cifar100": 100, "dtd": 47, "oxford_flowers102": 102, "oxford_iiit_pet": 37,
     "sun397": 397, "svhn": 10, "patch_camelyon": 2, "eurosat": 10, "resisc45": 45,

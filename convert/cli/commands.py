@@ -357,11 +357,11 @@ def predict_cmd(model_id, output_dir, fmt, top, as_json, images):
         click.echo(render_text(results, export.multi_label))
 
 
-#: Modules whose interpreter shutdown is slow: freeing traced graphs and the
-#: frameworks' static state took 2.1 s after an R152x2 export, 0.3 s with os._exit.
 cli.add_command(export_cmd)
 
-_SLOW_TO_UNLOAD = ("tensorflow", "jax")
+#: Modules whose interpreter shutdown is slow: freeing traced graphs and the
+#: frameworks' static state takes seconds that os._exit saves (docs/performance.md).
+SLOW_TO_UNLOAD = ("tensorflow", "jax")
 
 
 def exit_status(code) -> int:
@@ -374,10 +374,10 @@ def exit_status(code) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, slow_to_unload: tuple[str, ...] = SLOW_TO_UNLOAD) -> None:
     """Console-script entry point.
 
-    After a command that loaded TensorFlow or JAX, the process leaves with
+    After a command that loaded one of ``slow_to_unload``, the process leaves with
     ``os._exit`` once stdout and stderr are flushed, skipping the interpreter's
     slow teardown. Nothing of ours depends on it: every file is written,
     fsynced and closed, the JAX worker is waited for and temporary directories
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="bitconvert")
     except SystemExit as exc:
         status = exit_status(exc.code)
-        if not any(name in sys.modules for name in _SLOW_TO_UNLOAD):
+        if not any(name in sys.modules for name in slow_to_unload):
             raise SystemExit(status) from None
         for stream in (sys.stdout, sys.stderr):
             try:

@@ -7,8 +7,8 @@ neither a file name nor a timestamp. Only the members TF Hub hosting accepts
 are stored (``saved_model.pb``, ``variables/``, ``assets/``, ...); anything
 else in the directory is an error rather than silently shipped or dropped.
 
-``fingerprint.pb`` is left out: it holds a random UUID (by design,
-see savedmodel-facts.md), so including it would make two exports of the same
+``fingerprint.pb`` is left out: it holds a random UUID (by design: TF's
+SavedModel fingerprinting, ``tf.saved_model.experimental.read_fingerprint``), so including it would make two exports of the same
 weights give different archives. TensorFlow loads a SavedModel without it.
 """
 

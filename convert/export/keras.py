@@ -60,18 +60,16 @@ SUBDIR = "keras"
 CHILD_NICENESS = 10
 #: Memory of one checking process: a fixed part (Python, keras, the backend), this many
 #: bytes per byte of weights (the loaded model and the backend's working copies), and the
-#: layer outputs of the images of one call (convert.model.keras_model.layer_output_elements).
-#: Measured peak RSS, R50x1 (0.1 GB of weights), both models, 6 images at 160 a call
-#: (79 MB of layer outputs each): jax 0.93 GB, tensorflow 1.47 GB, torch 1.60 GB; torch
-#: alone holds 0.83 GB after its imports (it loads its CUDA libraries even on CPU).
+#: layer outputs of the images of one call (convert.model.keras_model.layer_output_elements);
+#: fitted to the measured peaks of each backend (docs/performance.md).
 CHILD_FIXED_BYTES = 0.9e9
 CHILD_BYTES_PER_WEIGHT_BYTE = 2.5
 #: What the layer outputs of one call may take: R50x1 runs its 6 parity images at 224 in
 #: one call, R152x2 (0.66 GB an image at 224) one at a time.
 CALL_ACTIVATION_BUDGET = 1.0e9
-#: What the checking processes may hold together (and never more than MemAvailable): a
-#: quarter of the 24 GB of the project's machines. R50x1: all three backends at once;
-#: R152x2: one at a time (3.9 GB estimated, 2.9 GB measured for torch).
+#: What the checking processes may hold together (and never more than the available
+#: memory the plan is given): R50x1 checks all three backends at once, R152x2 one at a
+#: time (docs/performance.md).
 CHILDREN_MEMORY_BUDGET = 6.0e9
 
 
@@ -117,8 +115,8 @@ class BackendRuns:
 
         self.backends, self.paths, self.parallel = tuple(backends), [], max(1, min(parallel, len(backends)))
         # Threads per process, so that the processes running at once do not oversubscribe
-        # the CPUs: torch's OpenMP threads spin while they wait, and with two 2-thread
-        # processes on 2 busy cores R50x1 at 224 ran 10x slower (0.73 s -> 8-11 s).
+        # the CPUs: torch's OpenMP threads spin while they wait, which slowed two
+        # 2-thread processes on 2 busy cores tenfold (docs/performance.md).
         self.threads = threads or max(1, usable_cpus() // self.parallel)
         # Locked while this process lives: one left by a killed process is removed by the next.
         remove_unlocked_dirs(tempfile.gettempdir(), SCRATCH_PREFIX)
@@ -340,17 +338,17 @@ class KerasTarget(ExportTarget):
             raise KerasBackendError(f"no Keras backend to check the export on is installed ({hints})")
         return chosen
 
-    def plan(self, arch, images: np.ndarray, backends: int) -> CheckPlan:
+    def plan(self, arch, images: np.ndarray, backends: int, available_memory: int | None) -> CheckPlan:
         """How to check ``arch`` on ``images`` with ``backends`` processes in all.
 
         The batch is the largest divisor of the image count whose layer outputs
         fit CALL_ACTIVATION_BUDGET (equal calls: one jit compilation on JAX);
-        the processes at once are bounded by the backends, the CPUs and the
-        memory each needs with that batch.
+        the processes at once are bounded by the backends and by the memory each
+        needs with that batch, within CHILDREN_MEMORY_BUDGET and
+        ``available_memory`` (bytes; None when unknown: the budget alone).
         """
         from ..model.architecture import parameter_count
         from ..model.keras_model import layer_output_elements
-        from ..resources import available_memory
 
         n, (height, width) = len(images), images.shape[1:3]
         per_image = 4 * layer_output_elements(arch, height, width)
@@ -360,13 +358,15 @@ class KerasTarget(ExportTarget):
         if self.parallel is not None:
             return CheckPlan(batch, max(1, self.parallel), collect)
         per_child = CHILD_FIXED_BYTES + CHILD_BYTES_PER_WEIGHT_BYTE * weight_bytes + batch * per_image
-        budget = min(CHILDREN_MEMORY_BUDGET, available_memory() or CHILDREN_MEMORY_BUDGET)
+        budget = min(CHILDREN_MEMORY_BUDGET, available_memory or CHILDREN_MEMORY_BUDGET)
         return CheckPlan(batch, max(1, min(backends, int(budget // per_child))), collect)
 
     def prepare(self, job: ExportJob, images: np.ndarray) -> Prepared:
         """Start the checking processes before the models are written: they import keras and their backend meanwhile."""
+        from ..resources import available_memory
+
         backends = self.available(job.log)
-        plan = self.plan(job.arch, images, len(backends))
+        plan = self.plan(job.arch, images, len(backends), available_memory())
         return Prepared(BackendRuns(backends, parallel=plan.parallel, python=self.python).start(), plan)
 
     def check(

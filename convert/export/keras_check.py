@@ -108,7 +108,7 @@ def _predict(keras, model, images, batch: int):
     How each backend is called, both ways a user runs a Keras model:
 
     - tensorflow: ``model(x, training=False)``, eagerly; ``predict_on_batch``
-      would first trace a ``tf.function`` (about 1 s per model for R50x1);
+      would first trace a ``tf.function`` (docs/performance.md);
     - jax: ``predict_on_batch``, one jit-compiled call; eagerly, JAX compiles
       every operation of every new shape on its own, which is slower;
     - torch: ``predict_on_batch``, eager and without autograd's records.

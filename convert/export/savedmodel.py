@@ -43,8 +43,9 @@ def variant_variables(net, variant: str) -> list:
 def build_exportable(net, variant: str, input_range: str):
     """The SavedModel root of one variant: a ``tf.train.Checkpoint`` with the Reusable SavedModel API.
 
-    A plain ``tf.Module`` root reloads without ``variables`` (savedmodel-facts.md),
-    hence the Checkpoint subclass. ``__call__`` takes float32
+    A plain ``tf.Module`` root reloads without ``variables`` and
+    ``trainable_variables`` (and its ``variables`` property cannot be assigned),
+    hence the Checkpoint subclass, as TF's jax2tf examples export theirs. ``__call__`` takes float32
     ``[batch, height, width, 3]`` in ``input_range`` and returns a tensor; the
     ``serving_default`` signature (``root.serving_default``) takes ``images``
     and returns ``{"logits": ...}`` or ``{"feature_vector": ...}``.

@@ -1,18 +1,18 @@
 """The exported ``__call__``: XLA-compiled for inference, the plain graph for training.
 
-Why (figures in docs/inference.md): TensorFlow's graph executor runs BiT
-ResNetV2 at about 0.6-0.9x the speed of timm's PyTorch model on a CPU; the
+Why (figures in docs/inference.md and docs/performance.md): TensorFlow's graph
+executor runs BiT ResNetV2 slower than timm's PyTorch model on a CPU; the
 same graph compiled by XLA (``jit_compile=True``) fuses weight
 standardisation, group norm and the activations into the convolutions'
-neighbours and runs at about 1.1-1.4x timm's speed. The attribute that asks for
+neighbours and runs faster than timm. The attribute that asks for
 compilation (``_XlaMustCompile`` on the function) is saved in the SavedModel,
 so every loader (``tf.saved_model.load``, ``hub.KerasLayer``, Keras 3's
 ``TFSMLayer``, ``saved_model_cli run``, TF Serving) compiles it; XLA compiles
-once per input shape (R50x1 at 224: about 2 s).
+once per input shape.
 
 Fine-tuning is another matter: the gradient of a compiled function is
-compiled too, for each shape, and that took 40 s more than the plain graph
-before an R50x1 ``hub.KerasLayer`` took its first step. So ``__call__`` takes
+compiled too, for each shape, which delays a ``hub.KerasLayer``'s first
+training step by far more than the plain graph does. So ``__call__`` takes
 the Reusable SavedModel API's optional ``training`` argument:
 ``training=False`` (the default, and what ``serving_default`` uses) runs the
 compiled graph, ``training=True`` (what ``hub.KerasLayer(trainable=True)``

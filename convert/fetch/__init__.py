@@ -5,8 +5,8 @@ The cache mirrors the bucket: ``<cache>/<object>`` for ``<base URL>/<object>``
 unverified ever reaches the final path: a complete ``.part`` is renamed to a
 process-unique temporary name, its hashes (computed while the bytes streamed
 in, see :mod:`.transfer` for which) are checked, it is fsynced and renamed
-over the final path. An older good file stays until then. Facts behind each
-rule are in shared/reference/download-facts.md.
+over the final path. An older good file stays until then. The rules and the
+faults they answer: docs/fetch.md.
 
 The package: ``http`` (what the server says), ``sink`` (hashing, writing,
 flushing), ``transfer`` (attempts and retries), ``cache`` (records, lock,

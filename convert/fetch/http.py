@@ -1,6 +1,7 @@
 """What the server says: status, headers, the object's identity and hashes, the socket after the body.
 
-Facts behind each rule: shared/reference/download-facts.md.
+Facts behind each rule: Google Cloud Storage's XML API documentation (``x-goog-hash``,
+``x-goog-stored-content-length``, ``ETag``, ``If-Match``, ``Range``); docs/fetch.md.
 """
 
 from __future__ import annotations

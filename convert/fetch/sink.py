@@ -120,7 +120,7 @@ class Hashes:
 def _crc32c():
     import google_crc32c
 
-    if google_crc32c.implementation != "c":  # the pure-Python fallback runs at ~8 MB/s
+    if google_crc32c.implementation != "c":  # the pure-Python fallback is hundreds of times slower (docs/performance.md)
         print("bitconvert: warning: google-crc32c has no C extension here; verification will be slow", file=sys.stderr)
     return google_crc32c.Checksum()
 

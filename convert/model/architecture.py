@@ -3,7 +3,8 @@
 Everything that says which arrays a checkpoint holds and how big they are is
 derived here from (units per block, width factor, classes), the single source
 for the registry check, the strict reader, the synthetic writer and the name
-mapping. Source: shared/reference/bit-format.md, "Array names and shapes".
+mapping. Source: the authors' release (google-research/big_transfer, whose
+``bit_jax``, ``bit_tf2`` and ``bit_pytorch`` loaders read these keys).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """The reference: BiT ResNetV2 in Flax (linen), as the authors' JAX model computes it.
 
-Faithful to google-research/big_transfer ``bit_jax/models.py`` as summarised in
-shared/reference/bit-format.md: weight-standardised convolutions (eps
+Faithful to google-research/big_transfer ``bit_jax/models.py``: weight-standardised convolutions (eps
 ``WS_EPS``), ``flax.linen.GroupNorm`` (``GN_GROUPS`` groups, eps ``GN_EPS``,
 Flax's own statistics, two-pass variance), explicit symmetric zero padding with VALID
 convolutions, a root max-pool padded as the checkpoint's code pads it
@@ -96,8 +95,8 @@ def group_norm(name: str) -> nn.GroupNorm:
     """Flax's GroupNorm with the two-pass variance E[(x - E[x])^2], as big_vision uses for these weights.
 
     The default one-pass E[x^2] - E[x]^2 cancels catastrophically in float32
-    where a group's mean dwarfs its spread (flat images): 6x the float32 error
-    at block4 (docs/calibration.md). The float64 verdict is unaffected.
+    where a group's mean dwarfs its spread (flat images), which multiplies the
+    float32 error at block4 (docs/calibration.md). The float64 verdict is unaffected.
     """
     return nn.GroupNorm(num_groups=GN_GROUPS, epsilon=GN_EPS, name=name, use_fast_variance=False)
 

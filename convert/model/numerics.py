@@ -5,9 +5,8 @@ nothing else hard-codes them, so a change here changes both sides and the
 parity check stays honest.
 
 Source for all of them: the BiT authors' JAX model (google-research/big_transfer,
-``bit_jax/models.py``) as summarised in shared/reference/bit-format.md,
-section "The forward pass"; the one rule on which the authors' two codebases
-differ, the root max-pool's padding, is below with both sources.
+``bit_jax/models.py``; ``bit_tf2/models.py`` and ``bit_pytorch/models.py`` agree); the one rule on
+which the authors' two codebases differ, the root max-pool's padding, is below with both sources.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ tf.train.Checkpoint key variables by object path, not by ``.name``.
 Shapes: everything spatial and the batch are dynamic (``tf.shape``), so the
 methods trace once with ``TensorSpec([None, None, None, 3], tf.float32)``.
 There is no tensor-dependent Python control flow, so ``autograph=False`` is
-safe and traces faster (R50x1: 2.3 s instead of 3.4 s here).
+safe and traces faster (docs/performance.md).
 
 ``pool_pad`` is the root max-pool's padding, the checkpoint's own
 (``numerics.POOL_PADS``: ``"zero"`` for the big_transfer files, ``"neg_inf"``
@@ -85,9 +85,8 @@ def standardize_kernel(k, after=None):
     mean = _mean_in_steps(k, WS_AXES)
     if after is not None:
         # A data dependency, for XLA: it ignores control dependencies and, left to
-        # itself, computes standardised kernels early and holds them (R152x2, batch
-        # 6 at 224: +0.59 GB RSS; with this, +0.12 GB; same run time). Adds exactly
-        # zero for finite inputs, and nothing to any gradient.
+        # itself, computes standardised kernels early and holds them (docs/performance.md).
+        # Adds exactly zero for finite inputs, and nothing to any gradient.
         mean += tf.stop_gradient(0.0 * tf.reduce_sum(after[:1, :1, :1, :1]))
     k = k - mean
     return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + WS_EPS)
@@ -146,8 +145,8 @@ class BiTResNetV2(tf.Module):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
         # Standardise the kernel only once the conv's input exists. A standardised
         # kernel depends on its variable alone, so the executor otherwise computes
-        # them all at the start and holds them: a second copy of the weights (R152x2
-        # at 224 px: 2.83 GB after a run instead of 2.08 GB). Same values either way.
+        # them all at the start and holds them: a second copy of the weights
+        # (docs/performance.md). Same values either way.
         # The control dependency binds TF's executor; `after` binds XLA.
         with tf.control_dependencies([x]):
             w = self._std_kernel(key, after=x)

@@ -1,7 +1,7 @@
 """A small GCS-like static file server on loopback, for tests, the demo and benchmarks.
 
 It serves a directory the way ``storage.googleapis.com/<bucket>/<object>``
-serves objects (the facts are in shared/reference/download-facts.md): GET and
+serves objects (Google Cloud Storage's XML API, docs/fetch.md): GET and
 HEAD, ``Range: bytes=N-`` (206 with Content-Range; 416 past the end), an
 ``ETag`` (the md5 hex), ``x-goog-hash`` as two header lines (crc32c and md5,
 base64), ``x-goog-stored-content-length``, ``x-goog-generation`` and

@@ -205,10 +205,10 @@ def test_main_exit_status_and_output(heavy, monkeypatch, capsys):
         raise _Left(status)
 
     monkeypatch.setattr(cli_mod.os, "_exit", fake_exit)
-    monkeypatch.setattr(cli_mod, "_SLOW_TO_UNLOAD", ("json",) if heavy else ("no-such-module",))
+    slow = ("json",) if heavy else ("no-such-module",)
     for argv, status in ((["list", "--collection"], 0), (["verify", "--model", "r50x1-1600"], 2)):
         with pytest.raises(_Left if heavy else SystemExit) as caught:
-            cli_mod.main(argv)
+            cli_mod.main(argv, slow_to_unload=slow)
         assert (caught.value.args[0] if heavy else caught.value.code) == status
     out, err = capsys.readouterr()
     assert "r152x2-384" in out and "did you mean r50x1-160" in err

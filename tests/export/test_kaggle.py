@@ -36,7 +36,7 @@ ARTIFACTS = [
     Artifact("tflite", "classification", "tflite/classification.tflite"),
     Artifact("onnx", "feature_extraction", "onnx/feature_extraction.onnx"),
 ]
-#: The fields of each file, as targets-facts.md lists them for the kaggle CLI.
+#: The fields of each file the kaggle CLI reads (Kaggle/kaggle-api: `kaggle models init`, `kaggle models instances init`).
 MODEL_FIELDS = {"ownerSlug", "title", "slug", "subtitle", "isPrivate", "description", "provenanceSources", "licenseName"}
 INSTANCE_FIELDS = {
     "ownerSlug", "modelSlug", "instanceSlug", "framework", "overview", "usage", "licenseName",

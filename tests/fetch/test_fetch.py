@@ -1,4 +1,4 @@
-"""`bitconvert fetch` against a loopback mirror: the fault matrix of download-facts.md, row by row.
+"""`bitconvert fetch` against a loopback mirror: the fault matrix of docs/fetch.md, row by row.
 
 Every test runs against convert.testing.mirror on 127.0.0.1 with a 1 MiB object,
 small timeouts and an injected sleep, and checks the pass rule: the final

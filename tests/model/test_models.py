@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,6 +17,9 @@ from convert.model.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERN
 from convert.model.tf_model import BiTResNetV2, build_tf_model
 from convert.parity import STAGES, make_inputs
 from convert.synthetic import synthetic_arrays
+
+#: The event JAX records for each XLA compilation (jax.monitoring).
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 SPEC = [tf.TensorSpec([None, None, None, 3], tf.float32)]
 
@@ -154,16 +159,38 @@ def test_tf_matches_flax_on_a_small_layout(tiny_ckpt, tiny_fn, size):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3 * np.abs(b).max(), err_msg=stage)
 
 
+@contextlib.contextmanager
+def compilations():
+    """The XLA compilations JAX reports (jax.monitoring) while the block runs."""
+    import jax
+
+    seen: list[str] = []
+
+    def listener(event, _secs, **_kw):
+        if event == COMPILE_EVENT:
+            seen.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def test_jax_compiles_once_per_input_shape(tiny_ckpt):
     arch = Architecture((1, 1, 1, 1), 1, 7)  # a fresh jit cache
     arrays = synthetic_arrays(arch, 0)
     apply = make_apply(arch)
     params = flax_params(arrays, arch)
-    for seed in range(3):
-        apply(params, make_inputs(40, 1, seed)[0])
-    assert apply._cache_size() == 1
-    apply(params, make_inputs((40, 41), 1)[0])
-    assert apply._cache_size() == 2
+    inputs = [make_inputs(40, 1, seed)[0] for seed in range(3)]
+    with compilations() as first:
+        apply(params, inputs[0])
+    with compilations() as same_shape:
+        for x in inputs[1:]:
+            apply(params, x)
+    with compilations() as new_shape:
+        apply(params, make_inputs((40, 41), 1)[0])
+    assert len(first) == 1 and not same_shape and len(new_shape) == 1
 
 
 def test_unitwise_reference_is_the_whole_model_module_by_module():
@@ -173,14 +200,18 @@ def test_unitwise_reference_is_the_whole_model_module_by_module():
     x, _ = make_inputs((37, 45), 2)
     whole = make_apply(arch)(params, x)
     unitwise = make_unitwise_apply(arch)
-    staged = unitwise(params, x)
+    with compilations() as first:
+        staged = unitwise(params, x)
     assert list(staged) == list(STAGES)
     for stage in STAGES:
         np.testing.assert_array_equal(np.asarray(staged[stage]), np.asarray(whole[stage]), err_msg=stage)
-    unitwise(params, make_inputs((37, 45), 2, seed=1)[0])  # same shape: no new compilation
-    assert all(f._cache_size() <= 1 for f in unitwise.jitted)
-    unitwise(params, make_inputs(40, 2)[0])  # a new shape: at most one more per module
-    assert all(f._cache_size() <= 2 for f in unitwise.jitted)
+    with compilations() as same_shape:
+        unitwise(params, make_inputs((37, 45), 2, seed=1)[0])
+    with compilations() as new_shape:
+        unitwise(params, make_inputs(40, 2)[0])
+    # Repeated units share one compilation; a new shape compiles each module at most once more.
+    assert 0 < len(first) <= len(unitwise.jitted) and not same_shape
+    assert 0 < len(new_shape) <= len(unitwise.jitted)
 
 
 def test_checkpoint_roundtrip_keeps_slash_names(tiny_ckpt, tmp_path):

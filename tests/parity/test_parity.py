@@ -7,7 +7,6 @@ docs/calibration.md and come from scripts/calibrate_parity.py.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from conftest import R50X1, R152X2, TINY
 
 from convert.checkpoint import Checkpoint, load_checkpoint
 from convert.model.architecture import Architecture
-from convert.model.mapping import mapping_rows
 from convert.model.tf_model import build_tf_model
 from convert.parity import (
     STAGES,
@@ -28,18 +26,10 @@ from convert.parity import (
     tolerance,
 )
 from convert.synthetic import synthetic_arrays
+from convert.testing.mutations import NAMES, Mutation, by_name, swapped_rows, tf_build_options
 
 #: A mutation must miss by at least this factor over the tolerance ("a wide margin").
 MARGIN = 20
-
-
-def swapped(arch, a: str, b: str):
-    """The mapping with the TF variables of two same-shaped checkpoint arrays exchanged."""
-    rows = mapping_rows(arch)
-    by_key = {r.checkpoint_key: r for r in rows}
-    assert by_key[a].shape == by_key[b].shape
-    swap = {a: by_key[b].tf_variable, b: by_key[a].tf_variable}
-    return tuple(replace(r, tf_variable=swap.get(r.checkpoint_key, r.tf_variable)) for r in rows)
 
 
 def tf_stages(ckpt, images, **knobs) -> dict[str, np.ndarray]:
@@ -108,35 +98,25 @@ def test_r50x1_parity(r50, r50_tf):
     assert all(v.dtype == np.float32 for v in ref.f32.values())
 
 
-@pytest.mark.parametrize(
-    "mutation",
-    [
-        dict(rows="gn"),
-        dict(rows="deep"),
-        dict(strided_padding="same"),
-        dict(pool_pad="neg_inf"),
-    ],
-    # The last: the root pool padded with -inf against a big_transfer (zero-padded) reference; both
-    # directions, on every target: tests/export/test_forward_pass.py.
-    ids=["swap-gn-gamma-beta", "swap-block4-kernels", "same-padding", "other-pool-padding"],
+#: Beyond the shared mutations: two same-shaped kernels deep in block4 swapped.
+DEEP_SWAP = Mutation(
+    "swapped-block4-kernels",
+    swap=("resnet/block4/unit02/b/standardized_conv2d/kernel", "resnet/block4/unit03/b/standardized_conv2d/kernel"),
 )
+
+
+@pytest.mark.parametrize("mutation", [*NAMES, DEEP_SWAP.name])
 def test_r50x1_mutations_fail_by_a_wide_margin(r50, mutation):
     ckpt, images, ref = r50
-    knobs = dict(mutation)
-    if knobs.get("rows") == "gn":
-        knobs["rows"] = swapped(R50X1, "resnet/block2/unit03/b/group_norm/gamma", "resnet/block2/unit03/b/group_norm/beta")
-    elif knobs.get("rows") == "deep":
-        knobs["rows"] = swapped(
-            R50X1, "resnet/block4/unit02/b/standardized_conv2d/kernel", "resnet/block4/unit03/b/standardized_conv2d/kernel"
-        )
-    report = compare(ref, tf_stages(ckpt, images, **knobs))
+    m = DEEP_SWAP if mutation == DEEP_SWAP.name else by_name(R50X1, mutation)
+    report = compare(ref, tf_stages(ckpt, images, **tf_build_options(R50X1, m)))
     assert not report.passed
     assert "logits" in report.failed_stages and "pre_logits" in report.failed_stages
     worst = max(s.tf_rel_l2_f64 for s in report.stages.values())
     assert worst > MARGIN * report.tolerance, report.render()
     assert report.stages["logits"].tf_rel_l2_f64 > MARGIN * report.tolerance, report.render()
-    if mutation.get("pool_pad") == "neg_inf":
-        # Random images alone barely show a -inf pool pad; the flat, gradient and
+    if "pool_pad" in m.knobs:
+        # Random images alone barely show the other pool padding; the flat, gradient and
         # checkerboard images, whose border windows are all-negative, expose it.
         assert report.stages["stem"].worst_input in STRUCTURED
 
@@ -240,6 +220,6 @@ def test_r152x2_swapped_mapping_fails(r152):
     """Two same-shaped kernels deep in block3 (units 35 and 36 of 36) swapped on the TF side."""
     ckpt, images, ref = r152
     a = "resnet/block3/unit35/a/standardized_conv2d/kernel"
-    report = compare(ref, tf_stages(ckpt, images, rows=swapped(R152X2, a, a.replace("unit35", "unit36"))))
+    report = compare(ref, tf_stages(ckpt, images, rows=swapped_rows(R152X2, a, a.replace("unit35", "unit36"))))
     assert not report.passed
     assert report.stages["logits"].tf_rel_l2_f64 > MARGIN * report.tolerance, report.render()

@@ -1,4 +1,4 @@
-"""The loopback mirror answers like GCS's XML API (download-facts.md) and injects faults on request."""
+"""The loopback mirror answers like GCS's XML API (docs/fetch.md) and injects faults on request."""
 
 from __future__ import annotations
 

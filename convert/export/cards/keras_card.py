@@ -1,7 +1,7 @@
 """The Markdown card of one Keras export artifact (pure text, no keras import).
 
 The usage blocks are meant to run exactly as written from the directory the
-export was written under (tests/test_keras_export.py runs them).
+export was written under (tests/export/test_contract.py and test_keras_export.py run them).
 """
 
 from __future__ import annotations

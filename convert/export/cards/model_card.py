@@ -7,7 +7,7 @@ example loads this variant's own directory, the input range and resolution
 are the ones the graph was built with, and parity is claimed only when it
 was measured. No TensorFlow needed: testable on its own.
 
-Defects of the published collection this avoids (collection-card.md):
+Defects of the published TF Hub collection (sayakpaul/bit-resnet) this avoids:
 feature extractors tagged ``image-classification``, wrong titles and
 resolutions, usage examples loading the other variant, mixed handle names.
 """
@@ -139,7 +139,7 @@ def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: st
         "model = tf_keras.Sequential([",
         f"    tf_keras.Input(({res}, {res}, 3)),",
         f'    hub.KerasLayer("{path}", trainable=True),',
-        *(["    tf_keras.layers.Dense(num_classes),"] if not classifier else []),
+        *(["    tf_keras.layers.Dense(5),  # 5 classes of your own"] if not classifier else []),
         "])",
         "```",
         "",
