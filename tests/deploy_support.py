@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.checkpoint import load_checkpoint
-from convert.export.target import VARIANT_STAGES, VARIANTS, ExportJob
+from convert.export.target import VARIANT_STAGES, ExportJob
 from convert.model.tf_model import build_tf_model
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
@@ -72,24 +72,8 @@ def reports(ref, runs):
 
 
 def entries(manifest: dict, name: str) -> list[dict]:
-    """The manifest's entries of one target: ``{variant, path, card, sha256, facts, parity: {runtime: {report}}}``.
-
-    savedmodel's are read from its historical keys when it is not under "targets".
-    """
-    if name in manifest.get("targets", {}):
-        return manifest["targets"][name]
-    assert name == "savedmodel", sorted(manifest)
-    return [
-        {
-            "variant": v,
-            "path": manifest["variants"][v]["path"],
-            "card": manifest["variants"][v]["card"],
-            "sha256": manifest["variants"][v]["fingerprint"]["sha256"],
-            "facts": manifest["variants"][v],
-            "parity": {"tensorflow": {"report": manifest["parity"]["after_export"][v]}},
-        }
-        for v in VARIANTS
-    ]
+    """The manifest's entries of one target: ``{variant, path, card, sha256, facts, parity: {runtime: {report}}}``."""
+    return manifest["targets"][name]
 
 
 def usage_code(card: str) -> str:

@@ -90,8 +90,8 @@ def export_runs(export_dir: Path, entry, arch: Architecture, images: np.ndarray,
     manifest = json.loads((export_dir / "manifest.json").read_text())
     lo, hi = manifest["input"]["min"], manifest["input"]["max"]
     x = ((np.asarray(images, np.float64) + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
-    artifacts = {"savedmodel": [Artifact("savedmodel", v, d["path"], d) for v, d in manifest["variants"].items()]}
-    for name, entries in manifest.get("targets", {}).items():
+    artifacts = {}
+    for name, entries in manifest["targets"].items():  # every format, savedmodel too (manifest format 2)
         artifacts[name] = [Artifact(name, e["variant"], e["path"], e["facts"]) for e in entries]
     job = ExportJob(entry.id, entry, arch, None, manifest["input"]["range"], export_dir, log or (lambda msg: None))
     runs = []
@@ -102,7 +102,8 @@ def export_runs(export_dir: Path, entry, arch: Architecture, images: np.ndarray,
 
 def runs_table(runs, outputs: dict[str, np.ndarray]) -> list[tuple[str, str, str, float, float]]:
     """(target, runtime, variant, relative L2 vs the authors' -inf outputs, vs their zero-padded ones) per run."""
-    stage = {"classification": "logits", "feature_extraction": "pre_logits"}
+    from ..export.target import VARIANT_STAGES as stage
+
     return [
         (
             r.artifact.target,
