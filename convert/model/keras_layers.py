@@ -42,6 +42,11 @@ PACKAGE = "bitconvert"
 _register = keras.saving.register_keras_serializable(package=PACKAGE)
 
 
+def _on_torch() -> bool:
+    """Keras runs on torch: the layers use :mod:`convert.model.keras_torch`'s kernels (same arithmetic, no layout copies)."""
+    return keras.backend.backend() == "torch"
+
+
 @_register
 class HostConstant(keras.initializers.Initializer):
     """Fills a weight with ``value``, made with numpy on the host.
@@ -73,6 +78,10 @@ class StandardizedConv2D(keras.layers.Conv2D):
         self.ws_eps = float(ws_eps)
 
     def convolution_op(self, inputs, kernel):
+        if _on_torch() and self.padding == "valid" and self.data_format == "channels_last" and self.groups == 1:
+            from .keras_torch import standardized_conv2d  # NHWC as torch's channels-last: no layout copies
+
+            return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
         k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
         k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
         return super().convolution_op(inputs, k)
@@ -117,6 +126,11 @@ class GroupNorm(keras.layers.Layer):
     def call(self, inputs):
         dtype = inputs.dtype
         x = inputs if keras.backend.standardize_dtype(dtype) in ("float32", "float64") else ops.cast(inputs, "float32")
+        if _on_torch():
+            from .keras_torch import group_norm  # the same arithmetic in three passes instead of a dozen
+
+            y = group_norm(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype), self.groups, self.epsilon)
+            return ops.cast(y, dtype)
         shape = ops.shape(x)
         channels = x.shape[-1]
         g = ops.reshape(x, (-1, shape[1], shape[2], self.groups, channels // self.groups))
