@@ -42,9 +42,9 @@ PACKAGE = "bitconvert"
 _register = keras.saving.register_keras_serializable(package=PACKAGE)
 
 
-def _on_torch() -> bool:
-    """Keras runs on torch: the layers use :mod:`convert.model.keras_torch`'s kernels (same arithmetic, no layout copies)."""
-    return keras.backend.backend() == "torch"
+def _on(backend: str) -> bool:
+    """Keras runs on ``backend`` (on torch the layers use :mod:`convert.model.keras_torch`'s kernels)."""
+    return keras.backend.backend() == backend
 
 
 @_register
@@ -78,12 +78,18 @@ class StandardizedConv2D(keras.layers.Conv2D):
         self.ws_eps = float(ws_eps)
 
     def convolution_op(self, inputs, kernel):
-        if _on_torch() and self.padding == "valid" and self.data_format == "channels_last" and self.groups == 1:
+        if _on("torch") and self.padding == "valid" and self.data_format == "channels_last" and self.groups == 1:
             from .keras_torch import standardized_conv2d  # NHWC as torch's channels-last: no layout copies
 
             return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
         k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
         k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
+        if _on("jax") and self.kernel_size == (1, 1) and self.padding == "valid" and self.data_format == "channels_last":
+            # A 1x1 conv is a matrix product over the channels: XLA on the CPU runs R50x1's
+            # ~15% faster as dots than as convolutions, to the same bits.
+            sh, sw = self.strides
+            x = inputs if (sh, sw) == (1, 1) else inputs[:, ::sh, ::sw, :]
+            return ops.matmul(x, k[0, 0])
         return super().convolution_op(inputs, k)
 
     def get_config(self):
@@ -126,7 +132,7 @@ class GroupNorm(keras.layers.Layer):
     def call(self, inputs):
         dtype = inputs.dtype
         x = inputs if keras.backend.standardize_dtype(dtype) in ("float32", "float64") else ops.cast(inputs, "float32")
-        if _on_torch():
+        if _on("torch"):
             from .keras_torch import group_norm  # the same arithmetic in three passes instead of a dozen
 
             y = group_norm(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype), self.groups, self.epsilon)
