@@ -9,7 +9,8 @@ Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode
 
 This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python)
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
-loads. Every constant defaults to :mod:`convert.model.numerics` and is stored in the
+loads (on torch, the layers' first call imports :mod:`convert.model.keras_torch`,
+the torch kernels). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
@@ -78,13 +79,14 @@ class StandardizedConv2D(keras.layers.Conv2D):
         self.ws_eps = float(ws_eps)
 
     def convolution_op(self, inputs, kernel):
-        if _on("torch") and self.padding == "valid" and self.data_format == "channels_last" and self.groups == 1:
+        plain = self.padding == "valid" and self.data_format == "channels_last" and self.dilation_rate == (1, 1)
+        if _on("torch") and plain and self.groups == 1:
             from .keras_torch import standardized_conv2d  # NHWC as torch's channels-last: no layout copies
 
             return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
         k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
         k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
-        if _on("jax") and self.kernel_size == (1, 1) and self.padding == "valid" and self.data_format == "channels_last":
+        if _on("jax") and plain and self.kernel_size == (1, 1):
             # A 1x1 conv is a matrix product over the channels: XLA on the CPU runs R50x1's
             # ~15% faster as dots than as convolutions, to the same bits.
             sh, sw = self.strides
