@@ -32,6 +32,7 @@ takes 3 s or more (the R50x1 targets of issue 11).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -59,7 +60,7 @@ THREADS = int(os.environ.get("BENCH_THREADS") or os.cpu_count())
 
 def model_flops(arch, size: int) -> int:
     """2 x multiply-adds of every convolution and the head of ``arch`` on one ``size`` x ``size`` image."""
-    from convert import numerics as n
+    from convert.model import numerics as n
 
     h = (size + 2 * n.ROOT_PAD - n.ROOT_KERNEL) // n.ROOT_STRIDE + 1
     macs = h * h * n.ROOT_KERNEL**2 * 3 * arch.root_width
@@ -96,13 +97,15 @@ def _timm(arch, checkpoint: str):
 
 def _runtime(kind: str, path: str, checkpoint: str, arch):
     """A callable NHWC float32 [0, 1] batch -> logits (numpy) for one runtime."""
-    if kind == "savedmodel":
+    if kind in ("savedmodel", "savedmodel-plain"):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(THREADS)
         loaded = tf.saved_model.load(path)
-        return lambda x: loaded(tf.constant(x)).numpy()
+        # savedmodel-plain: the same SavedModel's graph without XLA (what training=True runs), for the first-call trade-off
+        training = kind == "savedmodel-plain"
+        return lambda x: loaded(tf.constant(x), training=training).numpy()
     if kind == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
@@ -148,33 +151,83 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
     raise ValueError(kind)
 
 
-def child(kind: str, path: str, checkpoint: str, model_id: str, batches: tuple[int, ...], reps: int) -> dict:
-    """Time ``kind`` and timm in turn, round by round; best of ``reps`` warm rounds per batch."""
+def child(kind: str, path: str, checkpoint: str, model_id: str) -> None:
+    """Serve timed calls of ``kind`` (or timm, ``kind == "timm"``) over stdin/stdout, one line each.
+
+    The parent writes a batch size; the child answers ``{"s": seconds, "cpu": seconds}`` for one
+    call at that batch (the first call at a shape included: the parent keeps it apart). Each side
+    runs in a process of its own, so neither's thread pool or allocator disturbs the other.
+    """
     import numpy as np
     import torch  # noqa: F401  (before TensorFlow: the other order crashed in this venv)
 
     from convert.registry import load_registry
 
     arch = load_registry().get(model_id).architecture
-    peer = _timm(arch, checkpoint)
-    run = _runtime(kind, path, checkpoint, arch)
-    rows = {}
-    for batch in batches:
+    run = _timm(arch, checkpoint) if kind == "timm" else _runtime(kind, path, checkpoint, arch)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        batch = int(line)
         x = np.random.default_rng(batch).uniform(0.0, 1.0, (batch, SIZE, SIZE, 3)).astype(np.float32)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         run(x)
-        first = time.perf_counter() - t
-        peer(x)
-        best = {"runtime": float("inf"), "timm": float("inf")}
-        for _ in range(reps):
-            for name, fn in (("runtime", run), ("timm", peer)):
-                time.sleep(PAUSE_S)  # the other runtime's worker threads stop spinning first
-                t = time.perf_counter()
-                fn(x)
-                best[name] = min(best[name], time.perf_counter() - t)
-        rows[str(batch)] = {**best, "first": first}
-        print(f"bench: {kind} {model_id} batch {batch}: {best['runtime']:.4f}s, timm {best['timm']:.4f}s", file=sys.stderr)
-    return rows
+        print(json.dumps({"s": time.perf_counter() - t, "cpu": time.process_time() - c}), flush=True)
+
+
+class _Side:
+    """One child process serving timed calls (see :func:`child`)."""
+
+    def __init__(self, kind: str, path: str, checkpoint: str, model_id: str, env: dict | None = None):
+        cmd = [sys.executable, __file__, "--child", kind, path, checkpoint, model_id]
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        t = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=full_env)
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{kind} did not start (exit {self.proc.wait()})")
+        self.load_s = time.perf_counter() - t
+
+    def call(self, batch: int) -> float:
+        self.proc.stdin.write(f"{batch}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())["s"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def alternate(kind: str, path: str, checkpoint: str, model_id: str, batches, reps: int, env=None) -> dict:
+    """The runtime and timm in two processes, taking turns call by call: per batch, every warm time of each."""
+    sides = {"runtime": _Side(kind, path, checkpoint, model_id, env), "timm": _Side("timm", "", checkpoint, model_id)}
+    try:
+        rows = {"load": {name: side.load_s for name, side in sides.items()}}
+        for batch in batches:
+            row = {name: {"first": side.call(batch), "warm": []} for name, side in sides.items()}
+            for _ in range(reps):
+                for name, side in sides.items():
+                    time.sleep(PAUSE_S)  # the other side's worker threads stop spinning first
+                    row[name]["warm"].append(side.call(batch))
+            rows[str(batch)] = row
+            best = {name: min(r["warm"]) for name, r in row.items()}
+            print(f"bench: {kind} {model_id} batch {batch}: {best['runtime']:.4f}s, timm {best['timm']:.4f}s", file=sys.stderr)
+        return rows
+    finally:
+        for side in sides.values():
+            side.close()
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and the vector instruction sets it offers (from /proc/cpuinfo)."""
+    model, flags = "unknown", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    isa = [name for name in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma", "avx") if name in flags]
+    return {"model": model, "isa": isa, "cores": os.cpu_count(), "load": os.getloadavg()}
 
 
 def floor() -> dict:
@@ -202,7 +255,7 @@ def floor() -> dict:
 # -- the orchestration -------------------------------------------------------------------------
 
 
-def _call_child(args: list[str], env: dict | None = None) -> dict | None:
+def _call_child(args: list[str], env: dict | None = None) -> dict | None:  # the floor
     cmd = [sys.executable, __file__, *args]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=full_env)
@@ -233,7 +286,10 @@ def export(model_id: str, export_args: str, reuse: bool) -> tuple[Path, Path]:
 
 def targets(export_dir: Path) -> list[tuple[str, str, Path]]:
     """(label, child kind, path) of every classifier target present in ``export_dir``."""
-    found = [("SavedModel (tf.saved_model.load)", "savedmodel", export_dir / "classification")]
+    found = [
+        ("SavedModel (tf.saved_model.load)", "savedmodel", export_dir / "classification"),
+        ("SavedModel, plain graph (training=True, no XLA)", "savedmodel-plain", export_dir / "classification"),
+    ]
     for path in sorted(export_dir.rglob("classification*.tflite")):
         found.append((f"LiteRT {path.name} (ai_edge_litert, XNNPACK)", "tflite", path))
     for path in sorted(export_dir.rglob("classification*.onnx")):
@@ -244,27 +300,34 @@ def targets(export_dir: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
+def _spread(times: list[float]) -> str:
+    ordered = sorted(times)
+    return f"{ordered[len(ordered) // 2]:.4f} / {ordered[-1]:.4f}"
+
+
 def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int, model_id: str, floor_batches=BATCHES) -> str:
+    cpu = cpu_facts()
     lines = [
-        f"{model_id}, {SIZE} px, {os.cpu_count()} cores, {THREADS} threads per runtime; best of the warm rounds; vs timm = timm's time in the same process / this one",
+        f"{model_id}, {SIZE} px. CPU: {cpu['model']} ({', '.join(cpu['isa']) or 'no AVX'}), {cpu['cores']} cores, "
+        f"load average {cpu['load'][0]:.1f}; {THREADS} threads per runtime. Each runtime and timm in a process of its own, "
+        "taking turns call by call; best of the warm calls (median / worst beside); vs timm = timm's best / the runtime's best.",
         "",
-        "| runtime | batch | s / batch | images / s | vs timm | timm s / batch | first call s |",
-        "|---|---|---|---|---|---|---|",
+        "| runtime | batch | best s | median / worst s | vs timm | timm best s | timm median / worst s | first call s (timm) | load s (timm) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, result, batches in rows:
         for b in batches:
-            r = result[str(b)]
+            r, t = result[str(b)]["runtime"], result[str(b)]["timm"]
             lines.append(
-                f"| {label} | {b} | {r['runtime']:.4f} | {b / r['runtime']:.1f} | {r['timm'] / r['runtime']:.2f}x "
-                f"| {r['timm']:.4f} | {r['first']:.2f} |"
+                f"| {label} | {b} | {min(r['warm']):.4f} | {_spread(r['warm'])} | {min(t['warm']) / min(r['warm']):.2f}x "
+                f"| {min(t['warm']):.4f} | {_spread(t['warm'])} | {r['first']:.2f} ({t['first']:.2f}) "
+                f"| {result['load']['runtime']:.1f} ({result['load']['timm']:.1f}) |"
             )
     gflops = max(peak.values())
     how = ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
     for b in floor_batches:
-        s = flops * b / (gflops * 1e9)
-        lines.append(
-            f"| fp32 floor ({flops / 1e9:.1f} GFLOP/image at {gflops:.0f} GFLOP/s) | {b} | {s:.4f} | {b / s:.1f} | | | |"
-        )
+        sec = flops * b / (gflops * 1e9)
+        lines.append(f"| fp32 floor ({flops / 1e9:.1f} GFLOP/image at {gflops:.0f} GFLOP/s) | {b} | {sec:.4f} | | | | | | |")
     lines += ["", f"Floor: fastest 4096x4096 float32 matmul, GFLOP/s: {how}."]
     return "\n".join(lines)
 
@@ -281,19 +344,19 @@ def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int,
 @click.option(
     "--threads", type=click.IntRange(1), help="Threads per runtime [default: one per core]; 1 is robust to a loaded machine."
 )
-@click.option("--only", type=click.Choice(["savedmodel"]), help="Only the SavedModel (and timm).")
+@click.option("--only", help="Only these runtimes, comma-separated kinds (savedmodel, tflite, onnx, keras-torch, ..., jax).")
 @click.option("--reuse", is_flag=True, help="Reuse an earlier export in bench-results/inference/.")
+@click.option("--export-dir", type=click.Path(exists=True, file_okay=False), help="Time this export instead (with --checkpoint).")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), help="The .npz of --export-dir (timm loads it).")
 @click.option("--child", "child_args", nargs=4, hidden=True, help="kind path checkpoint model_id (internal).")
-@click.option("--batches", default="1,8", hidden=True)
 @click.option("--floor", "floor_only", is_flag=True, hidden=True)
-def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, floor_only):
+def main(reps, r152x2, export_args, threads, only, reuse, export_dir, checkpoint, child_args, floor_only):
     """Time every exported target, JAX and timm at batch 1 and 8; print one table."""
     if floor_only:
         click.echo(json.dumps(floor()))
         return
     if child_args:
-        bs = tuple(int(b) for b in batches.split(","))
-        click.echo(json.dumps(child(*child_args, bs, reps)))
+        child(*child_args)
         return
     from convert.registry import load_registry
 
@@ -304,13 +367,18 @@ def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, f
         if threads == 1:
             os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     model_id = "r50x1-224"
-    ckpt, export_dir = export(model_id, export_args, reuse)
+    if export_dir and checkpoint:
+        ckpt, export_dir = Path(checkpoint), Path(export_dir)
+    else:
+        ckpt, export_dir = export(model_id, export_args, reuse)
     rows, failed = [], []
     found = [*targets(export_dir), ("JAX jit of the Flax reference", "jax", ckpt)]
-    for label, kind, path in found[:1] if only else found:
+    for label, kind, path in [f for f in found if not only or f[1] in only.split(",")]:
         env = {"KERAS_BACKEND": kind.split("-", 1)[1]} if kind.startswith("keras-") else None
-        result = _call_child(["--child", kind, str(path), str(ckpt), model_id, "--reps", str(reps)], env)
-        if result is None:
+        try:
+            result = alternate(kind, str(path), str(ckpt), model_id, BATCHES, reps, env)
+        except (RuntimeError, OSError, ValueError) as exc:
+            print(f"bench: {label} failed: {exc}", file=sys.stderr)
             failed.append(label)
             continue
         rows.append((label, result, BATCHES))
@@ -320,9 +388,10 @@ def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, f
     if r152x2:
         big_id = "r152x2-224"
         big_ckpt, big_dir = export(big_id, "", reuse)
-        args = ["--child", "savedmodel", str(big_dir / "classification"), str(big_ckpt), big_id, "--batches", "1"]
-        big = _call_child([*args, "--reps", str(reps)])
-        if big is None:
+        try:
+            big = alternate("savedmodel", str(big_dir / "classification"), str(big_ckpt), big_id, (1,), reps)
+        except (RuntimeError, OSError, ValueError) as exc:
+            print(f"bench: R152x2 SavedModel failed: {exc}", file=sys.stderr)
             failed.append("R152x2 SavedModel")
         else:
             big_flops = model_flops(load_registry().get(big_id).architecture, SIZE)
@@ -332,13 +401,13 @@ def main(reps, r152x2, export_args, threads, only, reuse, child_args, batches, f
     click.echo(text)
     missed = list(failed)
     for label, result, bs in rows:
-        if "SavedModel" not in label:
+        if not label.startswith("SavedModel ("):
             continue
         for b in bs:
-            r = result[str(b)]
-            if r["runtime"] > r["timm"]:
-                missed.append(f"{label} batch {b}: {r['runtime']:.4f}s, timm {r['timm']:.4f}s")
-        first = result[str(bs[-1])]["first"]  # batch 8 after batch 1: a new shape, nothing else new
+            r, t = min(result[str(b)]["runtime"]["warm"]), min(result[str(b)]["timm"]["warm"])
+            if r > t:
+                missed.append(f"{label} batch {b}: {r:.4f}s, timm {t:.4f}s")
+        first = result[str(bs[-1])]["runtime"]["first"]  # batch 8 after batch 1: a new shape, nothing else new
         if label.startswith("SavedModel") and first >= FIRST_CALL_LIMIT_S:
             missed.append(f"{label}: first call at a new shape {first:.2f}s")
     if missed:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the keras export target (issue 10) beside the SavedModel export, in one run.
 
-    .venv/bin/python scripts/bench_keras.py [--repeat 5] [--skip-export]
+    .venv/bin/python scripts/bench_keras.py [--skip-export]
 
 On a synthetic R50x1 checkpoint (official layout, written to bench-results/keras/ once):
 
@@ -9,8 +9,8 @@ On a synthetic R50x1 checkpoint (official layout, written to bench-results/keras
 2. the keras target on the same weights: ``write`` and ``check`` (every installed backend,
    fresh process each), wall and CPU time (CPU: this process plus the waited-for children);
    then the JAX float64 reference on the same parity images and each run's figures;
-3. inference of the exported classifier at 224, batch 1 and 8: each Keras backend in its own
-   process (``predict_on_batch``, best of ``--repeat`` warm runs) and the SavedModel in this one.
+Inference speed is timed by scripts/bench_inference.py (every runtime, timm beside, each in its
+own process).
 
 Wall times on the shared 2-core machine are noisy: compare the ratios measured in the same run.
 Markdown on stdout, progress on stderr, JSON in bench-results/keras/results.json. Exits 1 when a
@@ -96,38 +96,8 @@ def keras_export(ckpt: Path, out: Path) -> tuple[dict, dict, Path]:
     return timing, figures, out / "keras" / "classification.keras"
 
 
-def inference(keras_path: Path, savedmodel: Path, repeat: int) -> dict:
-    import tensorflow as tf
-
-    from convert.export.keras import BACKENDS, BackendRuns, installed
-
-    speed: dict = {}
-    loaded = tf.saved_model.load(str(savedmodel))
-    for batch in (1, 8):
-        images = np.random.default_rng(0).uniform(0, 1, (batch, 224, 224, 3)).astype(np.float32)
-        x = tf.constant(images)
-        loaded(x)
-        speed[f"savedmodel b{batch}"] = min(_timed(loaded, x) for _ in range(repeat))
-        backends = [b for b in BACKENDS if installed(b)]
-        results = BackendRuns(backends, parallel=1).start().submit([keras_path], images, repeat=repeat).wait()
-        for backend, (_, info) in results.items():
-            speed[f"keras-{backend} b{batch}"] = info["models"][0]["best_run_s"]
-        if "torch" in backends:  # torch's spinning OpenMP threads suffer most when other processes share the cores
-            results = BackendRuns(["torch"], parallel=1, threads=1).start().submit([keras_path], images, repeat=repeat).wait()
-            speed[f"keras-torch-1-thread b{batch}"] = results["torch"][1]["models"][0]["best_run_s"]
-        log(f"inference batch {batch}: " + ", ".join(f"{k} {v:.3f}s" for k, v in speed.items() if k.endswith(f"b{batch}")))
-    return speed
-
-
-def _timed(model, x) -> float:
-    t = time.perf_counter()
-    model(x).numpy()
-    return time.perf_counter() - t
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-export", action="store_true", help="Reuse the SavedModel export of an earlier run.")
     args = ap.parse_args()
     from convert.registry import load_registry
@@ -145,9 +115,8 @@ def main() -> int:
         log(f"SavedModel export: {results['savedmodel_export']}")
     k_out = RESULTS / "keras-export"
     log("keras target: write + check ...")
-    results["keras_export"], results["parity"], keras_path = keras_export(ckpt, k_out)
+    results["keras_export"], results["parity"], _ = keras_export(ckpt, k_out)
     log(f"keras target: {results['keras_export']}")
-    results["inference"] = inference(keras_path, sm_out / MODEL / "classification", args.repeat)
     results["verdict"] = verdict(results)
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
@@ -185,11 +154,6 @@ def render(results: dict) -> str:
     lines.append(f"| keras write | {k['write_s']:.1f} | |")
     lines.append(f"| keras check (all backends) | {k['check_s']:.1f} | |")
     lines.append(f"| keras write + check | {k['wall_s']:.1f} | {k['cpu_s']:.1f} |")
-    lines += ["", "| runtime | batch 1 s | batch 8 s |", "|---|---|---|"]
-    runtimes = sorted({name.rsplit(" ", 1)[0] for name in results["inference"]}, key=lambda n: (n != "savedmodel", n))
-    for rt in runtimes:
-        inf = results["inference"]
-        lines.append(f"| {rt} | {inf[f'{rt} b1']:.3f} | {inf[f'{rt} b8']:.3f} |")
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode
 
 This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python)
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
-loads. Every constant defaults to :mod:`convert.model.numerics` and is stored in the
+loads (on torch, the layers' first call imports :mod:`convert.model.keras_torch`,
+the torch kernels). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
@@ -43,6 +44,11 @@ PACKAGE = "bitconvert"
 _register = keras.saving.register_keras_serializable(package=PACKAGE)
 
 
+def _on(backend: str) -> bool:
+    """Keras runs on ``backend`` (on torch the layers use :mod:`convert.model.keras_torch`'s kernels)."""
+    return keras.backend.backend() == backend
+
+
 @_register
 class HostConstant(keras.initializers.Initializer):
     """Fills a weight with ``value``, made with numpy on the host.
@@ -74,8 +80,19 @@ class StandardizedConv2D(keras.layers.Conv2D):
         self.ws_eps = float(ws_eps)
 
     def convolution_op(self, inputs, kernel):
+        plain = self.padding == "valid" and self.data_format == "channels_last" and self.dilation_rate == (1, 1)
+        if _on("torch") and plain and self.groups == 1:
+            from .keras_torch import standardized_conv2d  # NHWC as torch's channels-last: no layout copies
+
+            return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
         k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
         k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
+        if _on("jax") and plain and self.kernel_size == (1, 1):
+            # A 1x1 conv is a matrix product over the channels: XLA on the CPU runs R50x1's
+            # ~15% faster as dots than as convolutions, to the same bits.
+            sh, sw = self.strides
+            x = inputs if (sh, sw) == (1, 1) else inputs[:, ::sh, ::sw, :]
+            return ops.matmul(x, k[0, 0])
         return super().convolution_op(inputs, k)
 
     def get_config(self):
@@ -118,6 +135,11 @@ class GroupNorm(keras.layers.Layer):
     def call(self, inputs):
         dtype = inputs.dtype
         x = inputs if keras.backend.standardize_dtype(dtype) in ("float32", "float64") else ops.cast(inputs, "float32")
+        if _on("torch"):
+            from .keras_torch import group_norm  # the same arithmetic in three passes instead of a dozen
+
+            y = group_norm(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype), self.groups, self.epsilon)
+            return ops.cast(y, dtype)
         shape = ops.shape(x)
         channels = x.shape[-1]
         g = ops.reshape(x, (-1, shape[1], shape[2], self.groups, channels // self.groups))
