@@ -21,6 +21,7 @@ from convert.export import onnx, savedmodel, tflite
 from convert.export.keras import KerasTarget
 from convert.model.numerics import POOL_PAD_VALUES
 from convert.registry import load_registry
+from convert.testing.mutations import Mutation
 
 PX = 48
 #: The Keras check on one backend here (each backend is a process); tests/export/test_authors_outputs.py runs all three.
@@ -46,7 +47,9 @@ def test_the_other_padding_fails_parity_for_this_entry(family, name, tmp_path):
     forward = load_registry().get(model).forward()
     target = TARGETS[name]
     _, own = write_and_check(target, make_job(ckpt, tmp_path / "own", model=model), images)
-    other = make_job(ckpt, tmp_path / "other", {"pool_pad": forward.other_padding}, model=model)
+    other = make_job(
+        ckpt, tmp_path / "other", Mutation("other-pool-padding", knobs={"pool_pad": forward.other_padding}), model=model
+    )
     _, wrong = write_and_check(target, other, images)
     for variant, report in reports(ref, own).items():
         assert report.passed, f"{model} {name} {variant}: {report.render()}"
