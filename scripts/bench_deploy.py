@@ -1,11 +1,12 @@
-"""LiteRT and ONNX exports of a synthetic full-size checkpoint: parity, conversion time, sizes.
+"""LiteRT and ONNX exports of a synthetic full-size checkpoint: parity, export time, sizes.
 
     PYTHONPATH=. python scripts/bench_deploy.py [--arch R50x1] [--resolutions 160,224] [--json out.json]
 
-Writes both targets through the export target interface and checks them from
-disk against the float64 JAX reference at each resolution. Results on stdout
-as a Markdown table. Inference speed: scripts/bench_inference.py (every
-runtime, timm beside, each in a process of its own).
+Exports both formats with the library's own export (``convert.export.export_model``, the
+JAX reference inline, every artifact checked from disk) once per parity resolution, and
+reads the parity figures, file sizes and check times from the manifest. Results on stdout
+as a Markdown table. Inference speed: scripts/bench_inference.py (every runtime, timm
+beside, each in a process of its own).
 """
 
 from __future__ import annotations
@@ -18,60 +19,47 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+FORMATS = ("tflite", "onnx")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="R50x1")
     p.add_argument("--resolutions", default="160,224")
+    p.add_argument("--model", default="r50x1-224", help="registry entry whose forward pass the export follows")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    from deploy_support import load_with_reference, make_job, reports, to_unit
-
-    from convert.export.onnx import TARGET as ONNX
-    from convert.export.tflite import TARGET as TFLITE
+    from convert.export import ExportOptions, export_model
     from convert.model.architecture import Architecture
+    from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
 
     depth, width = args.arch.upper().removeprefix("R").split("X")
     arch = Architecture.from_depth(int(depth), int(width), 1000)
-    results: dict = {"arch": arch.name, "parity": {}, "targets": {}}
+    entry = load_registry().get(args.model)
+    results: dict = {"arch": arch.name, "model": entry.id, "parity": {}, "exports": {}}
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as tmp:
         tmp = Path(tmp)
         npz = write_synthetic_checkpoint(tmp / "ckpt.npz", arch, seed=1)
-        resolutions = [int(r) for r in args.resolutions.split(",")]
-        ckpt, images, ref = load_with_reference(npz, arch, resolutions[0])
-        job = make_job(ckpt, tmp / "export")
-        for target in (TFLITE, ONNX):
+        for px in (int(r) for r in args.resolutions.split(",")):
+            options = ExportOptions(output_dir=tmp / str(px), formats=FORMATS, parity_resolution=px, reference="inline")
             t = time.perf_counter()
-            artifacts = target.write(job)
-            results["targets"][target.name] = {
-                "write_seconds": round(time.perf_counter() - t, 2),
-                "files": {a.path: a.facts["bytes"] for a in artifacts},
-                "artifacts": artifacts,
-            }
-        for px in resolutions:
-            if px != resolutions[0]:
-                ckpt, images, ref = load_with_reference(npz, arch, px)
-            for target in (TFLITE, ONNX):
-                runs = target.check(job, results["targets"][target.name]["artifacts"], to_unit(images))()
-                for variant, report in reports(ref, runs).items():
-                    stage = next(iter(report.stages.values()))
-                    results["parity"][f"{target.name} {variant} {px}"] = {
-                        "max_abs_f64": stage.max_abs_f64,
-                        "rel_l2_f64": stage.tf_rel_l2_f64,
-                        "tolerance": report.tolerance,
-                        "passed": report.passed,
-                        "check_seconds": round(next(r.seconds for r in runs if r.artifact.variant == variant), 2),
-                    }
-                    print(
-                        f"parity {target.name} {variant} {px}: {results['parity'][f'{target.name} {variant} {px}']}",
-                        file=sys.stderr,
-                    )
-        del ref, ckpt
-    for t in results["targets"].values():
-        del t["artifacts"]
+            manifest = export_model(entry, npz, options, arch=arch).manifest
+            results["exports"][px] = {"seconds": round(time.perf_counter() - t, 2)}
+            for name in FORMATS:
+                for e in manifest["targets"][name]:
+                    results["exports"][px][e["path"]] = e["facts"]["bytes"]
+                    for runtime, run in e["parity"].items():
+                        stage = next(v for k, v in run["report"].items() if k != "summary")
+                        results["parity"][f"{name} {e['variant']} {px}"] = {
+                            "runtime": runtime,
+                            "max_abs_f64": stage["max_abs_f64"],
+                            "rel_l2_f64": stage["tf_rel_l2_f64"],
+                            "tolerance": manifest["parity"]["tolerance"],
+                            "check_seconds": run["seconds"],
+                        }
+            print(f"exported at {px}: {results['exports'][px]}", file=sys.stderr)
     print(render(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float) + "\n")
@@ -80,16 +68,19 @@ def main(argv=None) -> int:
 
 def render(r: dict) -> str:
     lines = [
-        f"### {r['arch']} (synthetic weights)",
+        f"### {r['arch']} (synthetic weights, {r['model']}'s forward pass)",
         "",
-        "| target variant px | max abs vs f64 | rel L2 vs f64 | tolerance | pass |",
+        "| target variant px | runtime | max abs vs f64 | rel L2 vs f64 | tolerance | check s |",
+        "|---|---|---|---|---|---|",
     ]
-    lines.append("|---|---|---|---|---|")
     for k, v in r["parity"].items():
-        lines.append(f"| {k} | {v['max_abs_f64']:.2e} | {v['rel_l2_f64']:.2e} | {v['tolerance']:.1e} | {v['passed']} |")
-    lines += ["", "| target | write (both variants) s | files (bytes) |", "|---|---|---|"]
-    for name, t in r["targets"].items():
-        lines.append(f"| {name} | {t['write_seconds']} | {', '.join(f'{k}: {b:,}' for k, b in t['files'].items())} |")
+        lines.append(
+            f"| {k} | {v['runtime']} | {v['max_abs_f64']:.2e} | {v['rel_l2_f64']:.2e} | {v['tolerance']:.1e} | {v['check_seconds']} |"
+        )
+    lines += ["", "| parity px | export s (both formats, both variants) | files (bytes) |", "|---|---|---|"]
+    for px, e in r["exports"].items():
+        files = ", ".join(f"{k}: {b:,}" for k, b in e.items() if k != "seconds")
+        lines.append(f"| {px} | {e['seconds']} | {files} |")
     return "\n".join(lines)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,9 +52,12 @@ def own_cpu() -> float:
 
 def savedmodel_export(ckpt: Path, out: Path) -> dict:
     cmd = [str(Path(sys.executable).parent / "bitconvert"), "export", "--model", MODEL, "--checkpoint", str(ckpt), "-o", str(out)]
-    c0, t0 = children_cpu(), time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return {"wall_s": time.perf_counter() - t0, "cpu_s": children_cpu() - c0}
+    from convert.testing.bench import measure
+
+    run = measure(cmd, quiet=True)
+    if not run.ok:
+        raise SystemExit(f"the savedmodel export failed ({run.returncode})")
+    return {"wall_s": run.wall_s, "cpu_s": run.cpu_s}
 
 
 def keras_export(ckpt: Path, out: Path) -> tuple[dict, dict, Path]:
@@ -68,8 +70,9 @@ def keras_export(ckpt: Path, out: Path) -> tuple[dict, dict, Path]:
 
     entry = load_registry().get(MODEL)
     checkpoint = load_checkpoint(ckpt, entry.architecture)
-    net = build_tf_model(checkpoint)
-    job = ExportJob(MODEL, entry, entry.architecture, net, "unit", out, log)
+    forward = entry.forward()  # the authors' code's forward pass, as the export's default
+    net = build_tf_model(checkpoint, pool_pad=forward.root_pool_padding)
+    job = ExportJob(MODEL, entry, entry.architecture, net, "unit", out, log, forward=forward)
     images, names = make_inputs(entry.resolution, 1)
     timing = {}
     c0, s0, t0 = children_cpu(), own_cpu(), time.perf_counter()
@@ -81,7 +84,7 @@ def keras_export(ckpt: Path, out: Path) -> tuple[dict, dict, Path]:
     timing["wall_s"] = time.perf_counter() - t0
     timing["cpu_s"] = (children_cpu() - c0) + (own_cpu() - s0)
     del net, job
-    reference = reference_outputs(checkpoint, images, names, float32=False)
+    reference = reference_outputs(checkpoint, images, names, float32=False, pool_padding=forward.root_pool_padding)
     figures = {}
     for r in runs:
         stage = VARIANT_STAGES[r.artifact.variant]

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -50,14 +47,13 @@ print(torch.softmax(logits, -1)[0].topk(5))
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-500:]}")
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    """(wall, CPU) seconds of one cold run, measured as every benchmark measures a child (convert.testing.bench)."""
+    from convert.testing.bench import measure
+
+    run = measure(cmd, env=env, capture=True, quiet=True)
+    if not run.ok:
+        raise SystemExit(f"{' '.join(cmd)} failed ({run.returncode})")
+    return run.wall_s, run.cpu_s
 
 
 @click.command()
