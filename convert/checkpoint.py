@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CheckpointError
-from .infile import open_regular
+from .fsutil import open_regular
 from .model.architecture import STANDARD_UNITS, Architecture, checkpoint_layout, format_shape, infer_architecture, normalise_key
 
 #: Largest .npy header we parse (numpy's own default guard).

@@ -27,7 +27,7 @@ one_model_option = click.option(
     help="Registry id (see `bitconvert list`); exactly one.",
 )
 
-# No click checks on the path: convert.infile refuses anything but a regular file with one line and exit 1.
+# No click checks on the path: convert.fsutil refuses anything but a regular file with one line and exit 1.
 checkpoint_option = click.option(
     "--checkpoint",
     type=click.Path(path_type=str),

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from .. import config
 from ..errors import CheckpointError, OfflineError, UsageError
-from ..infile import require_regular
+from ..fsutil import require_regular
 from ..registry import ModelEntry
 from .cache import cached_and_verified, install, object_path, recorded_sha256, remove_dead_candidates, target_lock, work_file
 from .http import ObjectIdentity, parse_goog_hash, session

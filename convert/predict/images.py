@@ -3,7 +3,7 @@
 Decoding: Pillow, JPEG, PNG, WebP, GIF (first frame) or BMP, into RGB (grey,
 palette, RGBA and CMYK are converted; 16-bit grey keeps its precision, 16-bit
 colour PNGs are read at 8 bits a channel). Only a regular file is read
-(:mod:`convert.infile`), and its header is checked before its pixels are
+(:mod:`convert.fsutil`), and its header is checked before its pixels are
 decoded: more than ``max_pixels`` is refused with one line. A JPEG larger
 than needed is decoded at a reduced DCT scale (1/2, 1/4 or 1/8, libjpeg's
 own), the smallest that keeps its shorter side at least twice the model's
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
-from .infile import open_regular
+from ..errors import ImageError
+from ..fsutil import open_regular
 
 #: The formats predict decodes (Pillow's names).
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")

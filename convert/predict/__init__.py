@@ -15,7 +15,7 @@ or LiteRT. The SavedModel runs its plain graph (the fine-tuning path, which
 computes the same function without XLA): one prediction does not pay for an
 XLA compilation per input shape.
 
-Images are decoded and fitted by :mod:`convert.images` (bounded memory,
+Images are decoded and fitted by :mod:`convert.predict.images` (bounded memory,
 no TensorFlow); every image's header is checked before the model is loaded,
 so a bad one fails fast. They go through the model in batches of at most
 :data:`BATCH` (the last one padded to the same shape: one shape, one
@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ExportError, LabelsError, UsageError, one_line
 from . import images as image_io
-from .errors import ExportError, LabelsError, UsageError, one_line
 
 CLASSIFIER = "classification"
 #: What ``--format auto`` picks, in order: the fastest to a first answer first (docs/inference.md).
@@ -77,7 +77,7 @@ class ExportedClassifier:
 def _no_export(model_id: str, output_dir: Path, why: str) -> UsageError:
     hint = f"run `bitconvert export --model {model_id} --output-dir {output_dir}` first"
     try:
-        from .registry import load_registry
+        from ..registry import load_registry
 
         load_registry().get(model_id)
     except UsageError as exc:  # an unknown id: say so, with the registry's suggestion
@@ -130,8 +130,8 @@ def _check_files(model_id: str, fmt: str, path: Path) -> None:
 
 
 def _labels(fmt: str, path: Path, root: Path, classes: int) -> tuple[str, ...] | None:
-    from .export.labels_asset import LABELS_FILE
-    from .export.saved_labels import read_saved_labels
+    from ..export.labels_asset import LABELS_FILE
+    from ..export.saved_labels import read_saved_labels
 
     if fmt == "savedmodel":
         labels, where = read_saved_labels(path), path / "assets" / LABELS_FILE
@@ -145,7 +145,7 @@ def _labels(fmt: str, path: Path, root: Path, classes: int) -> tuple[str, ...] |
 
 def open_export(model_id: str, output_dir: str | Path, fmt: str = "auto", installed=_module_installed) -> ExportedClassifier:
     """Read ``<output_dir>/<model_id>/manifest.json`` and the chosen classifier's labels; no framework is imported."""
-    from .export.manifest import MANIFEST_NAME
+    from ..export.manifest import MANIFEST_NAME
 
     output_dir = Path(output_dir)
     root = output_dir / model_id
@@ -186,7 +186,7 @@ def open_export(model_id: str, output_dir: str | Path, fmt: str = "auto", instal
 def _onnx_runner(path: Path) -> Runner:
     import onnxruntime as ort
 
-    from .export.target import INPUT_NAME, OUTPUT_NAMES
+    from ..export.target import INPUT_NAME, OUTPUT_NAMES
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are for developers
@@ -198,8 +198,8 @@ def _onnx_runner(path: Path) -> Runner:
 def _tflite_runner(path: Path) -> Runner:
     from ai_edge_litert.interpreter import Interpreter
 
-    from .nativelog import native_stderr_filtered
-    from .resources import usable_cpus
+    from ..nativelog import native_stderr_filtered
+    from ..resources import usable_cpus
 
     interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
     inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]

@@ -1,7 +1,7 @@
 """`bitconvert predict` on small synthetic exports (the reduced TINY layout, 10 classes, native 160 px).
 
 Every format an export holds (SavedModel, LiteRT, ONNX), damaged exports, bounded memory for
-extreme images and many images (docs: convert/predict.py, convert/images.py).
+extreme images and many images (docs: convert/predict/__init__.py, convert/predict/images.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from conftest import TINY
 from predict_support import damage, huge_png
 
 from convert.export import ExportOptions, build_exportable, export_model
-from convert.images import fit
 from convert.predict import plan_batches, scores_from_logits
+from convert.predict.images import fit
 from convert.registry import load_registry
 
 MODEL = "r50x1-160"
