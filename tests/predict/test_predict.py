@@ -48,7 +48,7 @@ def exports(tmp_path_factory):
     export_model(entry, ckpt, ExportOptions(output_dir=base / "all", skip_parity=True, formats=formats), arch=TINY)
     export_model(entry, ckpt, ExportOptions(output_dir=base / "onnx_only", skip_parity=True, formats=("onnx",)), arch=TINY)
     manifest = json.loads((plain / MODEL / "manifest.json").read_text())
-    net = build_tf_model(load_checkpoint(ckpt, TINY))
+    net = build_tf_model(load_checkpoint(ckpt, TINY), pool_pad=entry.forward().root_pool_padding)  # as export_model builds it
 
     def variant(name: str, labels, input_range: str = "unit", format1: bool = False, **model_fields) -> None:
         root_dir = base / name / MODEL
