@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from ..errors import BitconvertError
-from .options import checkpoint_option, kaggle_option, model_option, output_dir_option, reference_option, source_options
+from .options import (
+    checkpoint_option,
+    forward_option,
+    kaggle_option,
+    model_option,
+    output_dir_option,
+    reference_option,
+    source_options,
+)
 from .quiet import prepare
 
 
@@ -58,6 +66,7 @@ class ExportCommand(click.Command):
 )
 @kaggle_option
 @reference_option
+@forward_option
 @source_options
 def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir, base_url, offline, quiet, **layout):
     """Export BiT models (classifier and feature extractor), each artifact proven equal to JAX from disk.

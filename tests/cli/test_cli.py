@@ -218,3 +218,18 @@ def test_exit_status_of_a_message():
     from convert.cli.commands import exit_status
 
     assert (exit_status(None), exit_status(0), exit_status(6), exit_status("bye")) == (0, 0, 6, 1)
+
+
+def test_export_forward_option_chooses_the_root_pool_padding(invoke, exported, r50x1_npz, tmp_path):
+    """`export` computes the authors' forward pass by default (r50x1-160: big_vision, -inf); --forward zero-pool
+    gives the 2022 collection's zeros, and the manifest and card say which."""
+    path, _ = exported
+    default = json.loads((path / "manifest.json").read_text())["forward"]
+    assert (default["choice"], default["root_pool_padding"]) == ("authors", "neg_inf")
+    res = invoke(
+        "export", "--model", "r50x1-160", "--checkpoint", r50x1_npz, "-o", tmp_path, "--skip-parity", "--forward", "zero-pool"
+    )
+    assert res.exit_code == 0, res.stderr
+    forward = json.loads((tmp_path / "r50x1-160" / "manifest.json").read_text())["forward"]
+    assert (forward["choice"], forward["root_pool_padding"]) == ("zero-pool", "zero")
+    assert "--forward zero-pool" in (tmp_path / "r50x1-160" / "classification.md").read_text()
