@@ -96,48 +96,24 @@ def _timm(arch, checkpoint: str):
 
 
 def _runtime(kind: str, path: str, checkpoint: str, arch):
-    """A callable NHWC float32 [0, 1] batch -> logits (numpy) for one runtime."""
+    """A callable NHWC float32 [0, 1] batch -> logits (numpy) for one runtime, loaded by the package's own
+    loaders (convert.predict.runners: what `bitconvert predict` runs)."""
+    from convert.export.target import OUTPUT_NAMES
+    from convert.predict import runners
+
     if kind in ("savedmodel", "savedmodel-plain"):
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-        loaded = tf.saved_model.load(path)
         # savedmodel-plain: the same SavedModel's graph without XLA (what training=True runs), for the first-call trade-off
-        training = kind == "savedmodel-plain"
-        return lambda x: loaded(tf.constant(x), training=training).numpy()
+        return runners.savedmodel_runner(Path(path), xla=kind == "savedmodel")
     if kind == "tflite":
-        from ai_edge_litert.interpreter import Interpreter
-
-        interp = Interpreter(model_path=path, num_threads=THREADS)
-        inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-        shape = [None]
-
-        def run_tflite(x):
-            if shape[0] != x.shape:
-                interp.resize_tensor_input(inp, list(x.shape))
-                interp.allocate_tensors()
-                shape[0] = x.shape
-            interp.set_tensor(inp, x)
-            interp.invoke()
-            return interp.get_tensor(out)
-
-        return run_tflite
+        return runners.tflite_runner(Path(path), threads=THREADS)
     if kind == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = THREADS
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        return runners.onnx_runner(Path(path), OUTPUT_NAMES["classification"], threads=THREADS)
     if kind.startswith("keras-"):
-        import keras
-
-        import convert.model.keras_layers  # noqa: F401  (registers the custom layers, as a user does)
-
-        model = keras.saving.load_model(path)
-        return lambda x: keras.ops.convert_to_numpy(model.predict_on_batch(x))
+        return runners.keras_runner(Path(path))
     if kind == "jax":
         import jax
 

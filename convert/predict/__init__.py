@@ -44,7 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, LabelsError, UsageError, one_line
+from ..export.target import OUTPUT_NAMES
 from . import images as image_io
+from . import runners
 
 CLASSIFIER = "classification"
 #: What ``--format auto`` picks, in order: the fastest to a first answer first (docs/inference.md).
@@ -54,7 +56,7 @@ RUNTIME_MODULES = {"onnx": "onnxruntime", "tflite": "ai_edge_litert", "savedmode
 #: Images per model call at most: bounds the activations' memory whatever the number of images.
 BATCH = 8
 
-Runner = Callable[[np.ndarray], np.ndarray]
+Runner = runners.Runner
 
 
 @dataclass(frozen=True)
@@ -183,51 +185,13 @@ def open_export(model_id: str, output_dir: str | Path, fmt: str = "auto", instal
 # -- the runtimes: each imported only when chosen -----------------------------------------
 
 
-def _onnx_runner(path: Path) -> Runner:
-    import onnxruntime as ort
-
-    from ..export.target import INPUT_NAME, OUTPUT_NAMES
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are for developers
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    output = OUTPUT_NAMES[CLASSIFIER]
-    return lambda batch: session.run([output], {INPUT_NAME: batch})[0]
-
-
-def _tflite_runner(path: Path) -> Runner:
-    from ai_edge_litert.interpreter import Interpreter
-
-    from ..nativelog import native_stderr_filtered
-    from ..resources import usable_cpus
-
-    interpreter = Interpreter(model_path=str(path), num_threads=usable_cpus())
-    inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
-    shape: list[tuple] = [()]
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        if shape[0] != batch.shape:  # one allocation per shape; predict keeps one shape
-            interpreter.resize_tensor_input(inp, batch.shape)
-            with native_stderr_filtered():  # the XNNPACK delegate's INFO line, on the first allocation
-                interpreter.allocate_tensors()
-            shape[0] = batch.shape
-        interpreter.set_tensor(inp, batch)
-        interpreter.invoke()
-        return np.array(interpreter.get_tensor(out))
-
-    return run
-
-
-def _savedmodel_runner(path: Path) -> Runner:
-    import tensorflow as tf
-
-    model = tf.saved_model.load(str(path))
-    # training=True is the plain graph (no XLA compilation per shape); BiT has no batch norm or
-    # dropout, so it computes the same function as the XLA-compiled inference path.
-    return lambda batch: model(tf.constant(batch), training=True).numpy()
-
-
-RUNNERS: dict[str, Callable[[Path], Runner]] = {"onnx": _onnx_runner, "tflite": _tflite_runner, "savedmodel": _savedmodel_runner}
+#: The classifier's runtime per format (convert.predict.runners); the SavedModel runs its plain graph:
+#: one image does not pay an XLA compilation (docs/inference.md).
+RUNNERS: dict[str, Callable[[Path], Runner]] = {
+    "onnx": lambda path: runners.onnx_runner(path, OUTPUT_NAMES[CLASSIFIER]),
+    "tflite": runners.tflite_runner,
+    "savedmodel": runners.savedmodel_runner,
+}
 
 
 def load_runner(export: ExportedClassifier) -> Runner:
