@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -127,3 +129,20 @@ def loopback_bucket(tmp_path_factory):
         mp.setenv("BITCONVERT_BASE_URL", server.base_url)
         mp.setenv("BITCONVERT_CACHE", str(tmp_path_factory.mktemp("default-cache")))
         yield server
+
+
+@pytest.fixture
+def bucket(tmp_path, payload) -> Path:
+    """A loopback bucket directory holding ``payload`` (each downloader test module says what it is) at SOURCE."""
+    from fetch_support import SOURCE
+
+    root = tmp_path / "bucket"
+    (root / "distill").mkdir(parents=True)
+    (root / SOURCE).write_bytes(payload)
+    return root
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    """Where an injected RetryPolicy records its sleeps instead of sleeping."""
+    return []

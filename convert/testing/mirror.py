@@ -16,8 +16,7 @@ body, or ask for a fault (close early, reset, stall, trickle, flip a byte,
 append bytes). ``reply.number`` counts the requests for the same path, so
 "fail the first request, then behave" is one ``if``.
 
-Unfaulted full bodies go out with ``os.sendfile`` so that the server is not
-the bottleneck of a throughput benchmark. Nothing is logged.
+Unfaulted full bodies go out with ``os.sendfile`` (never the bottleneck of a benchmark). Nothing is logged.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import struct
 import sys
@@ -39,6 +39,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import google_crc32c
+
+from ..labels import DATA_DIR, LABEL_FILES
 
 _HASH_CHUNK = 4 << 20
 _SEND_CHUNK = 64 << 10
@@ -389,10 +391,6 @@ def label_bucket(root: str | os.PathLike) -> Iterator[MirrorServer]:
     What tests and benchmarks export against instead of the real bucket: an export
     fetches its label file from the bucket even when given a local checkpoint.
     """
-    import shutil
-
-    from ..labels import DATA_DIR, LABEL_FILES
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for name in LABEL_FILES:

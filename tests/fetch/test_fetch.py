@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import time
-from pathlib import Path
 
 import pytest
 from fetch_support import HALF, SIZE, SOURCE, assert_pass_rule, make_payload
@@ -53,19 +52,6 @@ ENTRY = ModelEntry(
 @pytest.fixture
 def payload() -> bytes:
     return make_payload()
-
-
-@pytest.fixture
-def bucket(tmp_path, payload) -> Path:
-    root = tmp_path / "bucket"
-    (root / "distill").mkdir(parents=True)
-    (root / SOURCE).write_bytes(payload)
-    return root
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
 
 
 @pytest.fixture

@@ -30,19 +30,6 @@ def payload() -> bytes:
     return make_payload(size=256 << 10)
 
 
-@pytest.fixture
-def bucket(tmp_path, payload) -> Path:
-    root = tmp_path / "bucket"
-    (root / "distill").mkdir(parents=True)
-    (root / SOURCE).write_bytes(payload)
-    return root
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
 def _policy(sleeps, **overrides) -> RetryPolicy:
     """Retries that would go on for a while (5 attempts, 10 s reads) unless a rule stops them."""
     fields = dict(
