@@ -95,8 +95,8 @@ def test_input_range_is_inside_the_model(tiny, parity_inputs):
     from convert.model.keras_model import build_keras_models
 
     images, reference = parity_inputs
-    unit, _ = build_keras_models(TINY, tiny.arrays)
-    symmetric, _ = build_keras_models(TINY, tiny.arrays, input_range=(-1.0, 1.0))
+    unit, _ = build_keras_models(TINY, tiny.arrays, pool_pad=pool_padding())  # the reference's forward pass
+    symmetric, _ = build_keras_models(TINY, tiny.arrays, input_range=(-1.0, 1.0), pool_pad=pool_padding())
     assert "input_range" in [layer.name for layer in unit.layers]
     assert "input_range" not in [layer.name for layer in symmetric.layers]
     for model, x in ((unit, to_unit(images)), (symmetric, images)):

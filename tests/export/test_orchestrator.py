@@ -103,7 +103,7 @@ def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     from convert.errors import ParityError
 
     real = tf_model.build_tf_model
-    monkeypatch.setattr(tf_model, "build_tf_model", lambda ckpt: real(ckpt, strided_padding="same"))
+    monkeypatch.setattr(tf_model, "build_tf_model", lambda ckpt, **knobs: real(ckpt, **{**knobs, "strided_padding": "same"}))
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="before export"):
         tiny_export(tmp_path, out, reference="inline")  # the reference first, in this process
