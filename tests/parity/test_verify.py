@@ -169,7 +169,8 @@ def test_verify_without_checkpoint_fetches_and_prints_a_table(invoke, r50x1_npz,
     assert seen["offline"] is True and seen["cache_dir"] == str(tmp_path)
     lines = res.stdout.splitlines()
     assert lines[0].startswith(f"{MODEL} (R50x1) 7 images 64x64; tolerance")
-    assert [line.split()[0] for line in lines[2:9]] == list(STAGES)
+    assert lines[1].startswith("forward pass: ") and lines[2].split()[0] == "stage"
+    assert [line.split()[0] for line in lines[3:10]] == list(STAGES)
     assert lines[-1] == "parity: PASS"
     assert res.stderr == ""
 
