@@ -228,6 +228,22 @@ def _shapes(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(np.shape(v)) for k, v in arrays.items()}
 
 
+def _require_match(
+    rows, arrays, target_shapes: Mapping[str, tuple[int, ...]], name_field: str, shape_field: str, label: str, model: str
+) -> None:
+    """:func:`check_sides` of ``rows`` between ``arrays`` and ``target_shapes``, raised as one
+    :class:`MappingError`. ``name_field``/``shape_field``: the row's attributes naming the target and its shape."""
+    diffs = check_sides(
+        rows,
+        _shapes(arrays),
+        target_shapes,
+        target_of=lambda r: getattr(r, name_field),
+        target_shape_of=lambda r: getattr(r, shape_field),
+        target_label=label,
+    )
+    raise_on_diffs(diffs, f"checkpoint -> {label.split()[0]} mapping for {model} does not match")
+
+
 def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow] | None = None) -> None:
     """Assign checkpoint ``arrays`` to ``model``'s variables (a :class:`BiTResNetV2`) through ``rows``.
 
@@ -238,15 +254,8 @@ def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow
     # Keyed by the name each variable was created with (its key in variables_by_key;
     # ``.name`` minus ":0" unless the model was built inside a name scope).
     variables = dict(model.variables_by_key)
-    diffs = check_sides(
-        rows,
-        _shapes(arrays),
-        {name: tuple(v.shape) for name, v in variables.items()},
-        target_of=lambda r: r.tf_variable,
-        target_shape_of=lambda r: r.shape,
-        target_label="TF variable",
-    )
-    raise_on_diffs(diffs, f"checkpoint -> TF mapping for {model.arch.name} does not match")
+    shapes = {name: tuple(v.shape) for name, v in variables.items()}
+    _require_match(rows, arrays, shapes, "tf_variable", "shape", "TF variable", model.arch.name)
     for r in rows:
         variables[r.tf_variable].assign(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
 
@@ -262,15 +271,8 @@ def assign_keras(model, arrays: Mapping[str, np.ndarray], rows: Iterable[Mapping
     weights = {w.path: w for w in model.weights}
     if len(weights) != len(model.weights):
         raise MappingError(f"the Keras model has {len(model.weights) - len(weights)} weights with duplicate paths")
-    diffs = check_sides(
-        rows,
-        _shapes(arrays),
-        {path: tuple(w.shape) for path, w in weights.items()},
-        target_of=lambda r: r.keras_path,
-        target_shape_of=lambda r: r.flax_shape,
-        target_label="Keras weight",
-    )
-    raise_on_diffs(diffs, f"checkpoint -> Keras mapping for {model.name} does not match")
+    shapes = {path: tuple(w.shape) for path, w in weights.items()}
+    _require_match(rows, arrays, shapes, "keras_path", "flax_shape", "Keras weight", model.name)
     for r in rows:
         value = TRANSFORMS[r.transform].apply(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
         weights[r.keras_path].assign(value)
@@ -306,16 +308,7 @@ def flax_params(
     from .flax_model import param_shapes
 
     rows = tuple(mapping_rows(arch) if rows is None else rows)
-    expected = _flatten_tree(param_shapes(arch))
-    diffs = check_sides(
-        rows,
-        _shapes(arrays),
-        expected,
-        target_of=lambda r: r.flax_path,
-        target_shape_of=lambda r: r.flax_shape,
-        target_label="Flax param",
-    )
-    raise_on_diffs(diffs, f"checkpoint -> Flax mapping for {arch.name} does not match")
+    _require_match(rows, arrays, _flatten_tree(param_shapes(arch)), "flax_path", "flax_shape", "Flax param", arch.name)
     tree: dict = {}
     for r in rows:
         node = tree
