@@ -8,7 +8,6 @@ TensorFlow and JAX are imported only inside the commands that need them.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -20,6 +19,7 @@ from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_IO, BitconvertError
 from .export import export_cmd
 from .options import (
     checkpoint_option,
+    emit_json,
     forward_option,
     json_option,
     one_model_option,
@@ -117,10 +117,6 @@ def prepare_frameworks() -> None:
     prepare()
 
 
-def emit_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False))
-
-
 @cli.command("list")
 @json_option
 @click.option("--collection", is_flag=True, help="Only the four entries of the TF Hub collection.")
@@ -176,6 +172,13 @@ def inspect_cmd(path: str, model_id: str | None, allow_nonstandard: bool, as_jso
     inspect_command(path, model_id, allow_nonstandard, as_json)
 
 
+def _speed_floor_option(flag: str, lowest: float, metavar: str, text: str, env: str, default: float):
+    """One of fetch's speed-floor options: a number from ``lowest`` up, its environment variable and default in the help."""
+    return click.option(
+        flag, type=click.FloatRange(min=lowest), metavar=metavar, help=f"{text} [env {env}; default {default:.0f}]."
+    )
+
+
 @cli.command("fetch")
 @click.argument("model_ids", nargs=-1, metavar="[MODEL]...")
 @click.option("--all", "fetch_all", is_flag=True, help="Every model in the registry.")
@@ -185,19 +188,21 @@ def inspect_cmd(path: str, model_id: str | None, allow_nonstandard: bool, as_jso
     is_flag=True,
     help="Accept a file checked by size only when the server sends no x-goog-hash and the registry pins no sha256.",
 )
-@click.option(
+@_speed_floor_option(
     "--min-speed",
-    type=click.FloatRange(min=0),
-    metavar="BYTES",
-    help=f"Give up (exit 4) on a server slower than BYTES a second over --min-speed-time; 0: never "
-    f"[env {config.MIN_SPEED}; default {config.MIN_SPEED_DEFAULT:.0f}].",
+    0,
+    "BYTES",
+    "Give up (exit 4) on a server slower than BYTES a second over --min-speed-time; 0: never",
+    config.MIN_SPEED,
+    config.MIN_SPEED_DEFAULT,
 )
-@click.option(
+@_speed_floor_option(
     "--min-speed-time",
-    type=click.FloatRange(min=1),
-    metavar="SECONDS",
-    help=f"The stretch the --min-speed floor is averaged over; a stall this long also ends the download "
-    f"[env {config.MIN_SPEED_TIME}; default {config.MIN_SPEED_TIME_DEFAULT:.0f}].",
+    1,
+    "SECONDS",
+    "The stretch the --min-speed floor is averaged over; a stall this long also ends the download",
+    config.MIN_SPEED_TIME,
+    config.MIN_SPEED_TIME_DEFAULT,
 )
 @source_options
 def fetch_cmd(model_ids, fetch_all, force, allow_unverified, min_speed, min_speed_time, cache_dir, base_url, offline, quiet):
