@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ..checkpoint import Inspection, inspect_checkpoint, registry_matches, summarise
 from ..errors import CheckpointError
+from .options import emit_json
 
 _MARK = {"missing": "-", "unexpected": "+"}
 
@@ -119,7 +119,7 @@ def inspect_command(path: str, model_id: str | None, allow_nonstandard: bool, as
     ins = inspect_checkpoint(path, arch, allow_nonstandard)
     forward = forward_of_file(_registry(), path, ins.actual or ins.architecture, model_id)
     if as_json:
-        click.echo(json.dumps({**inspection_dict(ins), "forward": forward}, indent=2))
+        emit_json({**inspection_dict(ins), "forward": forward})
     else:
         click.echo(render_text(ins, forward))
     if ins.problems:

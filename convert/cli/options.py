@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from .. import config
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+
+def emit_json(data) -> None:
+    """What ``--json`` prints: ``data`` as indented JSON on stdout, keys in their order."""
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
 
 model_option = click.option(
     "--model",

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from .options import json_option, output_dir_option
+from .options import emit_json, json_option, output_dir_option
 from .quiet import prepare
 
 
@@ -46,6 +44,6 @@ def predict_cmd(model_id, output_dir, fmt, top, as_json, images):
     prepare()  # TensorFlow's and JAX's start-up lines off stderr, before either is imported
     results = predict(export, list(images), top=top)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        emit_json(results)
     else:
         click.echo(render_text(results, export.multi_label))
