@@ -62,15 +62,14 @@ def judge_live(reference: Reference, live: dict, arch: Architecture, model_id: s
     from ..parity import compare
 
     before = compare(reference, live, arch)
-    log(f"{model_id}: parity before export (live TF graph): {summary_line(before, ('pre_logits', 'logits'))}")
-    if not before.passed:
-        raise ParityError(
-            f"{model_id}: the TF graph does not reproduce JAX before export (failed at {', '.join(before.failed_stages)}, "
-            f"relative error {max(s.tf_rel_l2_f64 for s in before.stages.values()):.2e} > {before.tolerance:.1e}); "
-            "nothing exported",
-            before,
-        )
-    return before
+    worst = max(s.tf_rel_l2_f64 for s in before.stages.values())
+    return _passed(
+        before,
+        log,
+        f"{model_id}: parity before export (live TF graph): {summary_line(before, ('pre_logits', 'logits'))}",
+        f"{model_id}: the TF graph does not reproduce JAX before export (failed at {', '.join(before.failed_stages)}, "
+        f"relative error {worst:.2e} > {before.tolerance:.1e}); nothing exported",
+    )
 
 
 def check_shape(target: ExportTarget, run: Run, images: int, arch: Architecture, model_id: str) -> None:
@@ -87,14 +86,20 @@ def judge_run(reference: Reference, target: ExportTarget, run: Run, arch: Archit
 
     stage = VARIANT_STAGES[run.artifact.variant]
     report = compare(reference, {stage: run.outputs}, arch)
-    log(f"{model_id}: parity after export, {target.where(run)}: {summary_line(report, (stage,))}")
+    return _passed(
+        report,
+        log,
+        f"{model_id}: parity after export, {target.where(run)}: {summary_line(report, (stage,))}",
+        f"{model_id}: the reloaded {target.what(run)} does not reproduce JAX "
+        f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); export removed",
+    )
+
+
+def _passed(report: ParityReport, log: Log, line: str, failure: str) -> ParityReport:
+    """Log ``line``; ``report`` when it passed, else a :class:`ParityError` saying ``failure``."""
+    log(line)
     if not report.passed:
-        raise ParityError(
-            f"{model_id}: the reloaded {target.what(run)} does not reproduce JAX "
-            f"({stage} relative error {report.stages[stage].tf_rel_l2_f64:.2e} > {report.tolerance:.1e}); "
-            "export removed",
-            report,
-        )
+        raise ParityError(failure, report)
     return report
 
 
