@@ -87,7 +87,7 @@ def read_source(state: ExportState, path: Path, sha256: str | None, source_url: 
     if entry.sha256 and sha256 != entry.sha256:
         state.log(f"{entry.id}: warning: checkpoint sha256 {sha256} differs from the registry's {entry.sha256}")
     state.source = Source(checkpoint, path, sha256, source_url or bucket_url(entry), checkpoint.parameters)
-    check_free_space(options.output_dir, export_bytes(state.source.weight_bytes, options.formats, options.archive))
+    check_free_space(options.output_dir, export_bytes(state.source.weight_bytes, state.targets, options))
 
 
 def start_reference(state: ExportState, window) -> None:

@@ -129,10 +129,9 @@ def io_error(what: str, exc: BaseException) -> LocalIOError:
     return LocalIOError(f"{what}: {detail}")
 
 
-def export_bytes(weight_bytes: int, formats, archive: bool = False) -> int:
-    """About what an export writes: two variants of the weights per format, two archives of the
-    SavedModels with ``archive`` (random-looking floats barely compress), 5% for graphs and cards."""
-    copies = 2 * len(formats) + (2 if archive and "savedmodel" in formats else 0)
+def export_bytes(weight_bytes: int, targets, options) -> int:
+    """About what an export writes: the copies of the weights each target's artifacts hold, 5% for graphs and cards."""
+    copies = sum(t.weight_copies(options) for t in targets)
     return int(weight_bytes * copies * 1.05)
 
 

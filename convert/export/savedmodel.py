@@ -213,6 +213,10 @@ class SavedModelTarget(ExportTarget):
             forward=job.forward,
         )
 
+    def weight_copies(self, options: ExportOptions) -> int:
+        """Its two SavedModels, and with ``--archive`` a .tar.gz of each (random-looking floats barely compress)."""
+        return super().weight_copies(options) * (2 if options.archive else 1)
+
     def finish(self, job: ExportJob, artifacts: list[Artifact], options: ExportOptions) -> list[Artifact]:
         """``--archive``: a deterministic .tar.gz of each SavedModel (the TF Hub upload format); facts["archive"] either way."""
         return [replace(a, facts={**a.facts, "archive": self._archive(job, a) if options.archive else None}) for a in artifacts]

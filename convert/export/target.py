@@ -178,6 +178,10 @@ class ExportTarget:
         """After every check passed and the cards are written: the artifacts, with anything added to their facts."""
         return artifacts
 
+    def weight_copies(self, options: ExportOptions) -> int:
+        """How many copies of the weights its artifacts hold on disk (the free-space check): one per variant."""
+        return len(VARIANTS)
+
     def labels_path(self, artifact: Artifact) -> str:
         """Where a classifier's class names are, relative to the export directory: ``labels.txt`` beside it."""
         return (Path(artifact.path).parent / LABELS_FILE).as_posix()
