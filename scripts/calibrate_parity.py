@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from convert.checkpoint import Checkpoint  # noqa: E402
 from convert.model.architecture import Architecture  # noqa: E402
 from convert.parity import STAGES, make_inputs, reference_outputs, tf_stage_function, tolerance  # noqa: E402
-from convert.parity.compare import _per_image_rel_l2  # noqa: E402
+from convert.parity.compare import per_image_rel_l2  # noqa: E402
 from convert.synthetic import synthetic_arrays  # noqa: E402
 from convert.testing.mutations import Mutation, tf_build_options  # noqa: E402
 from convert.testing.mutations import mutations as shared_mutations  # noqa: E402
@@ -84,13 +84,13 @@ def main() -> int:
     tf_out = run_tf()
     for stage in STAGES:
         for side, out in (("TF f32", tf_out), ("JAX f32", ref.f32)):
-            e = _per_image_rel_l2(out[stage], ref.f64[stage])
+            e = per_image_rel_l2(out[stage], ref.f64[stage])
             print(f"| {side} | {stage} | {e.max():.2e} | " + " | ".join(f"{v:.1e}" for v in e) + " |")
     if args.mutations:
         for label, knobs in mutations(arch).items():
             out = run_tf(**knobs)
             for stage in STAGES:
-                e = _per_image_rel_l2(out[stage], ref.f64[stage])
+                e = per_image_rel_l2(out[stage], ref.f64[stage])
                 print(f"| {label} | {stage} | {e.max():.2e} | " + " | ".join(f"{v:.1e}" for v in e) + " |")
     return 0
 

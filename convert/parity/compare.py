@@ -51,7 +51,8 @@ def tolerance(arch: Architecture) -> float:
     return float(f"{TOLERANCE_MARGIN * expected_error(arch):.2g}")
 
 
-def _per_image_rel_l2(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def per_image_rel_l2(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Relative L2 error of each image of ``a`` against ``ref`` (float64, one value per image)."""
     a = np.asarray(a, np.float64).reshape(len(a), -1)
     ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
     num = np.linalg.norm(a - ref, axis=1)
@@ -191,15 +192,15 @@ def compare(
         if c.shape != r64.shape:
             raise ValueError(f"{stage}: candidate shape {c.shape} != reference shape {r64.shape}")
         finite = bool(np.isfinite(c).all())
-        tf64 = _per_image_rel_l2(c, r64)
+        tf64 = per_image_rel_l2(c, r64)
         worst = int(np.nanargmax(tf64)) if np.isfinite(tf64).any() else 0
         res = StageResult(
             stage=stage,
             shape=tuple(c.shape),
             max_abs=None if r32 is None else float(np.max(np.abs(c.astype(np.float64) - r32))),
-            rel_l2=None if r32 is None else float(np.max(_per_image_rel_l2(c, r32))),
+            rel_l2=None if r32 is None else float(np.max(per_image_rel_l2(c, r32))),
             tf_rel_l2_f64=float(np.max(tf64)),
-            jax_rel_l2_f64=None if r32 is None else float(np.max(_per_image_rel_l2(r32, r64))),
+            jax_rel_l2_f64=None if r32 is None else float(np.max(per_image_rel_l2(r32, r64))),
             worst_input=names[worst],
             finite=finite,
             passed=False,
