@@ -241,10 +241,13 @@ def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
 
 
 def _unique_key_loader():
-    """A SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+    """A SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently).
+
+    libyaml's parser when PyYAML has it (its wheels do): the pure-Python scanner took most of
+    ``inspect``'s start-up; the constructor, where keys are checked, is the same Python code."""
     import yaml
 
-    class UniqueKeyLoader(yaml.SafeLoader):
+    class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _ in node.value:
