@@ -145,14 +145,40 @@ def measure(
     )
 
 
-def print_table(head: Sequence[str], rows: Iterable[Sequence[object]], file=None, right: Iterable[int] = ()) -> None:
-    """A Markdown table; the columns numbered in ``right`` are right-aligned (figures)."""
+def print_table(
+    head: Sequence[str], rows: Iterable[Sequence[object]], file=None, right: Iterable[int] = (), machine: bool = True
+) -> None:
+    """A Markdown table; the columns numbered in ``right`` are right-aligned (figures). ``machine``:
+    the CPU and load line above it (:func:`machine_line`)."""
     file = file or sys.stdout
     right = set(right)
+    if machine:
+        print(f"{machine_line()}\n", file=file)
     print("| " + " | ".join(head) + " |", file=file)
     print("|" + "|".join("---:" if i in right else "---" for i in range(len(head))) + "|", file=file)
     for row in rows:
         print("| " + " | ".join(str(c) for c in row) + " |", file=file)
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name, the vector instruction sets it offers (from /proc/cpuinfo), cores and load."""
+    model, flags = "unknown", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    isa = [name for name in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma", "avx") if name in flags]
+    return {"model": model, "isa": isa, "cores": os.cpu_count(), "load": os.getloadavg()}
+
+
+def machine_line() -> str:
+    """One line for above a table: figures depend on the CPU (and its load), so every table names them."""
+    c = cpu_facts()
+    load = "/".join(f"{x:.1f}" for x in c["load"])
+    return f"CPU: {c['model']} ({', '.join(c['isa']) or 'no AVX'}), {c['cores']} cores, load average {load}"
 
 
 def mb(n: int) -> str:

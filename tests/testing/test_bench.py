@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
-from convert.testing.bench import measure, print_table
+from convert.testing.bench import cpu_facts, measure, print_table
 
 #: A parent holding 120 MB that starts a child holding 80 MB; both stay alive together for 0.6 s, then burn CPU.
 TREE = """
@@ -36,5 +36,24 @@ def test_a_failing_child_is_reported_not_raised():
 
 def test_print_table():
     out = io.StringIO()
-    print_table(("tool", "seconds"), [("curl", "1.00"), ("bitconvert", "1.10")], file=out, right=(1,))
+    print_table(("tool", "seconds"), [("curl", "1.00"), ("bitconvert", "1.10")], file=out, right=(1,), machine=False)
     assert out.getvalue().splitlines() == ["| tool | seconds |", "|---|---:|", "| curl | 1.00 |", "| bitconvert | 1.10 |"]
+
+
+def test_every_table_names_the_cpu_it_ran_on():
+    out = io.StringIO()
+    print_table(("tool", "seconds"), [("curl", "1.00")], file=out)
+    first, blank, head = out.getvalue().splitlines()[:3]
+    facts = cpu_facts()
+    assert first.startswith(f"CPU: {facts['model']} (") and f"{facts['cores']} cores, load average " in first
+    assert blank == "" and head == "| tool | seconds |"
+
+
+def test_cpu_facts_name_the_instruction_sets_from_cpuinfo():
+    flags = set()
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    isa = cpu_facts()["isa"]
+    assert ("avx2" in isa) == ("avx2" in flags) and ("avx512f" in isa) == ("avx512f" in flags)
