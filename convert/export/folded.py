@@ -9,7 +9,10 @@ kernels up to about 128 MiB (R152x4's 3x3x2048x2048 kernels would stay
 computed at run time).
 
 The graph itself is :class:`convert.model.tf_model.BiTResNetV2` built with
-``weights=`` and ``standardized_kernels=True``: no copy of the forward pass.
+``weights=``, ``standardized_kernels=True`` and ``channel_stats=True`` (group
+norm without run-time reshapes of the activations, which LiteRT's XNNPACK
+delegate and onnxruntime run faster: docs/inference.md): no copy of the
+forward pass.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ def forward_fn(net, variant: str, input_range: str, weights):
         strided_padding=net.strided_padding,
         pool_pad=net.pool_pad,
         standardized_kernels=True,
+        channel_stats=True,
         weights=weights,
     )
     forward = folded.__call__ if variant == "classification" else folded.features

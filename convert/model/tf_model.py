@@ -32,7 +32,10 @@ correct model):
 Inference-only exports (LiteRT, ONNX) fold weight standardisation into the
 stored kernels: :func:`standardize_kernel` once per kernel, then a module
 built with ``weights=`` (those tensors instead of new variables) and
-``standardized_kernels=True`` (the convs use their kernels as given).
+``standardized_kernels=True`` (the convs use their kernels as given), and
+``channel_stats=True``: group norm with its statistics broadcast per channel,
+the activations never reshaped (:meth:`BiTResNetV2._group_norm_per_channel`).
+The SavedModels keep the grouped form they were published with.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class BiTResNetV2(tf.Module):
         strided_padding: str = "explicit",
         pool_pad: str = "zero",
         standardized_kernels: bool = False,
+        channel_stats: bool = False,
         weights=None,
     ):
         super().__init__(name=name)
@@ -125,6 +129,8 @@ class BiTResNetV2(tf.Module):
         self.pool_pad = pool_pad
         #: The conv kernels are standardised already (folded exports): use them as given.
         self.standardized_kernels = standardized_kernels
+        #: Group norm as per-channel statistics (see :meth:`_group_norm_per_channel`; folded exports).
+        self.channel_stats = channel_stats
         if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
             self.variables_by_key = dict(weights)
             return
@@ -160,6 +166,8 @@ class BiTResNetV2(tf.Module):
         """GN_GROUPS groups, stats over (H, W, channels-in-group), eps GN_EPS, then gamma/beta."""
         gamma = self.variables_by_key[prefix + "gamma"]
         beta = self.variables_by_key[prefix + "beta"]
+        if self.channel_stats:
+            return self._group_norm_per_channel(x, gamma, beta)
         channels = gamma.shape[0]
         dims = tf.shape(x)
         g = tf.reshape(x, tf.concat([dims[:3], [GN_GROUPS, channels // GN_GROUPS]], 0))
@@ -171,6 +179,25 @@ class BiTResNetV2(tf.Module):
         var = _mean_in_steps(tf.math.squared_difference(g, tf.stop_gradient(mean)), _GN_AXES)
         g = (g - mean) * tf.math.rsqrt(var + GN_EPS)
         return tf.reshape(g, dims) * gamma + beta
+
+    def _group_norm_per_channel(self, x, gamma, beta):
+        """The same group norm, the activations kept 4-D: each group's mean and variance broadcast per channel.
+
+        Only the (batch, channels) statistics are reshaped, to shapes fixed but for the batch; the
+        activations never are. A reshape to a shape computed at run time (``tf.shape``) is what
+        LiteRT's XNNPACK delegate cannot take, and what keeps onnxruntime's layout changes around
+        every group norm. Means in steps as in :func:`_mean_in_steps` (W, H, then the group).
+        """
+        channels = gamma.shape[0]
+        per_group = channels // GN_GROUPS
+
+        def group_mean(t):  # (N, H, W, C) -> (N, 1, 1, C): the mean of each channel's group
+            s = _mean_in_steps(t, (1, 2))
+            s = tf.reduce_mean(tf.reshape(s, [-1, GN_GROUPS, per_group]), axis=2, keepdims=True)
+            return tf.reshape(s * tf.ones([per_group]), [-1, 1, 1, channels])
+
+        x = x - group_mean(x)
+        return x * (gamma * tf.math.rsqrt(group_mean(tf.square(x)) + GN_EPS)) + beta
 
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)

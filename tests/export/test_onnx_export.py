@@ -62,3 +62,12 @@ def test_over_the_size_limit_weights_go_to_external_data(tiny_npz, tmp_path):
 def test_default_limit_external_data_for_r152x4_only():
     assert all(TARGET.needs_external_data(R152X4, v) for v in VARIANTS)
     assert not any(TARGET.needs_external_data(arch, v) for arch in (R50X1, R152X2) for v in VARIANTS)
+
+
+def test_no_shape_is_computed_at_run_time(tiny_export):
+    # Group norm reshapes only its (batch, channels) statistics, to fixed shapes: no Shape op, no 5-D activations.
+    import onnx
+
+    for e in entries(tiny_export.manifest, "onnx"):
+        ops = {n.op_type for n in onnx.load(str(tiny_export.path / e["path"])).graph.node}
+        assert "Conv" in ops and "Shape" not in ops, sorted(ops)

@@ -48,3 +48,17 @@ def test_default_limit_refuses_r152x4_only():
     why = TARGET.refusal(R152X4)
     assert why is not None and "3.7" in why
     assert TARGET.refusal(R152X2) is None and TARGET.refusal(R50X1) is None
+
+
+def test_no_shape_is_computed_at_run_time(tiny_export):
+    # XNNPACK cannot take a RESHAPE to a shape computed in the graph: each one split the delegated
+    # graph (100 partitions for R50x1, docs/inference.md). Group norm reshapes only fixed shapes.
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    for e in entries(tiny_export.manifest, "tflite"):
+        model = flatbuffer_utils.read_model(str(tiny_export.path / e["path"]))
+        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+        ops = {names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators}
+        assert "CONV_2D" in ops and not ops & {"SHAPE", "STRIDED_SLICE", "CONCATENATION"}, sorted(ops)

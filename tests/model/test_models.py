@@ -222,3 +222,14 @@ def test_checkpoint_roundtrip_keeps_slash_names(tiny_ckpt, tmp_path):
     tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
     for key, var in fresh.variables_by_key.items():
         np.testing.assert_array_equal(var.numpy(), tiny_ckpt.arrays[key])
+
+
+def test_group_norm_from_per_channel_statistics_is_the_grouped_one(tiny_ckpt, tiny_fn):
+    # The folded LiteRT/ONNX graphs' group norm (channel_stats=True) differs only in float32 summation order.
+    _, fn = tiny_fn
+    per_channel = tf.function(build_tf_model(tiny_ckpt, channel_stats=True).stages, input_signature=SPEC)
+    x, _ = make_inputs((35, 41), 2)
+    grouped, out = fn(x), per_channel(x)
+    for stage in STAGES:
+        b = grouped[stage].numpy()
+        np.testing.assert_allclose(out[stage].numpy(), b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=stage)
