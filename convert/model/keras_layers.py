@@ -82,7 +82,7 @@ class StandardizedConv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         plain = self.padding == "valid" and self.data_format == "channels_last" and self.dilation_rate == (1, 1)
         if _on("torch") and plain and self.groups == 1:
-            from .keras_torch import standardized_conv2d  # NHWC as torch's channels-last: no layout copies
+            from .keras_torch import standardized_conv2d  # NCHW memory under NHWC shapes; cached kernels
 
             return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
         k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
@@ -136,7 +136,7 @@ class GroupNorm(keras.layers.Layer):
         dtype = inputs.dtype
         x = inputs if keras.backend.standardize_dtype(dtype) in ("float32", "float64") else ops.cast(inputs, "float32")
         if _on("torch"):
-            from .keras_torch import group_norm  # the same arithmetic in three passes instead of a dozen
+            from .keras_torch import group_norm  # torch's own group norm on NCHW memory
 
             y = group_norm(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype), self.groups, self.epsilon)
             return ops.cast(y, dtype)
