@@ -65,25 +65,33 @@ def _nchw(inputs):
     return x if x.is_contiguous() else x.contiguous()
 
 
-def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float):
-    """VALID conv of NHWC ``inputs`` with the weight-standardised HWIO ``kernel`` (over H, W, I); NHWC out."""
+def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float, pad: int = 0):
+    """Conv of NHWC ``inputs``, zero-padded by ``pad`` on each side of H and W, with the weight-standardised
+    HWIO ``kernel`` (over H, W, I), VALID; NHWC out."""
     kh, kw, cin, cout = kernel.shape
     k = standardized_kernel(kernel, ws_eps)
     x = _nchw(inputs)
-    if kh == kw == 1 and tuple(strides) == (1, 1):  # a matrix product (O, I) @ (I, H*W) per image
+    if kh == kw == 1 and tuple(strides) == (1, 1) and not pad:  # a matrix product (O, I) @ (I, H*W) per image
         n, _, h, w = x.shape
         y = torch.matmul(k.view(cout, cin), x.view(n, cin, h * w)).view(n, cout, h, w)
     else:
-        y = F.conv2d(x, k, stride=tuple(strides))
+        y = F.conv2d(x, k, stride=tuple(strides), padding=pad)
     return y.permute(0, 2, 3, 1)
 
 
-def group_norm(x, gamma, beta, groups: int, epsilon: float):
-    """Group norm of NHWC-shaped ``x``: torch's own kernel on its contiguous NCHW memory (``x * scale + shift``).
+def pad2d(inputs, pad: int, value: float):
+    """NHWC-shaped ``inputs`` padded by ``pad`` on each side of H and W with ``value``, in NCHW memory."""
+    return F.pad(_nchw(inputs), (pad, pad, pad, pad), value=value).permute(0, 2, 3, 1)
+
+
+def group_norm(x, gamma, beta, groups: int, epsilon: float, relu: bool = False):
+    """Group norm of NHWC-shaped ``x``: torch's own kernel on its contiguous NCHW memory (``x * scale + shift``),
+    then with ``relu`` a ReLU in place (on the group norm's own output).
 
     On contiguous NCHW input torch computes the group statistics with Welford's
     method, as accurate as two passes; on channels-last memory it uses
     ``E[x^2] - E[x]^2`` (relative error 1.05 on a group of mean 100 and spread
     0.01, against 3.5e-4), which :func:`_nchw` never gives it.
     """
-    return F.group_norm(_nchw(x), groups, gamma, beta, epsilon).permute(0, 2, 3, 1)
+    y = F.group_norm(_nchw(x), groups, gamma, beta, epsilon)
+    return (y.relu_() if relu else y).permute(0, 2, 3, 1)
