@@ -45,11 +45,12 @@ SUBDIR = "keras"
 #: Memory of one checking process: a fixed part (Python, keras, the backend), this many
 #: bytes per byte of weights (the loaded model and the backend's working copies), and the
 #: layer outputs of the images of one call (convert.model.keras_model.layer_output_elements);
-#: fitted to the measured peaks of each backend (docs/performance.md).
+#: fitted to the measured peaks of each backend (docs/performance.md), plus one copy of the
+#: weights for the standardised kernels the torch backend keeps between calls (docs/keras.md).
 CHILD_FIXED_BYTES = 0.9e9
-CHILD_BYTES_PER_WEIGHT_BYTE = 2.5
+CHILD_BYTES_PER_WEIGHT_BYTE = 3.5
 #: What the layer outputs of one call may take: R50x1 runs its 6 parity images at 224 in
-#: one call, R152x2 (0.66 GB an image at 224) one at a time.
+#: one call, R152x2 (0.46 GB an image at 224) two at a time.
 CALL_ACTIVATION_BUDGET = 1.0e9
 #: What the checking processes may hold together (and never more than the available
 #: memory the plan is given): R50x1 checks all three backends at once, R152x2 one at a

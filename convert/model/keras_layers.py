@@ -16,10 +16,10 @@ layer's config, so a saved model carries the epsilons it was checked with.
 The layers:
 
 * :class:`StandardizedConv2D`: a bias-free ``Conv2D`` whose kernel is weight
-  standardised on every call (``(k - mean) / sqrt(var + eps)`` over H, W, I),
-  through Keras' ``convolution_op`` hook;
+  standardised (``(k - mean) / sqrt(var + eps)`` over H, W, I) through Keras'
+  ``convolution_op`` hook, after its own symmetric zero padding (``pad``);
 * :class:`GroupNorm`: group norm with BiT's two-pass variance, reduced axis by
-  axis. Keras' ``GroupNormalization`` goes through ``ops.moments``, which the
+  axis, and the ReLU that follows it (``relu``). Keras' ``GroupNormalization`` goes through ``ops.moments``, which the
   torch backend computes as ``E[x^2] - E[x]^2``: that cancels catastrophically
   where a group's mean dwarfs its spread (flat images), and one reduction over
   (H, W, C) loses accuracy on JAX (see :func:`_mean_hw_c`), hence a layer of our own;
@@ -28,8 +28,13 @@ The layers:
 * :class:`HostConstant`: the initial value of every weight, made with numpy
   (overwritten by the saved weights on load);
 * :class:`ConstantPadding2D`: symmetric padding with a constant: the root
-  max-pool's -inf padding of big_vision's ``distill/`` checkpoints (zero
-  padding uses Keras' ``ZeroPadding2D``).
+  max-pool's padding (zeros, or -inf for big_vision's ``distill/`` checkpoints).
+
+On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
+(torch's own convolutions and group norm, kernels standardised once while they
+are unchanged); fewer layers per unit because Keras' per-layer dispatch costs
+more than a small layer's arithmetic there. ``.keras`` files written with
+separate ``ZeroPadding2D`` and ``ReLU`` layers load and run as before.
 """
 
 from __future__ import annotations
@@ -70,21 +75,30 @@ class HostConstant(keras.initializers.Initializer):
 
 @_register
 class StandardizedConv2D(keras.layers.Conv2D):
-    """Bias-free Conv2D with weight standardisation: ``(k - mean) / sqrt(mean((k - mean)^2) + eps)`` over (H, W, I)."""
+    """Bias-free Conv2D with weight standardisation: ``(k - mean) / sqrt(mean((k - mean)^2) + eps)`` over (H, W, I).
 
-    def __init__(self, filters, kernel_size, *, ws_eps: float = WS_EPS, **kwargs):
+    ``pad``: zeros added on each side of H and W before the convolution (with
+    ``padding="valid"``: BiT's explicit symmetric padding, never ``"same"``).
+    """
+
+    def __init__(self, filters, kernel_size, *, ws_eps: float = WS_EPS, pad: int = 0, **kwargs):
         kwargs.setdefault("use_bias", False)
         if kwargs["use_bias"]:
             raise ValueError("StandardizedConv2D has no bias")
         super().__init__(filters, kernel_size, **kwargs)
-        self.ws_eps = float(ws_eps)
+        self.ws_eps, self.pad = float(ws_eps), int(pad)
+        if self.pad and (self.padding != "valid" or self.data_format != "channels_last"):
+            raise ValueError(f"{self.name}: pad goes with padding='valid' and channels_last")
 
     def convolution_op(self, inputs, kernel):
         plain = self.padding == "valid" and self.data_format == "channels_last" and self.dilation_rate == (1, 1)
         if _on("torch") and plain and self.groups == 1:
-            from .keras_torch import standardized_conv2d  # NHWC as torch's channels-last: no layout copies
+            from .keras_torch import standardized_conv2d  # NCHW memory under NHWC shapes; cached kernels
 
-            return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
+            return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps, self.pad)
+        if self.pad:
+            p = self.pad
+            inputs = ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)))
         k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
         k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
         if _on("jax") and plain and self.kernel_size == (1, 1):
@@ -95,8 +109,13 @@ class StandardizedConv2D(keras.layers.Conv2D):
             return ops.matmul(x, k[0, 0])
         return super().convolution_op(inputs, k)
 
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        grow = 2 * self.pad
+        return super().compute_output_shape((n, None if h is None else h + grow, None if w is None else w + grow, c))
+
     def get_config(self):
-        return {**super().get_config(), "ws_eps": self.ws_eps}
+        return {**super().get_config(), "ws_eps": self.ws_eps, "pad": self.pad}
 
 
 def _mean_hw_c(g):
@@ -113,16 +132,18 @@ def _mean_hw_c(g):
 
 @_register
 class GroupNorm(keras.layers.Layer):
-    """Group norm over (H, W, channels-in-group) of NHWC inputs, two-pass variance, then ``* gamma + beta``.
+    """Group norm over (H, W, channels-in-group) of NHWC inputs, two-pass variance, then ``* gamma + beta``
+    (then a ReLU with ``relu=True``: BiT's pre-activations, one layer instead of two).
 
     Statistics are computed in float32 at least (float16/bfloat16 inputs are
     upcast, like Keras' own GroupNormalization); the output has the input's dtype.
     """
 
-    def __init__(self, groups: int = GN_GROUPS, epsilon: float = GN_EPS, **kwargs):
+    def __init__(self, groups: int = GN_GROUPS, epsilon: float = GN_EPS, relu: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.groups = int(groups)
         self.epsilon = float(epsilon)
+        self.relu = bool(relu)
         self.autocast = False
 
     def build(self, input_shape):
@@ -136,9 +157,9 @@ class GroupNorm(keras.layers.Layer):
         dtype = inputs.dtype
         x = inputs if keras.backend.standardize_dtype(dtype) in ("float32", "float64") else ops.cast(inputs, "float32")
         if _on("torch"):
-            from .keras_torch import group_norm  # the same arithmetic in three passes instead of a dozen
+            from .keras_torch import group_norm  # torch's own group norm on NCHW memory
 
-            y = group_norm(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype), self.groups, self.epsilon)
+            y = group_norm(x, ops.cast(self.gamma, x.dtype), ops.cast(self.beta, x.dtype), self.groups, self.epsilon, self.relu)
             return ops.cast(y, dtype)
         shape = ops.shape(x)
         channels = x.shape[-1]
@@ -147,13 +168,13 @@ class GroupNorm(keras.layers.Layer):
         var = _mean_hw_c(ops.square(g - ops.stop_gradient(mean)))
         g = (g - mean) * ops.rsqrt(var + self.epsilon)
         y = ops.reshape(g, shape) * ops.cast(self.gamma, g.dtype) + ops.cast(self.beta, g.dtype)
-        return ops.cast(y, dtype)
+        return ops.cast(ops.relu(y) if self.relu else y, dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon}
+        return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon, "relu": self.relu}
 
 
 @_register
@@ -192,6 +213,10 @@ class ConstantPadding2D(keras.layers.Layer):
 
     def call(self, inputs):
         p = self.padding
+        if _on("torch"):
+            from .keras_torch import pad2d  # keeps the NCHW memory of the other torch kernels
+
+            return pad2d(inputs, p, self.value)
         return ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=self.value)
 
     def compute_output_shape(self, input_shape):

@@ -3,8 +3,8 @@
 Built from :mod:`convert.model.keras_layers` and Keras' own layers only (no Lambda
 layers, so ``load_model`` works with ``safe_mode`` on), with every constant
 from :mod:`convert.model.numerics`: weight-standardised convolutions, group norm
-(``GN_GROUPS``, ``GN_EPS``, two-pass variance), explicit symmetric zero padding
-then VALID on every padded conv (never ``padding="same"``), the root max-pool
+(``GN_GROUPS``, ``GN_EPS``, two-pass variance, with the ReLU that follows it), explicit symmetric zero padding
+then VALID on every padded conv (the conv layer's ``pad``; never ``padding="same"``), the root max-pool
 padded as the checkpoint's code pads it (``pool_pad``: zeros, or -inf for
 big_vision's ``distill/`` files; :data:`convert.model.numerics.CODE_POOL_PADDING`), the stride on the 3x3 conv and on the projection. Imports
 keras and numpy only, so it builds on any backend.
@@ -74,21 +74,18 @@ class _Builder:
     def conv(self, x, name: str, filters: int, kernel: int, stride: int = 1, pad: int = 0):
         if pad and stride > 1 and self.strided_padding == "same":
             return StandardizedConv2D(filters, kernel, strides=stride, padding="same", kernel_initializer=_zeros(), name=name)(x)
-        if pad:
-            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        return StandardizedConv2D(filters, kernel, strides=stride, padding="valid", kernel_initializer=_zeros(), name=name)(x)
+        layer = StandardizedConv2D(
+            filters, kernel, strides=stride, padding="valid", pad=pad, kernel_initializer=_zeros(), name=name
+        )
+        return layer(x)
 
     @staticmethod
     def gn_relu(x, name: str):
-        return keras.layers.ReLU(name=f"{name}_relu")(GroupNorm(name=name)(x))
+        return GroupNorm(relu=True, name=name)(x)
 
     def root(self, x, width: int):
         x = self.conv(x, "root_conv", width, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
-        value = POOL_PAD_VALUES[self.pool_pad]
-        if value == 0.0:
-            x = keras.layers.ZeroPadding2D(POOL_PAD, name="root_pool_pad")(x)
-        else:
-            x = ConstantPadding2D(POOL_PAD, value, name="root_pool_pad")(x)
+        x = ConstantPadding2D(POOL_PAD, POOL_PAD_VALUES[self.pool_pad], name="root_pool_pad")(x)
         return keras.layers.MaxPooling2D(POOL_WINDOW, POOL_STRIDE, padding="valid", name="root_pool")(x)
 
     def unit(self, x, arch: Architecture, block: int, unit: int):
@@ -154,7 +151,7 @@ def layer_output_elements(arch: Architecture, height: int, width: int) -> int:
         return (size + 2 * pad - kernel) // stride + 1
 
     h, w = height, width
-    total = 2 * 3 * h * w + 3 * (h + 2 * ROOT_PAD) * (w + 2 * ROOT_PAD)  # images, input range, root pad
+    total = 2 * 3 * h * w  # images, input range (each conv pads inside its own call)
     h, w = conv(h, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD), conv(w, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
     total += arch.root_width * (h * w + (h + 2 * POOL_PAD) * (w + 2 * POOL_PAD))  # root conv, pool pad
     h, w = conv(h, POOL_WINDOW, POOL_STRIDE, POOL_PAD), conv(w, POOL_WINDOW, POOL_STRIDE, POOL_PAD)
@@ -162,8 +159,8 @@ def layer_output_elements(arch: Architecture, height: int, width: int) -> int:
     for block, unit in arch.iter_units():
         stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
         mid, out = arch.mid_width(block), arch.out_width(block)
-        total += 2 * arch.unit_in_width(block, unit) * h * w  # a_gn, its relu
-        total += 3 * mid * h * w + mid * (h + 2 * MID_PAD) * (w + 2 * MID_PAD)  # a_conv, b_gn, relu, b_conv pad
+        total += arch.unit_in_width(block, unit) * h * w  # a_gn (with its relu)
+        total += 2 * mid * h * w  # a_conv, b_gn
         h, w = conv(h, MID_KERNEL, stride, MID_PAD), conv(w, MID_KERNEL, stride, MID_PAD)
-        total += 3 * mid * h * w + 2 * out * h * w + (out * h * w if unit == 1 else 0)  # b_conv, c_gn, relu; c_conv, add; proj
-    return total + 2 * arch.features * h * w + arch.features + arch.classes  # pre-head gn, relu; pre_logits; head
+        total += 2 * mid * h * w + 2 * out * h * w + (out * h * w if unit == 1 else 0)  # b_conv, c_gn; c_conv, add; proj
+    return total + arch.features * h * w + arch.features + arch.classes  # pre-head gn; pre_logits; head

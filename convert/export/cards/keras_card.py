@@ -82,6 +82,11 @@ def _usage_lines(job, artifact) -> list[str]:
         f"assert outputs.shape == {out_shape}",
         "```",
         "",
+        "For inference, `model.predict` and `model.predict_on_batch` are the fast ways on every backend (on JAX "
+        "they run one compiled program per input shape); on torch they record no gradients, so the standardised "
+        "kernels are computed once and kept until a weight changes (call the model under `torch.no_grad()` for the "
+        "same).",
+        "",
         "## Fine-tuning",
         "",
         "Every weight is trainable; `model.trainable = False` freezes them all.",
