@@ -32,7 +32,6 @@ takes 3 s or more (the R50x1 targets of issue 11).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -192,20 +191,6 @@ def alternate(kind: str, path: str, checkpoint: str, model_id: str, batches, rep
             side.close()
 
 
-def cpu_facts() -> dict:
-    """The CPU's model name and the vector instruction sets it offers (from /proc/cpuinfo)."""
-    model, flags = "unknown", set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    isa = [name for name in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx2", "fma", "avx") if name in flags]
-    return {"model": model, "isa": isa, "cores": os.cpu_count(), "load": os.getloadavg()}
-
-
 def floor() -> dict:
     """Best float32 matmul GFLOP/s of numpy and TensorFlow on this CPU (4096 x 4096, best of 5)."""
     import numpy as np
@@ -282,6 +267,8 @@ def _spread(times: list[float]) -> str:
 
 
 def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int, model_id: str, floor_batches=BATCHES) -> str:
+    from convert.testing.bench import cpu_facts
+
     cpu = cpu_facts()
     lines = [
         f"{model_id}, {SIZE} px. CPU: {cpu['model']} ({', '.join(cpu['isa']) or 'no AVX'}), {cpu['cores']} cores, "
