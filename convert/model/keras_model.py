@@ -28,26 +28,12 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from . import numerics as nx
 from .architecture import Architecture
 from .keras_layers import ConstantPadding2D, GroupNorm, HostConstant, InputRange, StandardizedConv2D
 from .mapping import assign_keras, mapping_rows
-from .numerics import (
-    BLOCK_STRIDES,
-    INPUT_RANGE,
-    MID_KERNEL,
-    MID_PAD,
-    POOL_PAD,
-    POOL_PAD_VALUES,
-    POOL_PADS,
-    POOL_STRIDE,
-    POOL_WINDOW,
-    ROOT_KERNEL,
-    ROOT_PAD,
-    ROOT_STRIDE,
-    STRIDED_PADDINGS,
-)
 
-STRIDED_PADDING = STRIDED_PADDINGS
+STRIDED_PADDING = nx.STRIDED_PADDINGS
 
 
 def _zeros() -> HostConstant:
@@ -67,8 +53,8 @@ class _Builder:
     def __init__(self, strided_padding: str, pool_pad: str):
         if strided_padding not in STRIDED_PADDING:
             raise ValueError(f"strided_padding must be one of {STRIDED_PADDING}, got {strided_padding!r}")
-        if pool_pad not in POOL_PADS:
-            raise ValueError(f"pool_pad must be one of {POOL_PADS}, got {pool_pad!r}")
+        if pool_pad not in nx.POOL_PADS:
+            raise ValueError(f"pool_pad must be one of {nx.POOL_PADS}, got {pool_pad!r}")
         self.strided_padding, self.pool_pad = strided_padding, pool_pad
 
     def conv(self, x, name: str, filters: int, kernel: int, stride: int = 1, pad: int = 0):
@@ -84,19 +70,19 @@ class _Builder:
         return GroupNorm(relu=True, name=name)(x)
 
     def root(self, x, width: int):
-        x = self.conv(x, "root_conv", width, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
-        x = ConstantPadding2D(POOL_PAD, POOL_PAD_VALUES[self.pool_pad], name="root_pool_pad")(x)
-        return keras.layers.MaxPooling2D(POOL_WINDOW, POOL_STRIDE, padding="valid", name="root_pool")(x)
+        x = self.conv(x, "root_conv", width, nx.ROOT_KERNEL, nx.ROOT_STRIDE, nx.ROOT_PAD)
+        x = ConstantPadding2D(nx.POOL_PAD, nx.POOL_PAD_VALUES[self.pool_pad], name="root_pool_pad")(x)
+        return keras.layers.MaxPooling2D(nx.POOL_WINDOW, nx.POOL_STRIDE, padding="valid", name="root_pool")(x)
 
     def unit(self, x, arch: Architecture, block: int, unit: int):
         p = f"block{block}_unit{unit:02d}_"
-        stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        stride = nx.BLOCK_STRIDES[block - 1] if unit == 1 else 1
         mid, out = arch.mid_width(block), arch.out_width(block)
         y = self.gn_relu(x, f"{p}a_gn")
         shortcut = self.conv(y, f"{p}a_proj", out, 1, stride) if unit == 1 else x
         y = self.conv(y, f"{p}a_conv", mid, 1)
         y = self.gn_relu(y, f"{p}b_gn")
-        y = self.conv(y, f"{p}b_conv", mid, MID_KERNEL, stride, MID_PAD)
+        y = self.conv(y, f"{p}b_conv", mid, nx.MID_KERNEL, stride, nx.MID_PAD)
         y = self.gn_relu(y, f"{p}c_gn")
         y = self.conv(y, f"{p}c_conv", out, 1)
         return keras.layers.Add(name=f"{p}add")([y, shortcut])
@@ -123,7 +109,7 @@ def build_keras_models(
     b = _Builder(strided_padding, pool_pad)
     lo, hi = (float(v) for v in input_range)
     images = keras.Input((None, None, 3), dtype="float32", name="images")
-    x = images if (lo, hi) == INPUT_RANGE else InputRange(lo, hi, name="input_range")(images)
+    x = images if (lo, hi) == nx.INPUT_RANGE else InputRange(lo, hi, name="input_range")(images)
     x = b.root(x, arch.root_width)
     for block, n in enumerate(arch.units, start=1):
         for unit in range(1, n + 1):
@@ -152,15 +138,15 @@ def layer_output_elements(arch: Architecture, height: int, width: int) -> int:
 
     h, w = height, width
     total = 2 * 3 * h * w  # images, input range (each conv pads inside its own call)
-    h, w = conv(h, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD), conv(w, ROOT_KERNEL, ROOT_STRIDE, ROOT_PAD)
-    total += arch.root_width * (h * w + (h + 2 * POOL_PAD) * (w + 2 * POOL_PAD))  # root conv, pool pad
-    h, w = conv(h, POOL_WINDOW, POOL_STRIDE, POOL_PAD), conv(w, POOL_WINDOW, POOL_STRIDE, POOL_PAD)
+    h, w = conv(h, nx.ROOT_KERNEL, nx.ROOT_STRIDE, nx.ROOT_PAD), conv(w, nx.ROOT_KERNEL, nx.ROOT_STRIDE, nx.ROOT_PAD)
+    total += arch.root_width * (h * w + (h + 2 * nx.POOL_PAD) * (w + 2 * nx.POOL_PAD))  # root conv, pool pad
+    h, w = conv(h, nx.POOL_WINDOW, nx.POOL_STRIDE, nx.POOL_PAD), conv(w, nx.POOL_WINDOW, nx.POOL_STRIDE, nx.POOL_PAD)
     total += arch.root_width * h * w  # root pool
     for block, unit in arch.iter_units():
-        stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        stride = nx.BLOCK_STRIDES[block - 1] if unit == 1 else 1
         mid, out = arch.mid_width(block), arch.out_width(block)
         total += arch.unit_in_width(block, unit) * h * w  # a_gn (with its relu)
         total += 2 * mid * h * w  # a_conv, b_gn
-        h, w = conv(h, MID_KERNEL, stride, MID_PAD), conv(w, MID_KERNEL, stride, MID_PAD)
+        h, w = conv(h, nx.MID_KERNEL, stride, nx.MID_PAD), conv(w, nx.MID_KERNEL, stride, nx.MID_PAD)
         total += 2 * mid * h * w + 2 * out * h * w + (out * h * w if unit == 1 else 0)  # b_conv, c_gn; c_conv, add; proj
     return total + arch.features * h * w + arch.features + arch.classes  # pre-head gn; pre_logits; head
