@@ -19,6 +19,11 @@ r50x1-160 within 30 s; r152x2-384 within 120 s and 4.5 GB peak RSS. Issue 10:
 ``--format savedmodel,keras`` within 1.5x the wall time of ``savedmodel`` alone
 (r50x1-160) and within 3 GB more memory (r152x2-384), measured in the same run;
 the ratio is judged on the median of ``--pairs`` alternating pairs (default 3).
+Issue 19, target 4: the CPU of ``export --model r50x1-224`` within 3x the CPU of timm's
+cold predict of one image (scripts/bench_predict.py, measured in the same run), and of
+``--format savedmodel,keras,tflite,onnx`` within 8x; best of ``--rounds`` alternating
+rounds each, with the CPU's model and the load average beside the table (``--cpu-only``
+for these rows alone, ``--no-cpu`` without them).
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ TARGETS = {"r50x1-160": (30.0, None), "r152x2-384": (120.0, 4.5e9)}
 #: Issue 10: savedmodel,keras against savedmodel alone, per model: (wall ratio or None, extra bytes or None).
 KERAS_TARGETS = {"r50x1-160": (1.5, None), "r152x2-384": (None, 3e9)}
 KERAS = "savedmodel,keras"
+#: Issue 19, target 4: export CPU (user+sys of the process tree) at most this multiple of the CPU
+#: of timm's cold predict on one image from the same checkpoint, measured in the same run.
+CPU_MODEL = "r50x1-224"
+CPU_TARGETS = {"savedmodel": 3.0, "savedmodel,keras,tflite,onnx": 8.0}
 
 
 def checkpoint_for(model_id: str) -> Path:
@@ -136,6 +145,68 @@ def _measure_pairs(model_id: str, pairs: int) -> tuple[dict, dict | None, str | 
     )
 
 
+def sample_image() -> Path:
+    """A 500 x 375 JPEG of noise, written once: timm decodes, resizes and crops it like a photo."""
+    path = RESULTS / "image.jpg"
+    if not path.exists():
+        import numpy as np
+        from PIL import Image
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(path, quality=90)
+    return path
+
+
+def timm_cold_predict_cpu(model_id: str) -> float:
+    """CPU seconds of timm's cold predict on one image from the checkpoint: scripts/bench_predict.py's own run."""
+    from bench_predict import TIMM, timed  # scripts/, this script's directory
+
+    from convert.registry import load_registry
+
+    entry = load_registry().get(model_id)
+    arch = entry.architecture
+    shape = [str(entry.resolution), str(arch.depth), str(arch.width), str(arch.classes)]
+    wall, cpu = timed([sys.executable, "-c", TIMM, str(checkpoint_for(model_id)), str(sample_image()), *shape], dict(os.environ))
+    print(f"bench: timm cold predict {wall:.1f} s, {cpu:.1f} CPU-s", file=sys.stderr)
+    return cpu
+
+
+def cpu_targets(rounds: int, missed: list[str]) -> None:
+    """Issue 19, target 4: ``rounds`` alternating rounds (timm, then each export), best CPU of each; a table."""
+    from bench_inference import cpu_facts
+
+    facts = cpu_facts()
+    print(f"CPU: {facts['model']} ({', '.join(facts['isa'])}), {facts['cores']} cores, load average {facts['load'][0]:.1f}")
+    timm, runs = [], {formats: [] for formats in CPU_TARGETS}
+    for _ in range(max(1, rounds)):
+        timm.append(timm_cold_predict_cpu(CPU_MODEL))
+        for formats in CPU_TARGETS:
+            runs[formats].append(measure_export(CPU_MODEL, formats)["run"])
+    base, rows = min(timm), []
+    for formats, limit in CPU_TARGETS.items():
+        best = min(runs[formats], key=lambda r: r.cpu_s)
+        ok = all(r.ok for r in runs[formats]) and best.cpu_s <= limit * base
+        if not ok:
+            missed.append(f"{CPU_MODEL} --format {formats} CPU")
+        rows.append(
+            (
+                CPU_MODEL,
+                formats,
+                ",".join(str(r.returncode) for r in runs[formats]),
+                ", ".join(f"{r.wall_s:.0f}" for r in runs[formats]),
+                ", ".join(f"{r.cpu_s:.1f}" for r in runs[formats]),
+                f"{base:.1f}",
+                f"{best.cpu_s / base:.1f}x",
+                f"<= {limit:.0f}x" + ("" if ok else " MISSED"),
+            )
+        )
+    head = ("model", "formats", "exit", "wall s", "CPU s (user+sys)", "timm cold predict CPU s (best)", "best / timm", "target")
+    print_table(head, rows, right=(3, 4, 5, 6))
+    print(
+        f"\ntimm cold predict, each round: {', '.join(f'{c:.1f}' for c in timm)} CPU-s; load average after: {os.getloadavg()[0]:.1f}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark bitconvert export against the issue's targets.")
     parser.add_argument("--only", choices=sorted(TARGETS), help="one model only")
@@ -146,11 +217,26 @@ def main() -> int:
         default=3,
         help="alternating savedmodel / savedmodel,keras runs where a time ratio is judged (median)",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of the issue 19 CPU rows (best of them)")
+    parser.add_argument("--cpu-only", action="store_true", help="only the issue 19 CPU rows (r50x1-224 against timm)")
+    parser.add_argument("--no-cpu", action="store_true", help="without the issue 19 CPU rows")
     args = parser.parse_args()
-    models = [args.only] if args.only else list(TARGETS)
     print(f"bench: load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", file=sys.stderr)
+    missed: list[str] = []
+    if not args.cpu_only:
+        time_targets(args, missed)
+    if not args.no_cpu:
+        cpu_targets(args.rounds, missed)
+    if missed:
+        print(f"bench: missed targets: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
 
-    rows, missed, notes = [], [], []
+
+def time_targets(args, missed: list[str]) -> None:
+    """Issues 5 and 10: wall time and memory of each model, savedmodel and savedmodel,keras."""
+    models = [args.only] if args.only else list(TARGETS)
+    rows, notes = [], []
     for model_id in models:
         base, both, note = _measure_pairs(model_id, 1 if args.no_keras or KERAS_TARGETS[model_id][0] is None else args.pairs)
         rows.append(_row(model_id, "savedmodel", base, *_targets(model_id, base["run"], None), missed))
@@ -176,10 +262,6 @@ def main() -> int:
     for note in notes:
         print(f"\n{note}")
     print(f"\nload average after: {os.getloadavg()[0]:.1f} (other processes on the machine inflate these figures)")
-    if missed:
-        print(f"bench: missed targets: {', '.join(missed)}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .architecture import Architecture
@@ -252,10 +253,12 @@ def make_unitwise_apply(arch: Architecture, fast_compile: bool = False, pool_pad
         tree = params["params"]
 
         def on_device(subtree):
-            return {"params": jax.tree.map(lambda a: jnp.asarray(a, dtype), subtree)}
+            # Cast on the host, then send: a cast on the device (jnp.asarray(a, dtype)) is a jitted
+            # convert compiled once per weight shape, about 30 compilations for R50x1 (docs/performance.md).
+            return {"params": jax.tree.map(lambda a: jax.device_put(np.asarray(a, dtype)), subtree)}
 
         out = {}
-        x = root(on_device(tree["root_block"]), jnp.asarray(images, dtype))
+        x = root(on_device(tree["root_block"]), jax.device_put(np.asarray(images, dtype)))
         out["stem"] = x
         for b, n in enumerate(arch.units, start=1):
             for u in range(1, n + 1):
