@@ -119,29 +119,33 @@ def _message(exc: pytest.ExceptionInfo) -> str:
     return msg
 
 
-def test_missing_array_is_named_and_nothing_assigned(tiny_tf, tiny_arrays):
-    arrays = dict(tiny_arrays)
-    del arrays["resnet/block2/unit01/b/group_norm/gamma"]
+#: One difference on the checkpoint's side each: (arrays to drop, arrays to add or replace, the line naming it).
+CHECKPOINT_DIFFERENCES = {
+    "missing": (
+        ("resnet/block2/unit01/b/group_norm/gamma",),
+        {},
+        "- checkpoint array resnet/block2/unit01/b/group_norm/gamma missing",
+    ),
+    "extra": (
+        (),
+        {"resnet/block1/unit02/a/group_norm/gamma": np.ones(256, np.float32)},
+        "+ checkpoint array resnet/block1/unit02/a/group_norm/gamma (256,) unused",
+    ),
+    "wrong shape": (
+        (),
+        {"resnet/head/conv2d/bias": np.zeros(11, np.float32)},
+        "~ checkpoint array resnet/head/conv2d/bias: got (11,), expected (10,)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_DIFFERENCES)
+def test_a_checkpoint_difference_is_named_and_nothing_assigned(tiny_tf, tiny_arrays, case):
+    drop, put, line = CHECKPOINT_DIFFERENCES[case]
+    arrays = {k: v for k, v in tiny_arrays.items() if k not in drop} | put
     with pytest.raises(MappingError) as exc:
         assign_tf(tiny_tf, arrays)
-    assert "- checkpoint array resnet/block2/unit01/b/group_norm/gamma missing" in _message(exc)
-    assert _all_zero(tiny_tf)
-
-
-def test_extra_array_is_named_and_nothing_assigned(tiny_tf, tiny_arrays):
-    arrays = dict(tiny_arrays, **{"resnet/block1/unit02/a/group_norm/gamma": np.ones(256, np.float32)})
-    with pytest.raises(MappingError) as exc:
-        assign_tf(tiny_tf, arrays)
-    assert "+ checkpoint array resnet/block1/unit02/a/group_norm/gamma (256,) unused" in _message(exc)
-    assert _all_zero(tiny_tf)
-
-
-def test_wrong_shape_is_named_and_nothing_assigned(tiny_tf, tiny_arrays):
-    arrays = dict(tiny_arrays)
-    arrays["resnet/head/conv2d/bias"] = np.zeros(11, np.float32)
-    with pytest.raises(MappingError) as exc:
-        assign_tf(tiny_tf, arrays)
-    assert "~ checkpoint array resnet/head/conv2d/bias: got (11,), expected (10,)" in _message(exc)
+    assert line in _message(exc)
     assert _all_zero(tiny_tf)
 
 
