@@ -283,10 +283,16 @@ def test_a_rewrite_is_byte_identical(tiny_export, tiny, tmp_path, name):
         assert target.digests(job, artifact) == e["sha256"]
 
 
+@pytest.fixture(scope="module")
+def r50x1(r50x1_npz):
+    """The full R50x1 checkpoint, its parity images at 64 px and their float64 reference, computed once for every format."""
+    return load_with_reference(r50x1_npz, R50X1, 64)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FORMATS)
-def test_r50x1_full_layout(r50x1_npz, tmp_path, name):
-    ckpt, images, reference = load_with_reference(r50x1_npz, R50X1, 64)
+def test_r50x1_full_layout(r50x1, tmp_path, name):
+    ckpt, images, reference = r50x1
     job = make_job(ckpt, tmp_path)
     target = CASES[name].target({}, every_runtime=True)
     runs = target.check(job, target.write(job), to_unit(images))()

@@ -4,6 +4,7 @@ placement, and a format the package does not have exported through the interface
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,16 @@ from export_support import MODEL, model_files, savedmodel_entry, sha, tiny_expor
 
 from convert.export import ExportOptions, export_model
 from convert.registry import load_registry
+
+LABELS = tuple(f"class {i}" for i in range(TINY.classes))
+
+
+@pytest.fixture(scope="module")
+def inline(tmp_path_factory):
+    """(checkpoint, result): one tiny export with the reference in this process and class names, made once for
+    the tests that compare another export with it or need an earlier export to keep (they read it, or copy it)."""
+    tmp = tmp_path_factory.mktemp("inline")
+    return tmp / "tiny.npz", tiny_export(tmp, tmp / "out", reference="inline", labels=LABELS)
 
 
 def _truncated_copy(src: Path, dest: Path) -> Path:
@@ -65,15 +76,15 @@ def test_unknown_format_is_a_usage_error_listing_the_valid_ones(invoke, tmp_path
     assert "savedmodel  TF Hub-style SavedModels" in invoke("export", "--help").stdout
 
 
-def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
+def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch, inline):
     """A SavedModel that differs from the live graph (one head bias nudged before saving) is caught from disk."""
     import convert.export.judge as judge
     import convert.export.savedmodel as savedmodel
     from convert.errors import ParityError
 
     out = tmp_path / "out"
-    good = tiny_export(tmp_path, out)
-    good_files = model_files(good.path / "classification")
+    good = shutil.copytree(inline[1].path, out / MODEL)  # an earlier export at out/<id>
+    good_files = model_files(good / "classification")
 
     real_build = savedmodel.build_exportable
 
@@ -93,7 +104,7 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch):
     monkeypatch.setattr(judge, "LiveRun", LiveRunFirst)
     with pytest.raises(ParityError, match="reloaded classification SavedModel does not reproduce JAX"):
         tiny_export(tmp_path, out, reference="worker")  # the reference in a worker process
-    assert model_files(good.path / "classification") == good_files  # the previous export stays
+    assert model_files(good / "classification") == good_files  # the previous export stays
     assert sorted(p.name for p in out.iterdir()) == [MODEL]  # and no temporary directory
 
 
@@ -110,18 +121,18 @@ def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     assert not out.exists()
 
 
-def test_worker_first_placement_exports_the_same(tmp_path):
+def test_worker_first_placement_exports_the_same(tmp_path, inline):
     """With memory for the worker but not for both at once, the reference runs first in a worker: same figures."""
     from convert.parity import MachineFacts
     from convert.parity.placement import alongside_bytes
 
-    in_process = tiny_export(tmp_path, tmp_path / "a", reference="inline")
-    nbytes = (tmp_path / "tiny.npz").stat().st_size
+    checkpoint, in_process = inline
+    nbytes = checkpoint.stat().st_size
     # Enough available memory for the worker-first estimate, not for the alongside one.
     tight = MachineFacts(usable_cpus=2, idle_cpus=2.0, available_bytes=alongside_bytes(nbytes) / 0.8, checkpoint_bytes=nbytes)
     lines = []
     options = ExportOptions(output_dir=tmp_path / "b", parity_resolution=48, machine=tight)
-    worker_first = export_model(load_registry().get(MODEL), tmp_path / "tiny.npz", options, arch=TINY, log=lines.append)
+    worker_first = export_model(load_registry().get(MODEL), checkpoint, options, arch=TINY, log=lines.append)
     assert any("JAX reference in a worker process while TensorFlow is imported" in line for line in lines), lines
     assert any("JAX reference on" in line and "(in a worker process)" in line for line in lines)
     for variant, stage in (("classification", "logits"), ("feature_extraction", "pre_logits")):
@@ -153,11 +164,11 @@ def _savedmodel_part(manifest: dict) -> dict:
     return d
 
 
-def test_a_new_format_needs_nothing_but_its_target(tmp_path, fake_format):
+def test_a_new_format_needs_nothing_but_its_target(tmp_path, fake_format, inline):
     """A format the package does not have, registered in the formats table only: its hooks run, its labels,
     card, digests and parity land under targets, it gets a Kaggle instance, and savedmodel's part is unchanged."""
-    labels = tuple(f"class {i}" for i in range(TINY.classes))
-    only = tiny_export(tmp_path, tmp_path / "only", reference="inline", labels=labels)
+    labels = LABELS
+    _, only = inline
     fake_format.CALLS.clear()
     both = tiny_export(
         tmp_path, tmp_path / "out", reference="inline", formats=("savedmodel", "fake"), kaggle="me/bit-tiny", labels=labels

@@ -40,6 +40,24 @@ def symmetric_export(tmp_path_factory, r50x1_npz):
     return export_model(load_registry().get(MODEL), r50x1_npz, options).path
 
 
+def _load_each_variant(path: Path) -> dict:
+    import tensorflow as tf
+
+    return {v: tf.saved_model.load(str(path / v)) for v in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """Each variant of ``exported`` loaded from disk once for this module (calling a loaded SavedModel changes nothing):
+    XLA compiles a loaded function once per input shape, so the tests calling it at the same shape share that compilation."""
+    return _load_each_variant(exported[0])
+
+
+@pytest.fixture(scope="module")
+def loaded_symmetric(symmetric_export):
+    return _load_each_variant(symmetric_export)
+
+
 # -- what is written ---------------------------------------------------------------------
 
 
@@ -109,12 +127,10 @@ def test_manifest_contents(exported, r50x1_npz):
 # -- loading: the Reusable SavedModel API and the image conventions ----------------------------
 
 
-def test_saved_model_load_any_batch_and_size(exported):
+def test_saved_model_load_any_batch_and_size(loaded):
     import tensorflow as tf
 
-    path, _ = exported
-    clf = tf.saved_model.load(str(path / "classification"))
-    fe = tf.saved_model.load(str(path / "feature_extraction"))
+    clf, fe = loaded["classification"], loaded["feature_extraction"]
     for shape in ((1, 64, 64, 3), (3, 97, 50, 3), (2, 160, 160, 3)):
         x = tf.random.uniform(shape)
         assert clf(x).shape == (shape[0], 1000)
@@ -131,11 +147,10 @@ def test_saved_model_load_any_batch_and_size(exported):
     assert list(fe.signatures["serving_default"](images=tf.zeros([1, 32, 32, 3]))) == ["feature_vector"]
 
 
-def test_signature_and_call_agree(exported, images):
+def test_signature_and_call_agree(loaded, images):
     import tensorflow as tf
 
-    path, _ = exported
-    clf = tf.saved_model.load(str(path / "classification"))
+    clf = loaded["classification"]
     np.testing.assert_allclose(
         clf.signatures["serving_default"](images=tf.constant(images))["logits"].numpy(), clf(images).numpy(), rtol=1e-6, atol=1e-6
     )
@@ -178,10 +193,8 @@ def _compiled_functions_reached(variant_dir: Path) -> dict[str, list[str]]:
     return out
 
 
-def test_inference_is_xla_compiled_and_training_is_not(exported, images):
+def test_inference_is_xla_compiled_and_training_is_not(exported, loaded, images):
     """__call__ (training=False, the default) and serving_default run XLA-compiled; training=True the plain graph; all agree."""
-    import tensorflow as tf
-
     path, _ = exported
     for variant in VARIANTS:
         reached = _compiled_functions_reached(path / variant)
@@ -189,23 +202,20 @@ def test_inference_is_xla_compiled_and_training_is_not(exported, images):
         assert len(reached["__call__(training=False)"]) == 1
         assert reached["serving_default"] == reached["__call__(training=False)"]
         assert reached["__call__(training=True)"] == []
-    clf = tf.saved_model.load(str(path / "classification"))
+    clf = loaded["classification"]
     compiled, plain = clf(images).numpy(), clf(images, training=True).numpy()
     assert not np.array_equal(compiled, plain)  # two different programs (XLA's fusions round differently) ...
     np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-4 * np.abs(plain).max())  # ... of one function
 
 
-def test_unit_and_symmetric_ranges_agree(exported, symmetric_export, images):
+def test_unit_and_symmetric_ranges_agree(loaded, loaded_symmetric, symmetric_export, images):
     """[0, 1] inputs to the default export == the same pixels as [-1, 1] to --input-range symmetric."""
-    import tensorflow as tf
-
-    path, _ = exported
     for variant in VARIANTS:
-        unit = tf.saved_model.load(str(path / variant))(images).numpy()
-        sym = tf.saved_model.load(str(symmetric_export / variant))(images * 2.0 - 1.0).numpy()
+        unit = loaded[variant](images).numpy()
+        sym = loaded_symmetric[variant](images * 2.0 - 1.0).numpy()
         np.testing.assert_allclose(unit, sym, rtol=1e-4, atol=1e-4 * np.abs(sym).max())
         # and the range really matters: feeding [0, 1] to the symmetric model is different
-        wrong = tf.saved_model.load(str(symmetric_export / variant))(images).numpy()
+        wrong = loaded_symmetric[variant](images).numpy()
         assert np.abs(wrong - sym).max() > 100 * np.abs(unit - sym).max()
     card = (symmetric_export / "classification.md").read_text()
     assert "values in **[-1, 1]**" in card and "--skip-parity" in card
@@ -282,7 +292,7 @@ def test_saved_model_cli_shows_the_signature(exported):
     assert "shape: (-1, -1, -1, 3)" in out and "shape: (-1, 2048)" in out
 
 
-def test_archive_extracts_to_the_same_working_savedmodel(exported, tmp_path, images):
+def test_archive_extracts_to_the_same_working_savedmodel(exported, loaded, tmp_path, images):
     import tensorflow as tf
 
     path, _ = exported
@@ -296,24 +306,41 @@ def test_archive_extracts_to_the_same_working_savedmodel(exported, tmp_path, ima
     assert model_files(tmp_path / "x") == model_files(path / "classification")
     np.testing.assert_array_equal(
         tf.saved_model.load(str(tmp_path / "x"))(images).numpy(),
-        tf.saved_model.load(str(path / "classification"))(images).numpy(),
+        loaded["classification"](images).numpy(),
     )
 
 
 # -- reproducibility --------------------------------------------------------------------------
 
 
+def _run_side_by_side(logs: Path, *argvs: list[str]) -> None:
+    """Run each command in a fresh process of its own, all at once (the two cores), and check that each succeeded.
+
+    Their stderr goes to files under ``logs`` (a pipe nobody reads yet could stall one of them)."""
+    procs = []
+    try:
+        for i, argv in enumerate(argvs):
+            with open(logs / f"stderr-{i}.txt", "w") as err:
+                procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=ENV))
+        for i, proc in enumerate(procs):
+            proc.wait(timeout=600)
+            assert proc.returncode == 0, (logs / f"stderr-{i}.txt").read_text()[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def test_reexport_in_fresh_processes_is_byte_identical(tmp_path, r50x1_npz):
     outs = [tmp_path / "a", tmp_path / "b"]
-    for out in outs:
-        proc = subprocess.run(
-            cli("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", out, "--archive", "--parity-resolution", 48),
-            capture_output=True,
-            text=True,
-            env=ENV,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_side_by_side(
+        tmp_path,
+        *(
+            cli("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", out, "--archive", "--parity-resolution", 48)
+            for out in outs
+        ),
+    )
     a, b = (o / MODEL for o in outs)
     for v in VARIANTS:
         assert model_files(a / v) == model_files(b / v)
@@ -330,13 +357,15 @@ def test_reexport_in_fresh_processes_is_byte_identical(tmp_path, r50x1_npz):
 def test_savedmodels_are_the_same_bytes_with_or_without_keras(tmp_path, r50x1_npz):
     """The Keras target writes after the SavedModels: building a Keras model on the TensorFlow
     backend advances TF's process-wide name counter, which the SavedModels' function names use."""
-    outs = {}
-    for formats in ("savedmodel", "savedmodel,keras"):
-        out = tmp_path / formats.replace(",", "-")
-        argv = cli("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", out, "--format", formats, "--skip-parity")
-        proc = subprocess.run(argv, capture_output=True, text=True, env=ENV, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        outs[formats] = out / MODEL
+    outs = {formats: tmp_path / formats.replace(",", "-") for formats in ("savedmodel", "savedmodel,keras")}
+    _run_side_by_side(
+        tmp_path,
+        *(
+            cli("export", "--model", MODEL, "--checkpoint", r50x1_npz, "-o", out, "--format", formats, "--skip-parity")
+            for formats, out in outs.items()
+        ),
+    )
+    outs = {formats: out / MODEL for formats, out in outs.items()}
     assert (outs["savedmodel,keras"] / "keras" / "classification.keras").is_file()
     for v in VARIANTS:
         assert model_files(outs["savedmodel"] / v) == model_files(outs["savedmodel,keras"] / v)
