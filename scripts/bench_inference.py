@@ -18,7 +18,7 @@ one call of each, best of ``--reps`` warm rounds. The ratio column is timm's
 time in that same process over the runtime's (above 1: faster than timm), which
 stays meaningful while other processes load the machine (a 0.3 s pause before
 each timed call lets the previous runtime's spinning worker threads go idle). "first call" is the
-first call at that input shape (XLA compiles per shape).
+first call at that input shape.
 
 The floor: the fastest float32 matmul this CPU does (numpy and TensorFlow,
 4096x4096, best of 5) in GFLOP/s, and the model's FLOPs per image counted
@@ -100,13 +100,12 @@ def _runtime(kind: str, path: str, checkpoint: str, arch):
     from convert.export.target import OUTPUT_NAMES
     from convert.predict import runners
 
-    if kind in ("savedmodel", "savedmodel-plain"):
+    if kind == "savedmodel":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-        # savedmodel-plain: the same SavedModel's graph without XLA (what training=True runs), for the first-call trade-off
-        return runners.savedmodel_runner(Path(path), xla=kind == "savedmodel")
+        return runners.savedmodel_runner(Path(path))
     if kind == "tflite":
         return runners.tflite_runner(Path(path), threads=THREADS)
     if kind == "onnx":
@@ -249,7 +248,6 @@ def targets(export_dir: Path) -> list[tuple[str, str, Path]]:
     """(label, child kind, path) of every classifier target present in ``export_dir``."""
     found = [
         ("SavedModel (tf.saved_model.load)", "savedmodel", export_dir / "classification"),
-        ("SavedModel, plain graph (training=True, no XLA)", "savedmodel-plain", export_dir / "classification"),
     ]
     for path in sorted(export_dir.rglob("classification*.tflite")):
         found.append((f"LiteRT {path.name} (ai_edge_litert, XNNPACK)", "tflite", path))

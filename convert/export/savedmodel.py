@@ -53,10 +53,19 @@ def build_exportable(net, variant: str, input_range: str):
     import tensorflow as tf
 
     from ..model.numerics import pixels_to_model_range
-    from .xla_call import inference_compiled_call
+    from ..model.tf_model import BiTResNetV2
+    from .reusable_call import reusable_call
 
     lo, hi = INPUT_RANGES[input_range]
-    forward = net.__call__ if variant == "classification" else net.features
+    # The same variables, group norm in its per-channel form (convert.export.reusable_call says why).
+    graph = BiTResNetV2(
+        net.arch,
+        strided_padding=net.strided_padding,
+        pool_pad=net.pool_pad,
+        channel_stats=True,
+        weights=net.variables_by_key,
+    )
+    forward = graph.__call__ if variant == "classification" else graph.features
     key = OUTPUT_NAMES[variant]
     spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
 
@@ -64,8 +73,7 @@ def build_exportable(net, variant: str, input_range: str):
         x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
         return forward(x)
 
-    # XLA-compiled for inference, the plain graph for training=True (convert.export.xla_call).
-    call = inference_compiled_call(model_fn, spec)
+    call = reusable_call(model_fn, spec)
 
     def serving_fn(images):
         return {key: call(images)}

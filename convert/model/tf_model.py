@@ -35,7 +35,7 @@ built with ``weights=`` (those tensors instead of new variables) and
 ``standardized_kernels=True`` (the convs use their kernels as given), and
 ``channel_stats=True``: group norm with its statistics broadcast per channel,
 the activations never reshaped (:meth:`BiTResNetV2._group_norm_per_channel`).
-The SavedModels keep the grouped form they were published with.
+The SavedModels use it too (convert.export.reusable_call); the live parity graph keeps the grouped form.
 """
 
 from __future__ import annotations

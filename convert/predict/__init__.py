@@ -11,9 +11,9 @@ Which classifier: ``--format auto`` takes the first of :data:`PREFERENCE`
 the export holds and whose runtime is installed: LiteRT, then ONNX Runtime,
 then the SavedModel, the order of their time to a first answer
 (docs/inference.md). Only that runtime is imported: no TensorFlow for ONNX
-or LiteRT. The SavedModel runs its plain graph (the fine-tuning path, which
-computes the same function without XLA): one prediction does not pay for an
-XLA compilation per input shape.
+or LiteRT. The SavedModel runs its plain graph (``training=True``), also in
+exports written before issue 19, whose inference path XLA compiled at each new
+input shape.
 
 Images are decoded and fitted by :mod:`convert.predict.images` (bounded memory,
 no TensorFlow); every image's header is checked before the model is loaded,
@@ -185,8 +185,7 @@ def open_export(model_id: str, output_dir: str | Path, fmt: str = "auto", instal
 # -- the runtimes: each imported only when chosen -----------------------------------------
 
 
-#: The classifier's runtime per format (convert.predict.runners); the SavedModel runs its plain graph:
-#: one image does not pay an XLA compilation (docs/inference.md).
+#: The classifier's runtime per format (convert.predict.runners).
 RUNNERS: dict[str, Callable[[Path], Runner]] = {
     "onnx": lambda path: runners.onnx_runner(path, OUTPUT_NAMES[CLASSIFIER]),
     "tflite": runners.tflite_runner,

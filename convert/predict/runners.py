@@ -56,14 +56,14 @@ def tflite_runner(path: Path, threads: int | None = None) -> Runner:
     return run
 
 
-def savedmodel_runner(path: Path, xla: bool = False) -> Runner:
-    """``tf.saved_model.load``; ``xla``: the XLA-compiled inference path (``training=False``, one
-    compilation per input shape) instead of the plain graph (``training=True``; BiT has no batch
-    norm or dropout, so both compute the same function)."""
+def savedmodel_runner(path: Path) -> Runner:
+    """``tf.saved_model.load``, called with ``training=True``: the plain graph in every export, also in
+    those written before issue 19, whose ``training=False`` path XLA compiles at each new input shape
+    (BiT has no batch norm or dropout, so both compute the same function)."""
     import tensorflow as tf
 
     model = tf.saved_model.load(str(path))
-    return lambda batch: model(tf.constant(batch), training=not xla).numpy()
+    return lambda batch: model(tf.constant(batch), training=True).numpy()
 
 
 def keras_runner(path: Path) -> Runner:

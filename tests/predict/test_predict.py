@@ -237,7 +237,7 @@ def test_a_labels_file_that_does_not_fit_is_refused(invoke, exports, images, tmp
 
 
 def _logits_rel_l2(export_dir, fmt: str, pixels01: np.ndarray) -> float:
-    """The relative L2 distance of a format's logits from the SavedModel's XLA inference path on the same batch."""
+    """The relative L2 distance of a format's logits from the SavedModel's inference path (training=False) on the same batch."""
     import tensorflow as tf
 
     from convert.predict import load_runner, open_export
