@@ -49,7 +49,7 @@ def _load_each_variant(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def loaded(exported):
     """Each variant of ``exported`` loaded from disk once for this module (calling a loaded SavedModel changes nothing):
-    XLA compiles a loaded function once per input shape, so the tests calling it at the same shape share that compilation."""
+    loading R50x1 and its first call at each shape are what these tests would otherwise repeat."""
     return _load_each_variant(exported[0])
 
 
