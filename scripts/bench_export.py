@@ -173,10 +173,6 @@ def timm_cold_predict_cpu(model_id: str) -> float:
 
 def cpu_targets(rounds: int, missed: list[str]) -> None:
     """Issue 19, target 4: ``rounds`` alternating rounds (timm, then each export), best CPU of each; a table."""
-    from bench_inference import cpu_facts
-
-    facts = cpu_facts()
-    print(f"CPU: {facts['model']} ({', '.join(facts['isa'])}), {facts['cores']} cores, load average {facts['load'][0]:.1f}")
     timm, runs = [], {formats: [] for formats in CPU_TARGETS}
     for _ in range(max(1, rounds)):
         timm.append(timm_cold_predict_cpu(CPU_MODEL))
