@@ -82,27 +82,35 @@ def _mean_in_steps(x, axes):
     return x
 
 
-def standardize_kernel(k):
-    """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + WS_EPS)``, in ``k``'s dtype.
+def standardize_kernel(k, eps: float = WS_EPS):
+    """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + eps)``, in ``k``'s dtype.
 
     Any float dtype (the folded exports standardise in float64, once per kernel). The network's
     per-call standardisation is :func:`standardize_kernel_fused`.
     """
     k = k - _mean_in_steps(k, WS_AXES)
-    return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + WS_EPS)
+    return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + eps)
 
 
-def standardize_kernel_fused(k):
-    """:func:`standardize_kernel` of a float32 HWIO kernel as one fused op, for every call of the network.
+#: Kernel dtypes TensorFlow's fused batch norm takes (its statistics in float32).
+FUSED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+
+
+def standardize_kernel_fused(k, eps: float = WS_EPS):
+    """:func:`standardize_kernel` of an HWIO kernel as one fused op, for every call of a network.
 
     Batch norm in training mode over an NHWC tensor normalises each channel by the mean and
     (biased) variance of the other three axes: on an HWIO kernel, each output channel over
     (H, W, I), which is weight standardisation (``WS_AXES``). Three ops instead of nine, with
-    the op's own gradient (fine-tuning): the SavedModels standardise every kernel on every call, the
-    largest cost at batch 1 after the convolutions (docs/inference.md). The raw op, because
-    ``tf.nn.fused_batch_norm`` raises any epsilon below 1.001e-5 to that (WS_EPS is 1e-10).
+    the op's own gradient (fine-tuning): the SavedModels (and Keras on TensorFlow) standardise
+    every kernel on every call, the largest cost at batch 1 after the convolutions
+    (docs/inference.md). The raw op, because ``tf.nn.fused_batch_norm`` raises any epsilon
+    below 1.001e-5 to that (WS_EPS is 1e-10). Dtypes the op does not take (float64): the
+    arithmetic of :func:`standardize_kernel`.
     """
     k = tf.convert_to_tensor(k)  # a variable read once
+    if k.dtype not in FUSED_DTYPES:
+        return standardize_kernel(k, eps)
     out = k.shape[-1]
     # The op's variance loses digits when a channel's mean dwarfs its spread (as in the synthetic
     # checkpoints; errors in docs/inference.md). Shifting each channel by the mean of a slice of
@@ -115,7 +123,7 @@ def standardize_kernel_fused(k):
         offset=tf.zeros([out]),
         mean=tf.zeros([0]),
         variance=tf.zeros([0]),
-        epsilon=WS_EPS,
+        epsilon=eps,
         exponential_avg_factor=1.0,
         data_format="NHWC",
         is_training=True,

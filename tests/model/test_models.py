@@ -146,6 +146,11 @@ def test_fused_standardisation_is_the_two_pass_one():
     exact = standardize_kernel(tf.constant(k, tf.float64)).numpy()
     fused = standardize_kernel_fused(tf.constant(k.astype(np.float32))).numpy()
     assert np.linalg.norm(fused - exact) / np.linalg.norm(exact) < 2e-6
+    # Other dtypes: float16 through the op (statistics in float32), float64 through the plain arithmetic.
+    half = standardize_kernel_fused(tf.constant(k.astype(np.float16))).numpy()
+    assert half.dtype == np.float16 and np.abs(half - exact).max() < 1e-2 * np.abs(exact).max()
+    double = standardize_kernel_fused(tf.constant(k)).numpy()
+    np.testing.assert_array_equal(double, exact)
     # Each output channel on its own: the mean and variance of (H, W, I) (numerics.WS_AXES), not of the whole kernel.
     k = np.stack([np.full((3, 3, 4), 1.0), np.arange(36.0).reshape(3, 3, 4)], axis=-1).astype(np.float32)
     out = standardize_kernel_fused(tf.constant(k)).numpy()
