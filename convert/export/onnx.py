@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,6 +164,8 @@ print({out}.shape)
 #: tf2onnx's switch for the deep copy of the graph it makes before each optimiser, to skip an
 #: optimiser that raises (tf2onnx tests only whether it is set, not its value).
 CATCH_ERRORS_ENV = "TF2ONNX_CATCH_ERRORS"
+#: The switch is process-wide: one conversion at a time sets and restores it.
+_CATCH_ERRORS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -171,16 +174,19 @@ def _optimizers_in_place():
 
     The same optimisers run in the same order on an equal graph, so the model is the same;
     an optimiser that fails now fails the conversion (an ExportError) instead of being skipped.
+    tf2onnx offers no argument for it, only the environment variable, so conversions in threads
+    take turns (a lock) and the variable is restored after each.
     """
-    saved = os.environ.get(CATCH_ERRORS_ENV)
-    os.environ[CATCH_ERRORS_ENV] = "FALSE"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(CATCH_ERRORS_ENV, None)
-        else:
-            os.environ[CATCH_ERRORS_ENV] = saved
+    with _CATCH_ERRORS_LOCK:
+        saved = os.environ.get(CATCH_ERRORS_ENV)
+        os.environ[CATCH_ERRORS_ENV] = "FALSE"
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(CATCH_ERRORS_ENV, None)
+            else:
+                os.environ[CATCH_ERRORS_ENV] = saved
 
 
 def finish_graph(model, weight_inputs: dict[str, str], arrays: dict[str, np.ndarray], output: str, model_id: str, variant: str):

@@ -61,6 +61,8 @@ from .numerics import (
 )
 
 STRIDED_PADDING = STRIDED_PADDINGS
+#: Input channels of a kernel whose mean shifts it before the fused standardisation.
+_SHIFT_INPUTS = 8
 #: Axes of the (N, H, W, groups, channels-in-group) view that group norm reduces.
 _GN_AXES = (1, 2, 4)
 
@@ -80,19 +82,52 @@ def _mean_in_steps(x, axes):
     return x
 
 
-def standardize_kernel(k, after=None):
-    """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + WS_EPS)``, in ``k``'s dtype.
+def standardize_kernel(k, eps: float = WS_EPS):
+    """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + eps)``, in ``k``'s dtype.
 
-    ``after``: a tensor the result must wait for (see :meth:`BiTResNetV2._conv`).
+    Any float dtype (the folded exports standardise in float64, once per kernel). The network's
+    per-call standardisation is :func:`standardize_kernel_fused`.
     """
-    mean = _mean_in_steps(k, WS_AXES)
-    if after is not None:
-        # A data dependency, for XLA: it ignores control dependencies and, left to
-        # itself, computes standardised kernels early and holds them (docs/performance.md).
-        # Adds exactly zero for finite inputs, and nothing to any gradient.
-        mean += tf.stop_gradient(0.0 * tf.reduce_sum(after[:1, :1, :1, :1]))
-    k = k - mean
-    return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + WS_EPS)
+    k = k - _mean_in_steps(k, WS_AXES)
+    return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + eps)
+
+
+#: Kernel dtypes TensorFlow's fused batch norm takes (its statistics in float32).
+FUSED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+
+
+def standardize_kernel_fused(k, eps: float = WS_EPS):
+    """:func:`standardize_kernel` of an HWIO kernel as one fused op, for every call of a network.
+
+    Batch norm in training mode over an NHWC tensor normalises each channel by the mean and
+    (biased) variance of the other three axes: on an HWIO kernel, each output channel over
+    (H, W, I), which is weight standardisation (``WS_AXES``). Three ops instead of nine, with
+    the op's own gradient (fine-tuning): the SavedModels (and Keras on TensorFlow) standardise
+    every kernel on every call, the largest cost at batch 1 after the convolutions
+    (docs/inference.md). The raw op, because ``tf.nn.fused_batch_norm`` raises any epsilon
+    below 1.001e-5 to that (WS_EPS is 1e-10). Dtypes the op does not take (float64): the
+    arithmetic of :func:`standardize_kernel`.
+    """
+    k = tf.convert_to_tensor(k)  # a variable read once
+    if k.dtype not in FUSED_DTYPES:
+        return standardize_kernel(k, eps)
+    out = k.shape[-1]
+    # The op's variance loses digits when a channel's mean dwarfs its spread (as in the synthetic
+    # checkpoints; errors in docs/inference.md). Shifting each channel by the mean of a slice of
+    # its inputs first changes nothing in arithmetic (the op subtracts its own mean; the
+    # shift's gradient is zero) and keeps those digits.
+    shift = tf.reduce_mean(k[:, :, :_SHIFT_INPUTS, :], axis=(0, 1, 2), keepdims=True)
+    return tf.raw_ops.FusedBatchNormV3(
+        x=k - tf.stop_gradient(shift),
+        scale=tf.ones([out]),
+        offset=tf.zeros([out]),
+        mean=tf.zeros([0]),
+        variance=tf.zeros([0]),
+        epsilon=eps,
+        exponential_avg_factor=1.0,
+        data_format="NHWC",
+        is_training=True,
+    )[0]
 
 
 def _pad(x, p: int, value: float = 0.0):
@@ -142,20 +177,19 @@ class BiTResNetV2(tf.Module):
 
     # -- building blocks ----------------------------------------------------
 
-    def _std_kernel(self, key: str, after=None):
-        """The standardised kernel of ``key`` (:func:`standardize_kernel`, unless folded already)."""
-        k = self.variables_by_key[key]
-        return k if self.standardized_kernels else standardize_kernel(k, after)
+    def _conv(self, x, key: str, stride: int = 1, pad: int = 0, gate=None):
+        """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation).
 
-    def _conv(self, x, key: str, stride: int = 1, pad: int = 0):
-        """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation)."""
-        # Standardise the kernel only once the conv's input exists. A standardised
-        # kernel depends on its variable alone, so the executor otherwise computes
-        # them all at the start and holds them: a second copy of the weights
-        # (docs/performance.md). Same values either way.
-        # The control dependency binds TF's executor; `after` binds XLA.
-        with tf.control_dependencies([x]):
-            w = self._std_kernel(key, after=x)
+        ``gate``: the tensor the kernel's standardisation waits for (default ``x``).
+        """
+        # A standardised kernel depends on its variable alone, so TF's executor otherwise
+        # computes them all at the start and holds them: a second copy of the weights
+        # (docs/performance.md). Gated on the unit's input, a unit's kernels are standardised
+        # while its first layers run, and at most one unit's copies are held.
+        w = self.variables_by_key[key]
+        if not self.standardized_kernels:
+            with tf.control_dependencies([x if gate is None else gate]):
+                w = standardize_kernel_fused(w)
         if pad and stride > 1 and self.strided_padding == "same":
             return tf.nn.conv2d(x, w, strides=stride, padding="SAME")
         if pad:
@@ -203,12 +237,12 @@ class BiTResNetV2(tf.Module):
         p = unit_prefix(block, unit)
         stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
         y = tf.nn.relu(self._group_norm(x, f"{p}a/group_norm/"))
-        shortcut = self._conv(y, f"{p}a/proj/{CONV}/kernel", stride=stride) if unit == 1 else x
-        y = self._conv(y, f"{p}a/{CONV}/kernel")
+        shortcut = self._conv(y, f"{p}a/proj/{CONV}/kernel", stride=stride, gate=x) if unit == 1 else x
+        y = self._conv(y, f"{p}a/{CONV}/kernel", gate=x)
         y = tf.nn.relu(self._group_norm(y, f"{p}b/group_norm/"))
-        y = self._conv(y, f"{p}b/{CONV}/kernel", stride=stride, pad=MID_PAD)
+        y = self._conv(y, f"{p}b/{CONV}/kernel", stride=stride, pad=MID_PAD, gate=x)
         y = tf.nn.relu(self._group_norm(y, f"{p}c/group_norm/"))
-        y = self._conv(y, f"{p}c/{CONV}/kernel")
+        y = self._conv(y, f"{p}c/{CONV}/kernel", gate=x)
         return y + shortcut
 
     # -- public -------------------------------------------------------------

@@ -5,13 +5,15 @@ Written, reloaded, judged, mutated, labelled and carded like every target: tests
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from conftest import R50X1, R152X2, R152X4, TINY
 from deploy_support import MODEL, entries, load_with_reference, make_job, to_unit
 
 from convert.export import judge
-from convert.export.onnx import DIMS, TARGET, OnnxTarget, run_onnx
+from convert.export.onnx import CATCH_ERRORS_ENV, DIMS, TARGET, OnnxTarget, run_onnx
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES, VARIANTS
 from convert.model.architecture import checkpoint_layout
 
@@ -39,11 +41,13 @@ def test_names_dims_initializers_and_facts(tiny_export):
         assert facts["external_data"] is False and list(facts["files"]) == [e["path"]]
 
 
-def test_over_the_size_limit_weights_go_to_external_data(tiny_npz, tmp_path):
+def test_over_the_size_limit_weights_go_to_external_data(tiny_npz, tmp_path, monkeypatch):
     ckpt, images, reference = load_with_reference(tiny_npz, TINY, 32)
     small = OnnxTarget(size_limit=10_000_000)  # less than the tiny layout's 32 MB of weights
     job = make_job(ckpt, tmp_path / "export")
+    monkeypatch.setenv(CATCH_ERRORS_ENV, "the user's")
     artifacts = small.write(job)
+    assert os.environ[CATCH_ERRORS_ENV] == "the user's"  # the conversion's switch is restored
     for a in artifacts:
         data = a.path + ".data"
         assert a.facts["external_data"] is True and list(a.facts["files"]) == [a.path, data]

@@ -14,7 +14,7 @@ from convert.model.architecture import Architecture, checkpoint_layout
 from convert.model.flax_model import make_apply, make_unitwise_apply, param_shapes
 from convert.model.mapping import flax_params, mapping_rows
 from convert.model.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
-from convert.model.tf_model import BiTResNetV2, build_tf_model
+from convert.model.tf_model import BiTResNetV2, build_tf_model, standardize_kernel, standardize_kernel_fused
 from convert.parity import STAGES, make_inputs
 from convert.synthetic import synthetic_arrays
 
@@ -104,34 +104,71 @@ def test_tf_traces_once_for_any_batch_and_size(tiny_fn):
     assert fn.experimental_get_tracing_count() == 1
 
 
-def test_each_kernel_is_standardised_only_when_its_conv_input_exists(tiny_fn):
+def test_each_kernel_is_standardised_only_once_its_unit_starts(tiny_fn):
     """Otherwise the executor standardises every kernel up front and holds them all (a second copy of the weights)."""
     _, fn = tiny_fn
     graph = fn.get_concrete_function().graph
     convs = [op for op in graph.get_operations() if op.type == "Conv2D"]
     assert convs
     for conv in convs:
-        kernel_reads, todo, data_waits = [], [conv.inputs[1].op], False
-        stop = _producers(conv.inputs[0].op)
-        while todo:  # walk the kernel's standardisation back to the variable read, not into the activations
-            op = todo.pop()
-            if op in stop:
-                data_waits = True  # the data dependency (for XLA, which ignores control dependencies)
-            elif op.type == "ReadVariableOp":
-                kernel_reads.append(op)
+        kernel_reads = [op for op in _ancestors(conv.inputs[1].op, control=False) if op.type == "ReadVariableOp"]
+        assert len(kernel_reads) == 1, conv.name
+        gates = kernel_reads[0].control_inputs
+        assert len(gates) == 1, f"{conv.name}: its kernel is read without waiting for anything"
+        upstream = _ancestors(conv.inputs[0].op)
+        assert gates[0] in upstream, f"{conv.name}: its kernel waits for {gates[0].name}, not for its own input's producers"
+        # Between the gate and this conv's input: at most the unit's two earlier convs.
+        between = [op for op in upstream if op.type == "Conv2D" and gates[0] in _ancestors(op)]
+        assert len(between) <= 2, f"{conv.name}: standardised {len(between)} convs early"
+
+
+def test_fused_standardisation_is_the_two_pass_one():
+    """The network's per-call op (FusedBatchNormV3) against the reference arithmetic in float64, values and gradients."""
+    rng = np.random.default_rng(0)
+    for shape, offset in (((3, 3, 16, 8), 0.0), ((1, 1, 64, 32), 0.3), ((7, 7, 3, 16), -2.0)):
+        k = tf.Variable(rng.normal(offset, 0.05, shape).astype(np.float32))
+        weights = tf.constant(rng.normal(size=shape).astype(np.float32))  # a loss whose gradient is not trivial
+        grads = []
+        for fn in (standardize_kernel_fused, lambda v: standardize_kernel(tf.cast(v, tf.float64))):
+            with tf.GradientTape() as tape:
+                out = fn(k)
+                loss = tf.reduce_sum(tf.cast(out, tf.float64) * tf.cast(weights, tf.float64))
+            grads.append(tape.gradient(loss, k).numpy())
+            if fn is standardize_kernel_fused:
+                fused = out.numpy()
             else:
-                todo.extend(t.op for t in op.inputs)
-        assert kernel_reads, conv.name
-        assert data_waits, f"{conv.name}: the standardised kernel does not depend on the conv input by data"
-        for read in kernel_reads:
-            assert conv.inputs[0].op in read.control_inputs or any(
-                c in read.control_inputs for c in _producers(conv.inputs[0].op)
-            ), f"{conv.name}: kernel read {read.name} does not wait for the conv input"
+                exact = out.numpy()
+        assert fused.dtype == np.float32
+        np.testing.assert_allclose(fused, exact, rtol=0, atol=2e-5 * np.abs(exact).max(), err_msg=str(shape))
+        np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-3 * np.abs(grads[1]).max(), err_msg=str(shape))
+    # A channel whose mean dwarfs its spread keeps its digits (unshifted, the op is several times over the bound).
+    k = rng.normal(0.0, 1.0, (3, 3, 64, 16)) * 0.01 + rng.uniform(-0.5, 0.5, 16)
+    exact = standardize_kernel(tf.constant(k, tf.float64)).numpy()
+    fused = standardize_kernel_fused(tf.constant(k.astype(np.float32))).numpy()
+    assert np.linalg.norm(fused - exact) / np.linalg.norm(exact) < 2e-6
+    # Other dtypes: float16 through the op (statistics in float32), float64 through the plain arithmetic.
+    half = standardize_kernel_fused(tf.constant(k.astype(np.float16))).numpy()
+    assert half.dtype == np.float16 and np.abs(half - exact).max() < 1e-2 * np.abs(exact).max()
+    double = standardize_kernel_fused(tf.constant(k)).numpy()
+    np.testing.assert_array_equal(double, exact)
+    # Each output channel on its own: the mean and variance of (H, W, I) (numerics.WS_AXES), not of the whole kernel.
+    k = np.stack([np.full((3, 3, 4), 1.0), np.arange(36.0).reshape(3, 3, 4)], axis=-1).astype(np.float32)
+    out = standardize_kernel_fused(tf.constant(k)).numpy()
+    np.testing.assert_allclose(out[..., 1].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out[..., 1].std(), 1.0, atol=1e-5)
+    assert np.all(out[..., 0] == 0.0)
 
 
-def _producers(op):
-    """The op and, through a Pad, the op that feeds it (the control dependency is on the unpadded input)."""
-    return [op] + ([op.inputs[0].op] if op.type == "Pad" else [])
+def _ancestors(op, control: bool = True):
+    """Every op ``op`` depends on by data (and by control, with ``control``), ``op`` included."""
+    seen, todo = {op}, [op]
+    while todo:
+        current = todo.pop()
+        for parent in [t.op for t in current.inputs] + (list(current.control_inputs) if control else []):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
 
 
 def test_call_and_features_trace_with_unknown_dims(tiny_fn):
