@@ -10,7 +10,7 @@ Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode
 This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python)
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
 loads (on torch, the layers' first call imports :mod:`convert.model.keras_torch`,
-the torch kernels). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
+the torch kernels; on TensorFlow, :mod:`convert.model.keras_tf`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
@@ -30,7 +30,8 @@ The layers:
 * :class:`ConstantPadding2D`: symmetric padding with a constant: the root
   max-pool's padding (zeros, or -inf for big_vision's ``distill/`` checkpoints).
 
-On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
+On the TensorFlow backend a kernel is standardised by one fused op
+(:mod:`convert.model.keras_tf`). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
 (torch's own convolutions and group norm, kernels standardised once while they
 are unchanged); fewer layers per unit because Keras' per-layer dispatch costs
 more than a small layer's arithmetic there. ``.keras`` files written with
