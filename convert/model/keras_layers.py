@@ -10,7 +10,7 @@ Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode
 This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python)
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
 loads (on torch, the layers' first call imports :mod:`convert.model.keras_torch`,
-the torch kernels; on TensorFlow, :mod:`convert.model.keras_tf`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
+the torch kernels; on TensorFlow, :func:`convert.model.tf_model.standardize_kernel_fused`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
@@ -31,7 +31,7 @@ The layers:
   max-pool's padding (zeros, or -inf for big_vision's ``distill/`` checkpoints).
 
 On the TensorFlow backend a kernel is standardised by one fused op
-(:mod:`convert.model.keras_tf`). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
+(:func:`convert.model.tf_model.standardize_kernel_fused`, the SavedModels' own). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
 (torch's own convolutions and group norm, kernels standardised once while they
 are unchanged); fewer layers per unit because Keras' per-layer dispatch costs
 more than a small layer's arithmetic there. ``.keras`` files written with
@@ -101,9 +101,9 @@ class StandardizedConv2D(keras.layers.Conv2D):
             p = self.pad
             inputs = ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)))
         if _on("tensorflow"):
-            from .keras_tf import standardize_kernel  # one fused kernel instead of ~7 passes over the weights
+            from .tf_model import standardize_kernel_fused  # the SavedModels' fused op, not ~7 passes
 
-            k = standardize_kernel(kernel, self.ws_eps)
+            k = standardize_kernel_fused(kernel, self.ws_eps)
         else:
             k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
             k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
