@@ -98,8 +98,7 @@ class StandardizedConv2D(keras.layers.Conv2D):
 
             return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps, self.pad)
         if self.pad:
-            p = self.pad
-            inputs = ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)))
+            inputs = _pad_hw(inputs, self.pad)
         if _on("tensorflow"):
             from .tf_model import standardize_kernel_fused  # the SavedModels' fused op, not ~7 passes
 
@@ -212,6 +211,11 @@ class InputRange(keras.layers.Layer):
         return cls(**config)
 
 
+def _pad_hw(x, p: int, value: float = 0.0):
+    """NHWC ``x`` padded by ``p`` on each side of H and W with ``value``."""
+    return ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=value)
+
+
 @_register
 class ConstantPadding2D(keras.layers.Layer):
     """Pads H and W of NHWC inputs by ``padding`` on each side with ``value``."""
@@ -226,7 +230,7 @@ class ConstantPadding2D(keras.layers.Layer):
             from .keras_torch import pad2d  # keeps the NCHW memory of the other torch kernels
 
             return pad2d(inputs, p, self.value)
-        return ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=self.value)
+        return _pad_hw(inputs, p, self.value)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
