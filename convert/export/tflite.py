@@ -79,8 +79,14 @@ class TFLiteTarget(ExportTarget):
         for variant in VARIANTS:
             t = time.perf_counter()
             concrete, holder = concrete_with_constants(job.net, variant, job.input_range, arrays)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+            # The converter would replace every infinite constant by the largest finite float
+            # (its default), reading every weight to find them (docs/performance.md).
+            # The graph has none: its one candidate, a -inf root pool padding, is written as
+            # that finite value already (folded.concrete_with_constants): the same bytes.
+            converter.canonicalizing_inf_as_min_max_float = False
             try:
-                flat = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder).convert()
+                flat = converter.convert()
             except Exception as exc:  # the converter raises ConverterError and friends
                 raise ExportError(f"{job.model_id}: the LiteRT converter failed on {variant}: {one_line(exc)}") from exc
             del concrete, holder
