@@ -12,8 +12,8 @@ imports keras and :mod:`convert.model.keras_layers` only and calls
 files and running them on the parity images. The export's own backend (the one
 it wrote the files with, tensorflow unless ``KERAS_BACKEND`` says otherwise) is
 checked in the export's process instead, with the same ``load_model`` call, when
-another backend loads the files in a fresh process (:func:`runs_here`): its
-import is done already. ``prepare`` starts the processes
+another backend loads the files in a fresh process (:func:`runs_here`) and the
+memory plan runs every check at once (R50x1, not R152x2): its import is done already. ``prepare`` starts the processes
 before anything is written, so that they import keras and their backend while
 the other targets write; :meth:`KerasTarget.plan` says how many run at once
 and how many images go into a call. A backend that is not installed is
@@ -201,10 +201,14 @@ class KerasTarget(ExportTarget):
         """Start the checking processes before the models are written: they import keras and their backend meanwhile."""
         from ..resources import available_memory
 
-        backends = self.available(job.log)
-        here = next((b for b in backends if self.runs_here(b, tuple(o for o in backends if o != b))), None)
+        backends, memory = self.available(job.log), available_memory()
+        plan = self.plan(job.arch, images, len(backends), memory)
+        here = None
+        if plan.parallel >= len(backends):  # memory for every check at once: this process may hold one (not R152x2)
+            here = next((b for b in backends if self.runs_here(b, tuple(o for o in backends if o != b))), None)
         children = tuple(b for b in backends if b != here)
-        plan = self.plan(job.arch, images, len(children), available_memory())
+        if here is not None:
+            plan = self.plan(job.arch, images, len(children), memory)
         return Prepared(BackendRuns(children, parallel=plan.parallel, python=self.python).start(), plan, here)
 
     def check(

@@ -258,6 +258,18 @@ def test_the_exports_own_backend_is_checked_in_its_process_while_the_others_load
     assert not any(runs_here(b, (own,)) for b in BACKENDS if b != own)
 
 
+def test_checks_one_at_a_time_keep_a_process_each(tmp_path, scratch_root):
+    # When memory allows one check at a time (R152x2), the export's own backend keeps its process too.
+    target = KerasTarget(parallel=1)
+    job = ExportJob(MODEL, load_registry().get(MODEL), TINY, None, "unit", tmp_path, lambda m: None)
+    prepared = target.prepare(job, np.zeros((1, 32, 32, 3), np.float32))
+    try:
+        assert prepared.here is None and prepared.runs.backends == target.available()
+    finally:
+        prepared.stop()
+    assert not _check_children()
+
+
 def test_a_model_that_cannot_load_in_this_process_is_one_line_naming_it(tmp_path, scratch_root):
     (tmp_path / "keras").mkdir()
     (tmp_path / "keras" / "classification.keras").write_bytes(b"not a zip file")
