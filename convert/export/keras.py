@@ -15,8 +15,8 @@ checked in the export's process instead, with the same ``load_model`` call, when
 another backend loads the files in a fresh process (:func:`runs_here`) and the
 memory plan runs every check at once (R50x1, not R152x2): its import is done
 already. ``prepare`` starts the processes before anything is written, so that
-they import keras and their backend while the other targets write; :meth:`KerasTarget.plan` says how many run at once
-and how many images go into a call. A backend that is not installed is
+they import keras and their backend while the other targets write;
+:meth:`KerasTarget.plan` says how many run at once and how many images go into a call. A backend that is not installed is
 skipped and named with what to install; one that fails to load or run a model
 is a :class:`KerasBackendError` naming it.
 """
