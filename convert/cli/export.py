@@ -86,7 +86,7 @@ def export_cmd(model_ids, export_all, checkpoint, formats, reference, cache_dir,
     The checkpoint is fetched when not cached, unless --checkpoint is given;
     the label file of an ImageNet head too (from --base-url), embedded in the
     classifiers. After writing, each artifact is reloaded from disk in its
-    runtime (each Keras backend in a fresh process) and compared with the JAX
+    runtime (each Keras backend but the export's own in a fresh process) and compared with the JAX
     float64 forward pass; any failure removes the export and exits 1. Exports
     are written to a temporary directory and renamed into place, so DIR/<id>
     is always a complete export. Prints the path of each finished export on

@@ -58,12 +58,13 @@ def folded_arrays(net) -> dict[str, np.ndarray]:
     return out
 
 
-def forward_fn(net, variant: str, input_range: str, weights):
+def forward_fn(net, variant: str, input_range: str, weights, finite_pool_pad: bool = False):
     """``images -> logits`` (or ``feature_vector``) over ``weights`` (key -> tensor), standardisation folded.
 
     ``images`` are float32 NHWC in ``input_range`` ("unit" or "symmetric"),
     rescaled inside; ``net`` lends its architecture and its build options
-    (the padding knobs, so a mutated net stays mutated).
+    (the padding knobs, so a mutated net stays mutated). ``finite_pool_pad``:
+    BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
     """
     from ..model.numerics import pixels_to_model_range
     from ..model.tf_model import BiTResNetV2
@@ -75,6 +76,7 @@ def forward_fn(net, variant: str, input_range: str, weights):
         pool_pad=net.pool_pad,
         standardized_kernels=True,
         channel_stats=True,
+        finite_pool_pad=finite_pool_pad,
         weights=weights,
     )
     forward = folded.__call__ if variant == "classification" else folded.features
@@ -96,14 +98,18 @@ def concrete_with_constants(net, variant: str, input_range: str, arrays: dict[st
     """A concrete function ``images -> output`` whose folded weights are captured variables.
 
     Returns ``(concrete_function, holder)``; ``holder`` owns the variables
-    (the LiteRT converter freezes them into constants).
+    (the LiteRT converter freezes them into constants). The graph holds no
+    infinite constant (``finite_pool_pad``): the value the LiteRT converter would
+    clamp -inf to is written directly, so the converter need not scan every
+    weight for infinities (convert.export.tflite).
     """
     import tensorflow as tf
 
     keys = variant_keys(arrays, variant)
     holder = tf.Module(name="folded")
     holder.weights = {k: tf.Variable(arrays[k], trainable=False, name=f"w{i}") for i, k in enumerate(keys)}
-    fn = tf.function(forward_fn(net, variant, input_range, holder.weights), input_signature=[images_spec()], autograph=False)
+    forward = forward_fn(net, variant, input_range, holder.weights, finite_pool_pad=True)
+    fn = tf.function(forward, input_signature=[images_spec()], autograph=False)
     return fn.get_concrete_function(), holder
 
 

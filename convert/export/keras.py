@@ -9,10 +9,14 @@ models share one set of layers, so the weights exist once more in memory, not tw
 (``KERAS_BACKEND=jax|tensorflow|torch python -m convert.export.keras_check``, which
 imports keras and :mod:`convert.model.keras_layers` only and calls
 ``keras.saving.load_model`` with ``safe_mode`` on), each process loading both
-files and running them on the parity images. ``prepare`` starts the processes
-before anything is written, so that they import keras and their backend while
-the other targets write; :meth:`KerasTarget.plan` says how many run at once
-and how many images go into a call. A backend that is not installed is
+files and running them on the parity images. The export's own backend (the one
+it wrote the files with, tensorflow unless ``KERAS_BACKEND`` says otherwise) is
+checked in the export's process instead, with the same ``load_model`` call, when
+another backend loads the files in a fresh process (:func:`runs_here`) and the
+memory plan runs every check at once (R50x1, not R152x2): its import is done
+already. ``prepare`` starts the processes before anything is written, so that
+they import keras and their backend while the other targets write;
+:meth:`KerasTarget.plan` says how many run at once and how many images go into a call. A backend that is not installed is
 skipped and named with what to install; one that fails to load or run a model
 is a :class:`KerasBackendError` naming it.
 """
@@ -58,6 +62,21 @@ CALL_ACTIVATION_BUDGET = 1.0e9
 CHILDREN_MEMORY_BUDGET = 6.0e9
 
 
+def runs_here(backend: str, others: tuple[str, ...]) -> bool:
+    """Whether ``backend`` is checked in this process rather than a fresh one (``others``: the backends checked besides).
+
+    Only this process's own Keras backend, whose import is done already (a fresh process
+    would import keras and TensorFlow again: docs/performance.md), and only when another
+    backend loads the files in a fresh process, which fails on anything the files need
+    that only the writing process has.
+    """
+    if not others:
+        return False
+    import keras
+
+    return keras.backend.backend() == backend
+
+
 def installed(backend: str) -> bool:
     """Whether ``backend``'s package is importable here (looked up, not imported)."""
     try:
@@ -77,10 +96,12 @@ class CheckPlan:
 
 
 class Prepared(NamedTuple):
-    """What :meth:`KerasTarget.prepare` started: the processes, and the plan they were started for."""
+    """What :meth:`KerasTarget.prepare` started: the processes, the plan they were started for, the backend checked here."""
 
     runs: BackendRuns
     plan: CheckPlan
+    #: The backend checked in this process (:func:`runs_here`), or None.
+    here: str | None = None
 
     def stop(self) -> None:
         self.runs.stop()
@@ -92,7 +113,8 @@ class KerasTarget(ExportTarget):
 
     ``backends``: which to check; ``is_installed``: the availability probe;
     ``parallel``: at most this many checking processes at once (None: from
-    the CPUs and the memory each needs); ``build_options``: the mutation knobs
+    the CPUs and the memory each needs); ``runs_here``: which backend is checked in
+    this process (:func:`runs_here`); ``build_options``: the mutation knobs
     of :func:`convert.model.keras_model.build_keras_models` (tests only).
     """
 
@@ -101,6 +123,7 @@ class KerasTarget(ExportTarget):
     backends: tuple[str, ...] = BACKENDS
     is_installed: Callable[[str], bool] = installed
     parallel: int | None = None
+    runs_here: Callable[[str, tuple[str, ...]], bool] = runs_here
     build_options: Mapping = field(default_factory=dict)
     python: str = sys.executable
     kaggle_framework: ClassVar[str] = "keras"
@@ -178,34 +201,49 @@ class KerasTarget(ExportTarget):
         """Start the checking processes before the models are written: they import keras and their backend meanwhile."""
         from ..resources import available_memory
 
-        backends = self.available(job.log)
-        plan = self.plan(job.arch, images, len(backends), available_memory())
-        return Prepared(BackendRuns(backends, parallel=plan.parallel, python=self.python).start(), plan)
+        backends, memory = self.available(job.log), available_memory()
+        plan = self.plan(job.arch, images, len(backends), memory)
+        here = None
+        if plan.parallel >= len(backends):  # memory for every check at once: this process may hold one (not R152x2)
+            here = next((b for b in backends if self.runs_here(b, tuple(o for o in backends if o != b))), None)
+        children = tuple(b for b in backends if b != here)
+        if here is not None:
+            plan = self.plan(job.arch, images, len(children), memory)
+        return Prepared(BackendRuns(children, parallel=plan.parallel, python=self.python).start(), plan, here)
 
     def check(
         self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: Prepared | None = None
     ) -> Callable[[], list[Run]]:
-        runs, plan = prepared or self.prepare(job, images)
+        runs, plan, here = prepared or self.prepare(job, images)
         t0 = time.perf_counter()
-        runs.submit([job.export_dir / a.path for a in artifacts], images, batch=plan.batch, collect=plan.collect)
+        paths = [job.export_dir / a.path for a in artifacts]
+        runs.submit(paths, images, batch=plan.batch, collect=plan.collect)
+        in_here = f"; {here} in this process" if here else ""
         job.log(
             f"{job.model_id}: checking the Keras models on {', '.join(runs.backends)} "
-            f"({runs.parallel} at a time, {plan.batch} image{'s' if plan.batch > 1 else ''} a call)"
+            f"({runs.parallel} at a time, {plan.batch} image{'s' if plan.batch > 1 else ''} a call{in_here})"
         )
 
         def wait() -> list[Run]:
-            results = runs.wait()
+            try:
+                results = {here: _run_here(here, paths, images, plan)} if here else {}  # while the processes run
+            except BaseException:
+                runs.stop()
+                raise
+            results.update(runs.wait())
             job.log(
                 f"{job.model_id}: Keras models reloaded and run on {len(results)} backends in {time.perf_counter() - t0:.1f}s"
             )
             out = []
-            for backend, (outputs, info) in results.items():
+            for backend in (b for b in self.backends if b in results):
+                outputs, info = results[backend]
                 for artifact, result, m in zip(artifacts, outputs, info["models"], strict=True):
                     facts = {
                         "backend": backend,
                         "backend_version": info["backend_version"],
                         "keras": info["keras"],
                         "safe_mode": True,
+                        "fresh_process": backend != here,
                         "import_s": round(info["import_s"], 3),
                         "load_s": round(m["load_s"], 3),
                         "run_s": round(m["run_s"], 3),
@@ -226,6 +264,24 @@ class KerasTarget(ExportTarget):
             f'model = keras.saving.load_model("${{PATH}}/{Path(artifact.path).name}")',
             "outputs = model(images)",
         ]
+
+
+def _run_here(backend: str, paths, images: np.ndarray, plan: CheckPlan) -> tuple[list[np.ndarray], dict]:
+    """The check of this process's own backend: ``load_model`` and run, as the check process does; its result.json."""
+    import keras
+
+    import convert.model.keras_layers  # noqa: F401  (registers the custom layers, as a user does)
+
+    from .keras_check import ModelError, backend_version, one_line, run_models
+
+    cpu = time.process_time()
+    try:
+        outputs, models = run_models(keras, [str(p) for p in paths], images, plan.batch, collect=plan.collect)
+    except ModelError as exc:
+        what = f"{Path(exc.model).name}: "
+        raise KerasBackendError(f"the Keras {backend} backend failed to {exc.step} {what}{one_line(exc.__cause__)}") from exc
+    info = {"backend": backend, "keras": keras.__version__, "backend_version": backend_version(backend), "import_s": 0.0}
+    return outputs, {**info, "models": models, "cpu_s": time.process_time() - cpu}
 
 
 TARGET = KerasTarget()

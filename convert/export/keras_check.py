@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text[:400]}"
 
@@ -48,7 +48,7 @@ def main(workdir: str) -> int:
         import convert.model.keras_layers  # noqa: F401  (registers the custom layers)
 
         result = {"backend": keras.backend.backend(), "keras": keras.__version__, "import_s": time.perf_counter() - t}
-        result["backend_version"] = _backend_version(result["backend"])
+        result["backend_version"] = backend_version(result["backend"])
         text = sys.stdin.readline()
         if not text.strip():
             return 0  # abandoned before the models were written
@@ -56,34 +56,64 @@ def main(workdir: str) -> int:
         threading.Thread(target=_exit_when_parent_leaves, args=(work,), name="parent-watch", daemon=True).start()
         step = "read the images"
         images = np.load(work / spec["images"])
-        models = []
-        for i, model_path in enumerate(spec["models"]):
-            step = "load"
+        outputs, models = run_models(
+            keras, spec["models"], images, spec.get("batch"), spec.get("repeat", 0), spec.get("collect", True)
+        )
+        for i, out in enumerate(outputs):
+            np.save(work / f"{i}.npy", out)
+        result["models"] = models
+        result["cpu_s"] = _cpu_seconds()
+        (work / "result.json").write_text(json.dumps(result))
+        return 0
+    except ModelError as exc:  # reported to the parent as one line
+        error = {"model": exc.model, "step": exc.step, "message": one_line(exc.__cause__)}
+        (work / "error.json").write_text(json.dumps(error))
+        return 1
+    except Exception as exc:  # reported to the parent as one line
+        error = {"model": model_path, "step": step, "message": one_line(exc)}
+        (work / "error.json").write_text(json.dumps(error))
+        return 1
+
+
+class ModelError(Exception):
+    """A model failed to load or run: ``step`` ("load", "run") and ``model`` (its path) say where; the cause is chained."""
+
+    def __init__(self, step: str, model: str):
+        super().__init__(f"{step} {model}")
+        self.step, self.model = step, model
+
+
+def run_models(keras, paths, images, batch: int | None = None, repeat: int = 0, collect: bool = True):
+    """Load each of ``paths`` with ``keras.saving.load_model`` and run it on ``images``, ``batch`` at a time.
+
+    Returns (outputs per model, {"path", "load_s", "run_s", "best_run_s"} per model);
+    raises :class:`ModelError` (its cause chained) when a model fails to load or run.
+    Used by the check process and, for its own backend, by the export itself (convert.export.keras).
+    """
+    outputs, models = [], []
+    for model_path in paths:
+        step = "load"
+        try:
             t = time.perf_counter()
             model = keras.saving.load_model(model_path)
             loaded = time.perf_counter() - t
             step = "run"
             t = time.perf_counter()
-            out = _predict(keras, model, images, int(spec.get("batch") or len(images)))
+            out = _predict(keras, model, images, int(batch or len(images)))
             first = time.perf_counter() - t
             best = None
-            for _ in range(int(spec.get("repeat", 0))):
+            for _ in range(int(repeat)):
                 t = time.perf_counter()
                 model.predict_on_batch(images)
                 best = min(best or float("inf"), time.perf_counter() - t)
-            np.save(work / f"{i}.npy", out)
-            models.append({"path": model_path, "load_s": loaded, "run_s": first, "best_run_s": best})
-            del model, out
-            if spec.get("collect", True):
-                gc.collect()  # the loaded model sits in reference cycles: free it before the next one loads
-        result["models"] = models
-        result["cpu_s"] = _cpu_seconds()
-        (work / "result.json").write_text(json.dumps(result))
-        return 0
-    except Exception as exc:  # reported to the parent as one line
-        error = {"model": model_path, "step": step, "message": _one_line(exc)}
-        (work / "error.json").write_text(json.dumps(error))
-        return 1
+        except Exception as exc:
+            raise ModelError(step, str(model_path)) from exc
+        outputs.append(out)
+        models.append({"path": str(model_path), "load_s": loaded, "run_s": first, "best_run_s": best})
+        del model, out
+        if collect:
+            gc.collect()  # the loaded model sits in reference cycles: free it before the next one loads
+    return outputs, models
 
 
 #: The scratch directory of one check (convert.export.keras.BackendRuns); each process works in a sub-directory.
@@ -137,7 +167,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _backend_version(backend: str) -> str | None:
+def backend_version(backend: str) -> str | None:
     from importlib import metadata
 
     try:

@@ -122,11 +122,15 @@ class OnnxTarget(ExportTarget):
     def _run(self, job: ExportJob, artifact: Artifact, images: np.ndarray) -> Run:
         t = time.perf_counter()
         try:
-            outputs = run_onnx(Path(job.export_dir) / artifact.path, images, OUTPUT_NAMES[artifact.variant])
+            outputs = run_onnx(Path(job.export_dir) / artifact.path, images, OUTPUT_NAMES[artifact.variant], spin=False)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... classes
             raise ExportError(f"{job.model_id}: {artifact.path} does not run in onnxruntime: {one_line(exc)}") from exc
         return Run(
-            artifact, RUNTIME, outputs, time.perf_counter() - t, {"onnxruntime": _version("onnxruntime"), "provider": PROVIDER}
+            artifact,
+            RUNTIME,
+            outputs,
+            time.perf_counter() - t,
+            {"onnxruntime": _version("onnxruntime"), "provider": PROVIDER, "allow_spinning": False},
         )
 
     # -- card and Kaggle ---------------------------------------------------------------
@@ -241,13 +245,23 @@ def _save(model, export_dir: Path, rel: str, external: bool, model_id: str) -> d
     return {r: {"bytes": (export_dir / r).stat().st_size} for r in written}
 
 
-def run_onnx(path: Path, images: np.ndarray, output: str, threads: int | None = None) -> np.ndarray:
-    """Load ``path`` (and its external data) in onnxruntime's CPU provider and run ``images``."""
+#: onnxruntime's session option for its thread pool's busy-waiting between tasks.
+SPINNING = "session.intra_op.allow_spinning"
+
+
+def run_onnx(path: Path, images: np.ndarray, output: str, threads: int | None = None, spin: bool = True) -> np.ndarray:
+    """Load ``path`` (and its external data) in onnxruntime's CPU provider and run ``images``.
+
+    ``spin=False``: the pool's threads sleep between tasks instead of busy-waiting (the
+    export's check: the same kernels and outputs, less CPU; docs/performance.md).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry(SPINNING, "0")
     session = ort.InferenceSession(str(path), options, providers=[PROVIDER])
     names = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
     if names != ([INPUT_NAME], [output]):

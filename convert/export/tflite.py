@@ -39,6 +39,8 @@ from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, Exp
 FLATBUFFER_LIMIT = 2**31 - 1
 #: Room left for the graph and FlatBuffer bookkeeping beside the weights.
 GRAPH_MARGIN = 64 * 2**20
+#: Room beyond the converter's FlatBuffer for the renamed one (the names get shorter; vtables may move).
+PACK_SLACK = 2**20
 CONVERTER = "tf.lite.TFLiteConverter.from_concrete_functions"
 RUNTIME = "litert"
 
@@ -79,8 +81,14 @@ class TFLiteTarget(ExportTarget):
         for variant in VARIANTS:
             t = time.perf_counter()
             concrete, holder = concrete_with_constants(job.net, variant, job.input_range, arrays)
+            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+            # The converter would replace every infinite constant by the largest finite float
+            # (its default), reading every weight to find them (docs/performance.md).
+            # The graph has none: its one candidate, a -inf root pool padding, is written as
+            # that finite value already (folded.concrete_with_constants): the same bytes.
+            converter.canonicalizing_inf_as_min_max_float = False
             try:
-                flat = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder).convert()
+                flat = converter.convert()
             except Exception as exc:  # the converter raises ConverterError and friends
                 raise ExportError(f"{job.model_id}: the LiteRT converter failed on {variant}: {one_line(exc)}") from exc
             del concrete, holder
@@ -180,6 +188,7 @@ def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -
 
 def name_io(flat: bytes, output: str) -> bytes:
     """Rename the single input tensor ``images`` and the single output ``output``, in the tensors and the signature."""
+    import flatbuffers
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
@@ -195,7 +204,11 @@ def name_io(flat: bytes, output: str) -> bytes:
             t.name = INPUT_NAME.encode()
         for t in sig.outputs:
             t.name = output.encode()
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    # flatbuffer_utils.convert_object_to_bytearray's packing, into a builder sized for the whole
+    # model from the start: the same bytes, without copying the buffer at every doubling.
+    builder = flatbuffers.Builder(len(flat) + PACK_SLACK)
+    builder.Finish(model.Pack(builder), file_identifier=bytes(flat[4:8]))  # the converter's identifier, "TFL3"
+    return bytes(builder.Output())
 
 
 def _write_file(path: Path, data: bytes, model_id: str) -> None:

@@ -152,6 +152,7 @@ class BiTResNetV2(tf.Module):
         pool_pad: str = "zero",
         standardized_kernels: bool = False,
         channel_stats: bool = False,
+        finite_pool_pad: bool = False,
         weights=None,
     ):
         super().__init__(name=name)
@@ -166,6 +167,9 @@ class BiTResNetV2(tf.Module):
         self.standardized_kernels = standardized_kernels
         #: Group norm as per-channel statistics (see :meth:`_group_norm_per_channel`; folded exports).
         self.channel_stats = channel_stats
+        #: The root pool padded with float32's lowest value instead of -inf: the same pooled
+        #: values (every window holds finite ones), and no infinite constant (the LiteRT export).
+        self.finite_pool_pad = finite_pool_pad
         if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
             self.variables_by_key = dict(weights)
             return
@@ -260,7 +264,10 @@ class BiTResNetV2(tf.Module):
         x = tf.convert_to_tensor(images, tf.float32)
         out: dict[str, tf.Tensor] = {}
         x = self._conv(x, f"{PREFIX}root_block/{CONV}/kernel", stride=ROOT_STRIDE, pad=ROOT_PAD)
-        x = _pad(x, POOL_PAD, POOL_PAD_VALUES[self.pool_pad])
+        pad_value = POOL_PAD_VALUES[self.pool_pad]
+        if self.finite_pool_pad:
+            pad_value = max(pad_value, float(tf.float32.min))
+        x = _pad(x, POOL_PAD, pad_value)
         x = tf.nn.max_pool2d(x, POOL_WINDOW, POOL_STRIDE, "VALID")
         out["stem"] = x
         for block, n in enumerate(self.arch.units, start=1):

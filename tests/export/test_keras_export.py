@@ -245,6 +245,47 @@ def test_a_backend_that_cannot_load_is_one_line_naming_it(tmp_path, scratch_root
     assert not _check_children() and not list(scratch_root.glob(SCRATCH_PREFIX + "*"))
 
 
+def test_the_exports_own_backend_is_checked_in_its_process_while_the_others_load_fresh(tiny_export):
+    import keras
+
+    from convert.export.keras import runs_here
+
+    own = keras.backend.backend()
+    for e in entries(tiny_export.manifest, "keras"):
+        fresh = {runtime: run["facts"]["fresh_process"] for runtime, run in e["parity"].items()}
+        assert fresh == {f"keras-{b}": b != own for b in BACKENDS}, e["variant"]
+    assert runs_here(own, ("jax",)) and not runs_here(own, ())  # never without a fresh load beside it
+    assert not any(runs_here(b, (own,)) for b in BACKENDS if b != own)
+
+
+def test_checks_one_at_a_time_keep_a_process_each(tmp_path, scratch_root):
+    # When memory allows one check at a time (R152x2), the export's own backend keeps its process too.
+    target = KerasTarget(parallel=1)
+    job = ExportJob(MODEL, load_registry().get(MODEL), TINY, None, "unit", tmp_path, lambda m: None)
+    prepared = target.prepare(job, np.zeros((1, 32, 32, 3), np.float32))
+    try:
+        assert prepared.here is None and prepared.runs.backends == target.available()
+    finally:
+        prepared.stop()
+    assert not _check_children()
+
+
+def test_a_model_that_cannot_load_in_this_process_is_one_line_naming_it(tmp_path, scratch_root):
+    (tmp_path / "keras").mkdir()
+    (tmp_path / "keras" / "classification.keras").write_bytes(b"not a zip file")
+    target = KerasTarget(backends=("tensorflow",), runs_here=lambda backend, others: True)
+    job = ExportJob(MODEL, load_registry().get(MODEL), TINY, None, "unit", tmp_path, lambda m: None)
+    images = np.zeros((1, 32, 32, 3), np.float32)
+    prepared = target.prepare(job, images)
+    assert prepared.here == "tensorflow" and prepared.runs.backends == ()
+    wait = target.check(job, [Artifact("keras", "classification", "keras/classification.keras")], images, prepared)
+    with pytest.raises(KerasBackendError) as exc:
+        wait()
+    msg = str(exc.value)
+    assert "\n" not in msg and "tensorflow backend failed to load classification.keras" in msg
+    assert not _check_children() and not list(scratch_root.glob(SCRATCH_PREFIX + "*"))
+
+
 def test_assign_keras_checks_both_sides_before_setting_anything(tiny):
     from convert.errors import MappingError
     from convert.model.keras_model import build_keras_models

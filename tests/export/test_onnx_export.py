@@ -63,6 +63,15 @@ def test_over_the_size_limit_weights_go_to_external_data(tiny_npz, tmp_path, mon
         run_onnx(job.export_dir / artifacts[0].path, to_unit(images[:1]), "logits")
 
 
+def test_the_checks_sleeping_thread_pool_gives_the_same_outputs(tiny_export):
+    # The export's check runs onnxruntime without busy-waiting threads: less CPU, the same kernels and numbers.
+    path = tiny_export.path / "onnx" / "classification.onnx"
+    images = np.random.default_rng(0).uniform(0, 1, (3, 40, 52, 3)).astype(np.float32)
+    np.testing.assert_array_equal(run_onnx(path, images, "logits", spin=False), run_onnx(path, images, "logits"))
+    for e in entries(tiny_export.manifest, "onnx"):
+        assert e["parity"]["onnxruntime"]["facts"]["allow_spinning"] is False
+
+
 def test_default_limit_external_data_for_r152x4_only():
     assert all(TARGET.needs_external_data(R152X4, v) for v in VARIANTS)
     assert not any(TARGET.needs_external_data(arch, v) for arch in (R50X1, R152X2) for v in VARIANTS)

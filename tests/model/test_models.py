@@ -270,3 +270,20 @@ def test_group_norm_from_per_channel_statistics_is_the_grouped_one(tiny_ckpt, ti
     for stage in STAGES:
         b = grouped[stage].numpy()
         np.testing.assert_allclose(out[stage].numpy(), b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=stage)
+
+
+def test_a_finite_root_pool_padding_pools_the_same_values_without_an_infinite_constant(tiny_ckpt):
+    # The LiteRT export's graph (convert.export.folded): the converter then needs no scan for infinities.
+    graphs = {}
+    for finite in (False, True):
+        net = build_tf_model(tiny_ckpt, pool_pad="neg_inf", finite_pool_pad=finite)
+        graphs[finite] = tf.function(net.stages, input_signature=SPEC).get_concrete_function()
+    x, _ = make_inputs((35, 41), 2)
+    for stage in STAGES:
+        np.testing.assert_array_equal(graphs[True](x)[stage].numpy(), graphs[False](x)[stage].numpy(), err_msg=stage)
+
+    def infinite_constants(graph):
+        values = [tf.make_ndarray(op.get_attr("value")) for op in graph.get_operations() if op.type == "Const"]
+        return sum(int(np.isinf(v).sum()) for v in values if v.dtype.kind == "f")
+
+    assert infinite_constants(graphs[False].graph) == 1 and infinite_constants(graphs[True].graph) == 0
