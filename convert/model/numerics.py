@@ -40,6 +40,10 @@ POOL_PAD = 1
 POOL_PAD_VALUES = {"zero": 0.0, "neg_inf": float("-inf")}
 #: The root pool paddings, by name (``zero`` first: the original release's).
 POOL_PADS = tuple(POOL_PAD_VALUES)
+#: float32's lowest finite value: what the LiteRT converter writes for a -inf constant, and what
+#: the LiteRT graph pads the root pool with instead (the same pooled values: every window holds
+#: a real pixel).
+FLOAT32_LOWEST = -3.4028234663852886e38
 
 #: The code that defines a checkpoint's forward pass -> its root pool padding.
 #: - ``big_transfer`` (google-research/big_transfer, the original BiT release:

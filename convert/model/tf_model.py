@@ -45,6 +45,7 @@ import tensorflow as tf
 from .architecture import CONV, PREFIX, Architecture, checkpoint_layout, unit_prefix
 from .numerics import (
     BLOCK_STRIDES,
+    FLOAT32_LOWEST,
     GN_EPS,
     GN_GROUPS,
     MID_PAD,
@@ -266,7 +267,7 @@ class BiTResNetV2(tf.Module):
         x = self._conv(x, f"{PREFIX}root_block/{CONV}/kernel", stride=ROOT_STRIDE, pad=ROOT_PAD)
         pad_value = POOL_PAD_VALUES[self.pool_pad]
         if self.finite_pool_pad:
-            pad_value = max(pad_value, float(tf.float32.min))
+            pad_value = max(pad_value, FLOAT32_LOWEST)
         x = _pad(x, POOL_PAD, pad_value)
         x = tf.nn.max_pool2d(x, POOL_WINDOW, POOL_STRIDE, "VALID")
         out["stem"] = x

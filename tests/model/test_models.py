@@ -13,7 +13,7 @@ from convert.checkpoint import Checkpoint
 from convert.model.architecture import Architecture, checkpoint_layout
 from convert.model.flax_model import make_apply, make_unitwise_apply, param_shapes
 from convert.model.mapping import flax_params, mapping_rows
-from convert.model.numerics import POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
+from convert.model.numerics import FLOAT32_LOWEST, POOL_PAD, POOL_STRIDE, POOL_WINDOW, ROOT_KERNEL, ROOT_PAD, ROOT_STRIDE
 from convert.model.tf_model import BiTResNetV2, build_tf_model, standardize_kernel, standardize_kernel_fused
 from convert.parity import STAGES, make_inputs
 from convert.synthetic import synthetic_arrays
@@ -287,3 +287,4 @@ def test_a_finite_root_pool_padding_pools_the_same_values_without_an_infinite_co
         return sum(int(np.isinf(v).sum()) for v in values if v.dtype.kind == "f")
 
     assert infinite_constants(graphs[False].graph) == 1 and infinite_constants(graphs[True].graph) == 0
+    assert FLOAT32_LOWEST == float(np.finfo(np.float32).min)  # what the LiteRT converter writes for -inf
