@@ -145,28 +145,19 @@ def _measure_pairs(model_id: str, pairs: int) -> tuple[dict, dict | None, str | 
     )
 
 
-def sample_image() -> Path:
-    """A 500 x 375 JPEG of noise, written once: timm decodes, resizes and crops it like a photo."""
-    path = RESULTS / "image.jpg"
-    if not path.exists():
-        import numpy as np
-        from PIL import Image
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(path, quality=90)
-    return path
-
-
 def timm_cold_predict_cpu(model_id: str) -> float:
     """CPU seconds of timm's cold predict on one image from the checkpoint: scripts/bench_predict.py's own run."""
-    from bench_predict import TIMM, timed  # scripts/, this script's directory
+    from bench_predict import TIMM, sample_image, timed  # scripts/, this script's directory
 
     from convert.registry import load_registry
 
     entry = load_registry().get(model_id)
     arch = entry.architecture
     shape = [str(entry.resolution), str(arch.depth), str(arch.width), str(arch.classes)]
-    wall, cpu = timed([sys.executable, "-c", TIMM, str(checkpoint_for(model_id)), str(sample_image()), *shape], dict(os.environ))
+    wall, cpu = timed(
+        [sys.executable, "-c", TIMM, str(checkpoint_for(model_id)), str(sample_image(RESULTS / "image.jpg")), *shape],
+        dict(os.environ),
+    )
     print(f"bench: timm cold predict {wall:.1f} s, {cpu:.1f} CPU-s", file=sys.stderr)
     return cpu
 

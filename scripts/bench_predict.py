@@ -71,9 +71,6 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float]:
 
 def prepare() -> tuple[str, str, str]:
     """(export dir, checkpoint, image) of the default run, made under bench-results/predict/ once."""
-    import numpy as np
-    from PIL import Image
-
     from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
     from convert.testing.bench import loopback_bucket
@@ -88,10 +85,19 @@ def prepare() -> tuple[str, str, str]:
         with loopback_bucket(RESULTS):
             env = {**os.environ, "PYTHONPATH": str(REPO)}
             subprocess.run([*cmd, "--format", FORMATS, "--quiet"], env=env, check=True, stdout=sys.stderr)
-    if not image.exists():
+    return str(out), str(ckpt), str(sample_image(image))
+
+
+def sample_image(path: Path) -> Path:
+    """A 500 x 375 JPEG of noise at ``path``, written once: decoded, resized and cropped like a photo."""
+    if not path.exists():
+        import numpy as np
+        from PIL import Image
+
+        path.parent.mkdir(parents=True, exist_ok=True)
         pixels = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(image, quality=90)
-    return str(out), str(ckpt), str(image)
+        Image.fromarray(pixels).save(path, quality=90)
+    return path
 
 
 @click.command()

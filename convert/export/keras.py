@@ -270,8 +270,7 @@ def _run_here(backend: str, paths, images: np.ndarray, plan: CheckPlan) -> tuple
     """The check of this process's own backend: ``load_model`` and run, as the check process does; its result.json."""
     import keras
 
-    import convert.model.keras_layers  # noqa: F401  (registers the custom layers, as a user does)
-
+    from ..model import keras_layers  # noqa: F401  (registers the custom layers, as a user does)
     from .keras_check import ModelError, backend_version, one_line, run_models
 
     cpu = time.process_time()
