@@ -93,8 +93,12 @@ def standardize_kernel(k, eps: float = WS_EPS):
     return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + eps)
 
 
-#: Kernel dtypes TensorFlow's fused batch norm takes (its statistics in float32).
-FUSED_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
+#: Kernel dtypes given to TensorFlow's fused batch norm.
+FUSED_DTYPES = (tf.float32,)
+#: Kernel dtypes standardised in float32 and cast back. The fused op takes them, but its oneDNN
+#: kernel for them exists only with AVX-512: on an AVX2-only CPU (an AMD EPYC) it aborts (Keras
+#: under mixed precision did). It computes their statistics in float32 anyway.
+HALF_DTYPES = (tf.float16, tf.bfloat16)
 
 
 def standardize_kernel_fused(k, eps: float = WS_EPS):
@@ -106,10 +110,12 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
     the op's own gradient (fine-tuning): the SavedModels (and Keras on TensorFlow) standardise
     every kernel on every call, the largest cost at batch 1 after the convolutions
     (docs/inference.md). The raw op, because ``tf.nn.fused_batch_norm`` raises any epsilon
-    below 1.001e-5 to that (WS_EPS is 1e-10). Dtypes the op does not take (float64): the
-    arithmetic of :func:`standardize_kernel`.
+    below 1.001e-5 to that (WS_EPS is 1e-10). float16 and bfloat16 kernels: in float32, cast
+    back (``HALF_DTYPES``). Other dtypes (float64): the arithmetic of :func:`standardize_kernel`.
     """
     k = tf.convert_to_tensor(k)  # a variable read once
+    if k.dtype in HALF_DTYPES:
+        return tf.cast(standardize_kernel_fused(tf.cast(k, tf.float32), eps), k.dtype)
     if k.dtype not in FUSED_DTYPES:
         return standardize_kernel(k, eps)
     out = k.shape[-1]

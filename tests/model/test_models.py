@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -146,7 +151,7 @@ def test_fused_standardisation_is_the_two_pass_one():
     exact = standardize_kernel(tf.constant(k, tf.float64)).numpy()
     fused = standardize_kernel_fused(tf.constant(k.astype(np.float32))).numpy()
     assert np.linalg.norm(fused - exact) / np.linalg.norm(exact) < 2e-6
-    # Other dtypes: float16 through the op (statistics in float32), float64 through the plain arithmetic.
+    # Other dtypes: float16 in float32 and cast back (HALF_DTYPES), float64 through the plain arithmetic.
     half = standardize_kernel_fused(tf.constant(k.astype(np.float16))).numpy()
     assert half.dtype == np.float16 and np.abs(half - exact).max() < 1e-2 * np.abs(exact).max()
     double = standardize_kernel_fused(tf.constant(k)).numpy()
@@ -157,6 +162,39 @@ def test_fused_standardisation_is_the_two_pass_one():
     np.testing.assert_allclose(out[..., 1].mean(), 0.0, atol=1e-5)
     np.testing.assert_allclose(out[..., 1].std(), 1.0, atol=1e-5)
     assert np.all(out[..., 0] == 0.0)
+
+
+#: A child run with oneDNN (TensorFlow's CPU kernels) capped at AVX2, as on an AVX2-only AMD EPYC.
+_AVX2_CHILD = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    from convert.model.tf_model import standardize_kernel, standardize_kernel_fused
+
+    rng = np.random.default_rng(0)
+    k = rng.normal(0.0, 1.0, (3, 3, 64, 16)) * 0.01 + rng.uniform(-0.5, 0.5, 16)
+    # Bounds: float32 the main test's; the half types their output's rounding (2**-11, 2**-8).
+    for dtype, bound in ((tf.float32, 2e-6), (tf.float16, 1e-3), (tf.bfloat16, 8e-3)):
+        given = tf.constant(k, dtype)
+        exact = standardize_kernel(tf.cast(given, tf.float64)).numpy()  # of the kernel as rounded to dtype
+        out = standardize_kernel_fused(given)
+        assert out.dtype == dtype, (dtype, out.dtype)
+        err = np.linalg.norm(tf.cast(out, tf.float64).numpy() - exact) / np.linalg.norm(exact)
+        assert err < bound, (dtype.name, err)
+        print(dtype.name, "ok")
+    """
+)
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's ISA cap is x86's")
+def test_fused_standardisation_runs_every_dtype_on_a_cpu_without_avx512():
+    """oneDNN has no float16/bfloat16 batch norm without AVX-512; such kernels are standardised in float32 instead.
+
+    Given to the fused op as they are, they abort on an AVX2-only CPU (Keras under mixed precision did).
+    """
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", _AVX2_CHILD], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["float32", "ok", "float16", "ok", "bfloat16", "ok"]
 
 
 def _ancestors(op, control: bool = True):
