@@ -124,8 +124,13 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
     # its inputs first changes nothing in arithmetic (the op subtracts its own mean; the
     # shift's gradient is zero) and keeps those digits.
     shift = tf.reduce_mean(k[:, :, :_SHIFT_INPUTS, :], axis=(0, 1, 2), keepdims=True)
-    return tf.raw_ops.FusedBatchNormV3(
-        x=k - tf.stop_gradient(shift),
+    shape = k.shape if k.shape.is_fully_defined() else tf.shape(k)
+    # As (H*W*I, 1, 1, O): oneDNN's kernel splits its work over the batch axis, which as
+    # (H, W, I, O) is the kernel's height (1 for a 1x1 kernel); on an AVX2-only CPU that made
+    # the op several times slower (docs/inference.md). The same statistics either way.
+    rows = tf.reshape(k - tf.stop_gradient(shift), [-1, 1, 1, out])
+    standardized = tf.raw_ops.FusedBatchNormV3(
+        x=rows,
         scale=tf.ones([out]),
         offset=tf.zeros([out]),
         mean=tf.zeros([0]),
@@ -135,6 +140,7 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
         data_format="NHWC",
         is_training=True,
     )[0]
+    return tf.reshape(standardized, shape)
 
 
 def _pad(x, p: int, value: float = 0.0):
