@@ -106,7 +106,7 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
 
     Batch norm in training mode over an NHWC tensor normalises each channel by the mean and
     (biased) variance of the other three axes: on an HWIO kernel, each output channel over
-    (H, W, I), which is weight standardisation (``WS_AXES``). Three ops instead of nine, with
+    (H, W, I), which is weight standardisation (``WS_AXES``). One fused op (after a shift) instead of nine, with
     the op's own gradient (fine-tuning): the SavedModels (and Keras on TensorFlow) standardise
     every kernel on every call, the largest cost at batch 1 after the convolutions
     (docs/inference.md). The raw op, because ``tf.nn.fused_batch_norm`` raises any epsilon
