@@ -164,6 +164,19 @@ def test_fused_standardisation_is_the_two_pass_one():
     assert np.all(out[..., 0] == 0.0)
 
 
+def test_fused_standardisation_gives_the_op_the_kernel_as_rows():
+    """oneDNN's batch norm splits its work over the batch axis: the kernel goes in as (H*W*I, 1, 1, O), not as HWIO.
+
+    As HWIO the batch axis is the kernel's height, 1 for a 1x1 kernel: on an AVX2-only CPU the
+    op ran several times slower (docs/inference.md). The same statistics either way.
+    """
+    for shape in ((1, 1, 64, 32), (3, 3, 16, 8)):
+        fn = tf.function(standardize_kernel_fused).get_concrete_function(tf.TensorSpec(shape, tf.float32))
+        ops = [op for op in fn.graph.get_operations() if op.type == "FusedBatchNormV3"]
+        assert [op.inputs[0].shape.as_list() for op in ops] == [[shape[0] * shape[1] * shape[2], 1, 1, shape[3]]]
+        assert fn.outputs[0].shape.as_list() == list(shape)
+
+
 #: A child run with oneDNN (TensorFlow's CPU kernels) capped at AVX2, as on an AVX2-only AMD EPYC.
 _AVX2_CHILD = textwrap.dedent(
     """
