@@ -4,7 +4,7 @@
     make bench BENCH=predict     # or: .venv/bin/python scripts/bench_predict.py [--reps 3]
     .venv/bin/python scripts/bench_predict.py --export-dir DIR --checkpoint R50x1_160.npz --image cat.jpg
 
-Without --export-dir, a synthetic r50x1-160 checkpoint (official layout, seed 0) is written
+Without --export-dir, a synthetic checkpoint of --model (official layout, seed 0) is written
 under bench-results/predict/ and exported there with the `bitconvert` CLI as savedmodel,
 tflite and onnx (once, then reused), and a 500 x 375 JPEG is made beside it.
 
@@ -69,18 +69,18 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float]:
     return run.wall_s, run.cpu_s
 
 
-def prepare() -> tuple[str, str, str]:
-    """(export dir, checkpoint, image) of the default run, made under bench-results/predict/ once."""
+def prepare(model: str) -> tuple[str, str, str]:
+    """(export dir, checkpoint, image) of ``model``'s run, made under bench-results/predict/ once."""
     from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
     from convert.testing.bench import loopback_bucket
 
-    entry = load_registry().get(MODEL)
+    entry = load_registry().get(model)
     ckpt, out, image = RESULTS / Path(entry.source).name, RESULTS / "exports", RESULTS / "image.jpg"
     if not ckpt.exists():
         write_synthetic_checkpoint(ckpt, entry.architecture, seed=0)
-    if not (out / MODEL / "manifest.json").exists():
-        cmd = [sys.executable, "-m", "convert", "export", "-m", MODEL, "--checkpoint", str(ckpt), "-o", str(out)]
+    if not (out / model / "manifest.json").exists():
+        cmd = [sys.executable, "-m", "convert", "export", "-m", model, "--checkpoint", str(ckpt), "-o", str(out)]
         print(f"bench: $ {' '.join(cmd)} --format {FORMATS}", file=sys.stderr, flush=True)
         with loopback_bucket(RESULTS):
             env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -113,7 +113,7 @@ def main(export_dir, model, checkpoint, image, reps):
     from convert.testing.bench import machine_line
 
     if export_dir is None:
-        export_dir, checkpoint, image = prepare()
+        export_dir, checkpoint, image = prepare(model)
     elif checkpoint is None or image is None:
         raise click.UsageError("--export-dir needs --checkpoint and --image")
     manifest = json.loads((Path(export_dir) / model / "manifest.json").read_text())
