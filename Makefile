@@ -32,8 +32,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 # The numerics tests run a second time with the CPU kernels capped at AVX2: oneDNN (TensorFlow,
 # torch) and XLA (JAX). An AVX2-only CPU (an AMD EPYC) runs other kernels, rounds differently,
-# and lacks some of them (docs/keras.md). LiteRT and onnxruntime have no such cap. Skipped when
-# PYTEST_ARGS picks tests.
+# and lacks some of them (docs/keras.md). LiteRT and onnxruntime have no such cap: the suite runs them
+# under an emulated AVX2 CPU instead (tests/export/test_emulated_cpu.py). Skipped when PYTEST_ARGS picks tests.
 AVX2_CAP := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 XLA_FLAGS=--xla_cpu_max_isa=AVX2
 AVX2_TESTS := tests/model tests/parity
 
