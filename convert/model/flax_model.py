@@ -187,20 +187,25 @@ def _to_dict(tree):
     return {k: _to_dict(v) if hasattr(v, "items") else v for k, v in tree.items()}
 
 
+#: XLA options for work that compiling dominates (``fast_compile``): LLVM optimisation level 0, and
+#: XLA:CPU's older element-wise emitters instead of its MLIR fusion emitters, which compile the
+#: reference's units in less time for the same run time (docs/performance.md).
+FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
 @functools.lru_cache(maxsize=8)
 def make_apply(arch: Architecture, fast_compile: bool = False, pool_padding: str = "zero"):
     """A jitted ``(params, images) -> {stage: output}`` for ``arch``, root pool padded per ``pool_padding``.
 
     Params are an argument (not captured constants), so the weights are not
     baked into the compiled program; jit compiles once per (shape, dtype).
-    ``fast_compile`` asks XLA for LLVM optimisation level 0: less compilation,
+    ``fast_compile`` asks XLA for less compilation (``FAST_COMPILE_OPTIONS``) and
     slower element-wise fusions, so it pays for small work only
     (docs/performance.md). The results are float32 (float64) either way, not
     bit-identical between the two.
     """
     model = BiTResNetV2Flax(arch, pool_padding)
-    options = {"xla_backend_optimization_level": 0} if fast_compile else None
-    return jax.jit(model.apply, compiler_options=options)
+    return jax.jit(model.apply, compiler_options=FAST_COMPILE_OPTIONS if fast_compile else None)
 
 
 class Head(nn.Module):
@@ -236,7 +241,7 @@ def make_unitwise_apply(arch: Architecture, fast_compile: bool = False, pool_pad
     configuration. tests/test_models.py checks it against :func:`make_apply`.
     Call it inside ``jax.enable_x64(True)`` for ``dtype=float64``.
     """
-    options = {"xla_backend_optimization_level": 0} if fast_compile else None
+    options = FAST_COMPILE_OPTIONS if fast_compile else None
 
     def jit(module):
         return jax.jit(module.apply, compiler_options=options)
