@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from pathlib import Path
 
 import click
@@ -19,23 +17,6 @@ from .options import (
     source_options,
 )
 from .quiet import prepare
-
-#: Python's cyclic collector during an export: the youngest generation collected every 10,000 net
-#: allocations instead of 700. Tracing and saving the network make millions of short-lived objects,
-#: and the default had the collector run thousands of times (docs/performance.md); the export still
-#: collects in full where a big model's memory must go back (convert.export.orchestrator).
-EXPORT_GC_THRESHOLD = 10_000
-
-
-@contextlib.contextmanager
-def fewer_collections(threshold: int = EXPORT_GC_THRESHOLD):
-    """Raise the youngest generation's collection threshold for the block, then restore the thresholds."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(threshold, before[0]), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 class ExportCommand(click.Command):
@@ -163,7 +144,7 @@ def _export_one(entry, checkpoint: str | None, options, source: dict, quiet: boo
     check_export_path(options.output_dir / entry.id, Path(checkpoint) if checkpoint else None)
     path = resolve_checkpoint(entry, checkpoint=checkpoint, quiet=quiet, **source)
     # SIGINT, SIGTERM, SIGHUP: the export ends within seconds, nothing published (convert.interrupts).
-    with ending_on_signals(), fewer_collections():
+    with ending_on_signals():
         return export_model(
             entry,
             path,

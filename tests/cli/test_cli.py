@@ -233,24 +233,3 @@ def test_export_forward_option_chooses_the_root_pool_padding(invoke, exported, r
     forward = json.loads((tmp_path / "r50x1-160" / "manifest.json").read_text())["forward"]
     assert (forward["choice"], forward["root_pool_padding"]) == ("zero-pool", "zero")
     assert "--forward zero-pool" in (tmp_path / "r50x1-160" / "classification.md").read_text()
-
-
-def test_export_runs_with_fewer_young_collections_and_restores_them(invoke, monkeypatch, r50x1_npz, tmp_path):
-    """`export` raises the collector's first threshold while it exports (docs/performance.md), and only then."""
-    import gc
-
-    import convert.export as export
-    from convert.cli.export import EXPORT_GC_THRESHOLD
-    from convert.errors import ExportError
-
-    before, seen = gc.get_threshold(), []
-
-    def recording_export(entry, *args, **kwargs):
-        seen.append(gc.get_threshold())
-        raise ExportError("stop here")
-
-    monkeypatch.setattr(export, "export_model", recording_export)
-    result = invoke("export", "--model", "r50x1-160", "--checkpoint", r50x1_npz, "-o", tmp_path, "--offline")
-    assert result.exit_code != 0 and "stop here" in result.stderr
-    assert seen == [(EXPORT_GC_THRESHOLD, *before[1:])] and EXPORT_GC_THRESHOLD > before[0]
-    assert gc.get_threshold() == before
