@@ -17,7 +17,6 @@ atomic swap), ``cards/``.
 """
 
 from .formats import FORMATS, get_targets, parse_formats
-from .judge import LiveRun
 from .manifest import MANIFEST_FORMAT, MANIFEST_NAME, library_versions
 from .orchestrator import PARITY_MAX_RESOLUTION, export_model
 from .publish import check_export_path, check_free_space, clear_stale_temp_dirs, publish_directory, temp_dir_prefix
@@ -39,7 +38,6 @@ __all__ = [
     "ExportResult",
     "ExportState",
     "ExportTarget",
-    "LiveRun",
     "Run",
     "build_exportable",
     "check_export_path",

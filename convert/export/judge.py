@@ -1,9 +1,7 @@
-"""The reload-and-compare rule, written once for every target, and the live TF graph's run before export."""
+"""The reload-and-compare rule, written once for every target, and the live TF model's judgement before export."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,39 +16,6 @@ if TYPE_CHECKING:
     from ..parity import ParityReport, Reference
 
 Log = Callable[[str], None]
-
-
-class LiveRun:
-    """The live TF graph's stages on the parity images, computed in a background thread from :meth:`start`."""
-
-    def __init__(self, graph, images: np.ndarray):
-        self._graph, self._images = graph, images
-        self._out: dict | None = None
-        self._error: BaseException | None = None
-        self.seconds = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True, name="live-tf-run")
-
-    def start(self) -> LiveRun:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        import tensorflow as tf
-
-        t = time.perf_counter()
-        try:
-            self._out = {k: v.numpy() for k, v in self._graph(tf.constant(self._images)).items()}
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-        finally:
-            self._graph = None
-            self.seconds = time.perf_counter() - t
-
-    def result(self) -> dict:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._out
 
 
 def summary_line(report, stages) -> str:

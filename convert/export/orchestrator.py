@@ -6,8 +6,8 @@ Order of work, so that failures cost little and leave nothing behind:
 2. unless ``skip_parity``: start the JAX reference (float64 only: the verdict
    is taken against float64) where its Placement says (convert.parity.placement);
 3. build the TF graph; start what the targets' checks prepare (child
-   processes that import their runtime meanwhile); run the graph on the
-   parity images in a thread while the targets write into
+   processes that import their runtime meanwhile); run the live model on the
+   parity images (judged at once if the reference is there); the targets write into
    ``<out>/.<id>.tmp-<pid>-<random>`` (locked while the export runs: convert.export.publish);
 4. each target reloads what it wrote from disk and runs it; every run is
    compared with the JAX reference (judge.py); labels, cards, each target's
@@ -161,19 +161,22 @@ def build_graph(state: ExportState, export_dir: Path) -> None:
     )
 
 
-def start_live_run(state: ExportState) -> judge.LiveRun | None:
-    """The live graph's stages on the parity images, in a thread while the targets write."""
+def run_live_model(state: ExportState) -> None:
+    """The live TF model's stages on the parity images, before anything is written; judged now if the reference is there."""
     if state.inputs is None:
-        return None
+        return
     import tensorflow as tf
 
-    from ..parity import tf_stage_function
-
-    graph = tf_stage_function(state.job.net).get_concrete_function()
-    # Its first call takes names from TF's process-wide counter, as the targets' own
-    # traces do: made here, in order, so that the thread cannot make re-exports differ.
-    graph(tf.zeros([1, 32, 32, 3]))
-    return judge.LiveRun(graph, state.inputs.images).start()
+    t = time.perf_counter()
+    # Eagerly and in this thread: the same kernels and values as a traced graph (tested) without the
+    # trace and graph optimisation a single call would pay for (docs/performance.md). Every eager
+    # tensor takes a number from TF's process-wide counter, which also names the targets' traced
+    # functions: run beside them, it would make re-exports differ; run here, first, it cannot.
+    stages = state.job.net.stages(tf.constant(state.inputs.images))
+    state.live = {name: value.numpy() for name, value in stages.items()}
+    del stages
+    state.log(f"{state.model_id}: TF model run on the parity images in {time.perf_counter() - t:.1f}s")
+    judge_live_graph(state, wait=False)  # a wrong graph stops here, before any file is written
 
 
 def judge_live_graph(state: ExportState, *, wait: bool) -> None:
@@ -184,22 +187,18 @@ def judge_live_graph(state: ExportState, *, wait: bool) -> None:
 
 
 def write_and_check(state: ExportState) -> None:
-    """Start what the checks prepare, write every target beside the live run, drop the TF graph, check from disk."""
+    """Start what the checks prepare, run the live model, write every target, drop the TF graph, check from disk."""
     job, targets = state.job, state.targets
     prepared: dict[str, object] = {}
     try:
         for t in targets:
             prepared[t.name] = t.prepare(job, state.images)
-        live = start_live_run(state)
+        run_live_model(state)
         for t in targets:
             state.written[t.name] = t.write(job)
             pause_point("write")
         state.job = job = job.without_net()  # the TF weights go before anything is reloaded
-        if live is not None:
-            state.live = live.result()
-            state.log(f"{state.model_id}: TF graph run on the parity images in {live.seconds:.1f}s (alongside the writing)")
-            judge_live_graph(state, wait=False)  # the reference is there: judge the live graph before going on
-        del live
+        judge_live_graph(state, wait=False)  # if the reference came while the targets wrote
         job.release()
         # Every check starts, then each is waited for (in-process checks run while children work).
         waits = {t.name: t.check(job, state.written[t.name], state.images, prepared.get(t.name)) for t in targets}

@@ -78,7 +78,6 @@ def test_unknown_format_is_a_usage_error_listing_the_valid_ones(invoke, tmp_path
 
 def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch, inline):
     """A SavedModel that differs from the live graph (one head bias nudged before saving) is caught from disk."""
-    import convert.export.judge as judge
     import convert.export.savedmodel as savedmodel
     from convert.errors import ParityError
 
@@ -93,15 +92,7 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch, i
             net.variables_by_key["resnet/head/conv2d/bias"].assign_add(np.full([10], 0.5, np.float32))
         return real_build(net, variant, input_range)
 
-    class LiveRunFirst(judge.LiveRun):
-        """The live run finishes before the SavedModels are written (and nudged), not alongside."""
-
-        def start(self):
-            super().start().result()
-            return self
-
-    monkeypatch.setattr(savedmodel, "build_exportable", nudged)
-    monkeypatch.setattr(judge, "LiveRun", LiveRunFirst)
+    monkeypatch.setattr(savedmodel, "build_exportable", nudged)  # after the live model's run: it passes
     with pytest.raises(ParityError, match="reloaded classification SavedModel does not reproduce JAX"):
         tiny_export(tmp_path, out, reference="worker")  # the reference in a worker process
     assert model_files(good / "classification") == good_files  # the previous export stays

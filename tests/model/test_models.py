@@ -234,6 +234,16 @@ def test_call_and_features_trace_with_unknown_dims(tiny_fn):
     np.testing.assert_array_equal(features(x).numpy(), ref["pre_logits"].numpy())
 
 
+def test_eager_stages_are_the_traced_ones(tiny_fn):
+    """An export runs the live model eagerly (orchestrator.run_live_model): the traced graph's values."""
+    model, stages = tiny_fn
+    x, _ = make_inputs((35, 41), 2)
+    traced, eager = stages(x), model.stages(tf.constant(x))
+    for stage in STAGES:
+        a, b = eager[stage].numpy(), traced[stage].numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=stage)
+
+
 @pytest.mark.parametrize("size", [(33, 47), (64, 64)])
 def test_tf_matches_flax_on_a_small_layout(tiny_ckpt, tiny_fn, size):
     _, fn = tiny_fn
