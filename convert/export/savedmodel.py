@@ -40,24 +40,19 @@ def variant_variables(net, variant: str) -> list:
     return [v for k, v in net.variables_by_key.items() if not k.startswith(HEAD_PREFIX)]
 
 
-def build_exportable(net, variant: str, input_range: str):
-    """The SavedModel root of one variant: a ``tf.train.Checkpoint`` with the Reusable SavedModel API.
+def trace_features(net, input_range: str):
+    """The feature vector of float32 ``[batch, height, width, 3]`` images in ``input_range``, traced once.
 
-    A plain ``tf.Module`` root reloads without ``variables`` and
-    ``trainable_variables`` (and its ``variables`` property cannot be assigned),
-    hence the Checkpoint subclass, as TF's jax2tf examples export theirs. ``__call__`` takes float32
-    ``[batch, height, width, 3]`` in ``input_range`` and returns a tensor; the
-    ``serving_default`` signature (``root.serving_default``) takes ``images``
-    and returns ``{"logits": ...}`` or ``{"feature_vector": ...}``.
+    A concrete function over ``net``'s variables, group norm in its per-channel
+    form (convert.export.reusable_call says why). Both variants call it: the
+    classifier adds the head, so the network is traced once for the two SavedModels.
     """
     import tensorflow as tf
 
     from ..model.numerics import pixels_to_model_range
     from ..model.tf_model import BiTResNetV2
-    from .reusable_call import reusable_call
 
     lo, hi = INPUT_RANGES[input_range]
-    # The same variables, group norm in its per-channel form (convert.export.reusable_call says why).
     graph = BiTResNetV2(
         net.arch,
         strided_padding=net.strided_padding,
@@ -65,13 +60,35 @@ def build_exportable(net, variant: str, input_range: str):
         channel_stats=True,
         weights=net.variables_by_key,
     )
-    forward = graph.__call__ if variant == "classification" else graph.features
+
+    def features(images):
+        return graph.features(pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images)
+
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
+    return tf.function(features, input_signature=[spec], autograph=False).get_concrete_function()
+
+
+def build_exportable(net, variant: str, input_range: str, features=None):
+    """The SavedModel root of one variant: a ``tf.train.Checkpoint`` with the Reusable SavedModel API.
+
+    A plain ``tf.Module`` root reloads without ``variables`` and
+    ``trainable_variables`` (and its ``variables`` property cannot be assigned),
+    hence the Checkpoint subclass, as TF's jax2tf examples export theirs. ``__call__`` takes float32
+    ``[batch, height, width, 3]`` in ``input_range`` and returns a tensor; the
+    ``serving_default`` signature (``root.serving_default``) takes ``images``
+    and returns ``{"logits": ...}`` or ``{"feature_vector": ...}``. ``features``:
+    :func:`trace_features` of the same ``net`` and ``input_range``, when already traced.
+    """
+    import tensorflow as tf
+
+    from .reusable_call import reusable_call
+
+    features = trace_features(net, input_range) if features is None else features
     key = OUTPUT_NAMES[variant]
     spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
 
     def model_fn(images):
-        x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
-        return forward(x)
+        return net.head(features(images)) if variant == "classification" else features(images)
 
     call = reusable_call(model_fn, spec)
 
@@ -160,9 +177,10 @@ class SavedModelTarget(ExportTarget):
         import tensorflow as tf
 
         artifacts = []
+        features = trace_features(job.net, job.input_range)  # the network, traced once for both variants
         for variant in VARIANTS:
             t = time.perf_counter()
-            root = build_exportable(job.net, variant, job.input_range)
+            root = build_exportable(job.net, variant, job.input_range, features)
             path = job.export_dir / variant
             try:
                 with tracked_labels(root, _labels(job, variant)):

@@ -292,10 +292,14 @@ class BiTResNetV2(tf.Module):
         out["pre_logits"] = pre
         if not logits:
             return out
+        out["logits"] = self.head(pre)
+        return out
+
+    def head(self, pre_logits):
+        """Logits (batch, classes) from the pre-logits feature vector (batch, 2048*width)."""
         kernel = self.variables_by_key[f"{PREFIX}head/conv2d/kernel"]
         head = tf.reshape(kernel, [self.arch.features, self.arch.classes])
-        out["logits"] = tf.matmul(pre, head) + self.variables_by_key[f"{PREFIX}head/conv2d/bias"]
-        return out
+        return tf.matmul(pre_logits, head) + self.variables_by_key[f"{PREFIX}head/conv2d/bias"]
 
     def __call__(self, images):
         """Logits (batch, classes) for float32 NHWC ``images`` in [-1, 1]."""

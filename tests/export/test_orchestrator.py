@@ -87,10 +87,10 @@ def test_parity_failure_after_export_removes_the_output(tmp_path, monkeypatch, i
 
     real_build = savedmodel.build_exportable
 
-    def nudged(net, variant, input_range):
+    def nudged(net, variant, input_range, features=None):
         if variant == "classification":
             net.variables_by_key["resnet/head/conv2d/bias"].assign_add(np.full([10], 0.5, np.float32))
-        return real_build(net, variant, input_range)
+        return real_build(net, variant, input_range, features)
 
     monkeypatch.setattr(savedmodel, "build_exportable", nudged)  # after the live model's run: it passes
     with pytest.raises(ParityError, match="reloaded classification SavedModel does not reproduce JAX"):
