@@ -68,6 +68,33 @@ _SHIFT_INPUTS = 8
 _GN_AXES = (1, 2, 4)
 
 
+#: The graph collection holding the constants :func:`_const` made in that graph.
+_CONSTANTS = "bitconvert_constants"
+
+
+def _const(value, dtype=tf.int32):
+    """``tf.constant(value, dtype)``, made once per graph being traced and shared by every use.
+
+    Each use of a Python value as an axis, shape or fill adds a Const node to a traced graph,
+    and those repeats were most of the network's nodes; every node costs in tracing, saving,
+    loading and graph optimisation (docs/performance.md). Made outside any control dependencies,
+    so that a shared constant waits for nothing. Eagerly, a plain constant.
+    """
+    if tf.executing_eagerly():
+        return tf.constant(value, dtype)
+    # Kept in the graph's own collections, so that it goes with the graph: a table outside
+    # (even weakly keyed) would keep every graph alive through its constants.
+    store = tf.compat.v1.get_default_graph().get_collection_ref(_CONSTANTS)
+    if not store:
+        store.append({})
+    cache = store[0]
+    key = (repr(value), dtype.name)
+    if key not in cache:
+        with tf.control_dependencies(None):
+            cache[key] = tf.constant(value, dtype)
+    return cache[key]
+
+
 def _mean_in_steps(x, axes):
     """``reduce_mean(x, axes, keepdims=True)`` as one reduction per axis, innermost axis first.
 
@@ -79,7 +106,7 @@ def _mean_in_steps(x, axes):
     without: docs/inference.md and docs/deploy.md.
     """
     for axis in sorted(axes, reverse=True):
-        x = tf.reduce_mean(x, axis=axis, keepdims=True)
+        x = tf.reduce_mean(x, axis=_const(axis), keepdims=True)
     return x
 
 
@@ -123,18 +150,23 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
     # checkpoints; errors in docs/inference.md). Shifting each channel by the mean of a slice of
     # its inputs first changes nothing in arithmetic (the op subtracts its own mean; the
     # shift's gradient is zero) and keeps those digits.
-    shift = tf.reduce_mean(k[:, :, :_SHIFT_INPUTS, :], axis=(0, 1, 2), keepdims=True)
-    shape = k.shape if k.shape.is_fully_defined() else tf.shape(k)
+    inputs = k.shape[2]
+    if inputs is None:
+        first = k[:, :, :_SHIFT_INPUTS, :]
+    else:
+        first = tf.slice(k, _const([0, 0, 0, 0]), _const([-1, -1, min(_SHIFT_INPUTS, inputs), -1]))
+    shift = tf.reduce_mean(first, axis=_const([0, 1, 2]), keepdims=True)
+    shape = _const(k.shape.as_list()) if k.shape.is_fully_defined() else tf.shape(k)
     # As (H*W*I, 1, 1, O): oneDNN's kernel splits its work over the batch axis, which as
     # (H, W, I, O) is the kernel's height (1 for a 1x1 kernel); on an AVX2-only CPU that made
     # the op several times slower (docs/inference.md). The same statistics either way.
-    rows = tf.reshape(k - tf.stop_gradient(shift), [-1, 1, 1, out])
+    rows = tf.reshape(k - tf.stop_gradient(shift), _const([-1, 1, 1, out]))
     standardized = tf.raw_ops.FusedBatchNormV3(
         x=rows,
-        scale=tf.ones([out]),
-        offset=tf.zeros([out]),
-        mean=tf.zeros([0]),
-        variance=tf.zeros([0]),
+        scale=_const([1.0] * out, tf.float32),
+        offset=_const([0.0] * out, tf.float32),
+        mean=_const([], tf.float32),
+        variance=_const([], tf.float32),
         epsilon=eps,
         exponential_avg_factor=1.0,
         data_format="NHWC",
@@ -144,7 +176,8 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
 
 
 def _pad(x, p: int, value: float = 0.0):
-    return tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=value)
+    # A Python value, so that a zero pad stays TF's Pad (PadV2 otherwise: another LiteRT op).
+    return tf.pad(x, _const([[0, 0], [p, p], [p, p], [0, 0]]), constant_values=value)
 
 
 class BiTResNetV2(tf.Module):
@@ -221,14 +254,15 @@ class BiTResNetV2(tf.Module):
             return self._group_norm_per_channel(x, gamma, beta)
         channels = gamma.shape[0]
         dims = tf.shape(x)
-        g = tf.reshape(x, tf.concat([dims[:3], [GN_GROUPS, channels // GN_GROUPS]], 0))
+        leading = tf.slice(dims, _const([0]), _const([3]))
+        g = tf.reshape(x, tf.concat([leading, _const([GN_GROUPS, channels // GN_GROUPS])], _const(0)))
         # tf.nn.moments' two-pass arithmetic, spelled out (fewer graph nodes and a
         # third of the Python time per trace than tf.nn.moments; a group norm is
         # ~2/3 of the network's tracing, saving and loading time), with each mean
         # taken in steps (see _mean_in_steps).
         mean = _mean_in_steps(g, _GN_AXES)
         var = _mean_in_steps(tf.math.squared_difference(g, tf.stop_gradient(mean)), _GN_AXES)
-        g = (g - mean) * tf.math.rsqrt(var + GN_EPS)
+        g = (g - mean) * tf.math.rsqrt(var + _const(GN_EPS, tf.float32))
         return tf.reshape(g, dims) * gamma + beta
 
     def _group_norm_per_channel(self, x, gamma, beta):
@@ -244,11 +278,11 @@ class BiTResNetV2(tf.Module):
 
         def group_mean(t):  # (N, H, W, C) -> (N, 1, 1, C): the mean of each channel's group
             s = _mean_in_steps(t, (1, 2))
-            s = tf.reduce_mean(tf.reshape(s, [-1, GN_GROUPS, per_group]), axis=2, keepdims=True)
-            return tf.reshape(s * tf.ones([per_group]), [-1, 1, 1, channels])
+            s = tf.reduce_mean(tf.reshape(s, _const([-1, GN_GROUPS, per_group])), axis=_const(2), keepdims=True)
+            return tf.reshape(s * _const([1.0] * per_group, tf.float32), _const([-1, 1, 1, channels]))
 
         x = x - group_mean(x)
-        return x * (gamma * tf.math.rsqrt(group_mean(tf.square(x)) + GN_EPS)) + beta
+        return x * (gamma * tf.math.rsqrt(group_mean(tf.square(x)) + _const(GN_EPS, tf.float32))) + beta
 
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)

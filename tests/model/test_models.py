@@ -244,6 +244,30 @@ def test_eager_stages_are_the_traced_ones(tiny_fn):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max(), err_msg=stage)
 
 
+def test_a_traced_network_holds_each_constant_once(tiny_fn):
+    """Axes, shapes and fills are one Const node each per graph, not one per use (tf_model._const)."""
+    model, _ = tiny_fn
+    fd = tf.function(model.features, input_signature=SPEC).get_concrete_function().function_def
+    consts = [(n.attr["dtype"].type, n.attr["value"].tensor.SerializeToString()) for n in fd.node_def if n.op == "Const"]
+    assert consts and len(consts) == len(set(consts))
+
+
+def test_shared_constants_go_with_their_graph():
+    """The constants a trace shares live in its graph: dropped with it, never kept alive by a table."""
+    import gc
+    import weakref
+
+    from convert.model.tf_model import _const
+
+    graphs = []
+    for _ in range(3):
+        fn = tf.function(lambda x: x + tf.cast(_const([1, 2, 3]), tf.float32))
+        graphs.append(weakref.ref(fn.get_concrete_function(tf.TensorSpec([3])).graph))
+        del fn
+    gc.collect()
+    assert [g() for g in graphs] == [None, None, None]
+
+
 @pytest.mark.parametrize("size", [(33, 47), (64, 64)])
 def test_tf_matches_flax_on_a_small_layout(tiny_ckpt, tiny_fn, size):
     _, fn = tiny_fn
