@@ -150,11 +150,11 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
     # checkpoints; errors in docs/inference.md). Shifting each channel by the mean of a slice of
     # its inputs first changes nothing in arithmetic (the op subtracts its own mean; the
     # shift's gradient is zero) and keeps those digits.
-    inputs = k.shape[2]
-    if inputs is None:
-        first = k[:, :, :_SHIFT_INPUTS, :]
-    else:
-        first = tf.slice(k, _const([0, 0, 0, 0]), _const([-1, -1, min(_SHIFT_INPUTS, inputs), -1]))
+    # k[:, :, :_SHIFT_INPUTS, :] (clamped to the kernel's inputs, known or not), from shared constants.
+    every = 0b1011  # H, W and O whole
+    first = tf.strided_slice(
+        k, _const([0, 0, 0, 0]), _const([0, 0, _SHIFT_INPUTS, 0]), _const([1, 1, 1, 1]), begin_mask=every, end_mask=every
+    )
     shift = tf.reduce_mean(first, axis=_const([0, 1, 2]), keepdims=True)
     shape = _const(k.shape.as_list()) if k.shape.is_fully_defined() else tf.shape(k)
     # As (H*W*I, 1, 1, O): oneDNN's kernel splits its work over the batch axis, which as

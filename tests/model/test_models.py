@@ -177,6 +177,16 @@ def test_fused_standardisation_gives_the_op_the_kernel_as_rows():
         assert fn.outputs[0].shape.as_list() == list(shape)
 
 
+def test_fused_standardisation_traced_without_the_kernel_shape_is_the_same():
+    """Traced for unknown height, width and inputs (fewer inputs than the shift's slice, too): the eager values."""
+    rng = np.random.default_rng(1)
+    for shape in ((7, 7, 3, 64), (3, 3, 16, 8)):
+        k = tf.constant(rng.normal(0.5, 1.0, shape).astype(np.float32))
+        spec = tf.TensorSpec([None, None, None, shape[3]], tf.float32)
+        traced = tf.function(standardize_kernel_fused).get_concrete_function(spec)
+        np.testing.assert_array_equal(traced(k).numpy(), standardize_kernel_fused(k).numpy())
+
+
 #: A child run with oneDNN (TensorFlow's CPU kernels) capped at AVX2, as on an AVX2-only AMD EPYC.
 _AVX2_CHILD = textwrap.dedent(
     """
