@@ -181,6 +181,65 @@ def machine_line() -> str:
     return f"CPU: {c['model']} ({', '.join(c['isa']) or 'no AVX'}), {c['cores']} cores, load average {load}"
 
 
+#: Issue 19, target 1: the best exported runtime at least this many times timm's speed, per batch
+#: (and every runtime at least 1x).
+BEST_RUNTIME_SPEEDUP = {1: 2.0, 8: 1.5}
+
+
+@dataclass(frozen=True)
+class SpeedVerdict:
+    """Issue 19's target 1 judged on one run, as data: what fell below timm, the best runtime per batch,
+    and whether the best-runtime speed-up is reachable at all on this CPU (the time it asks against
+    the fp32 floor, the convolutions at the machine's matmul peak)."""
+
+    #: (runtime, batch, ratio to timm) for every ratio below 1, in the order given.
+    below: tuple[tuple[str, int, float], ...]
+    #: batch -> (runtime, its ratio to timm): the fastest relative to its own timm.
+    best: dict[int, tuple[str, float]]
+    #: batch -> seconds the speed-up asks (the best runtime's timm best / the speed-up).
+    asks: dict[int, float]
+    #: batch -> the fp32 floor's seconds.
+    floor: dict[int, float]
+    wanted: dict[int, float]
+
+    def reachable(self, batch: int) -> bool:
+        """Whether any runtime could meet the speed-up at ``batch`` here: it asks no less than the floor
+        (an unmeasured floor, NaN, rules nothing out)."""
+        return not self.asks[batch] < self.floor[batch]
+
+    def lines(self) -> list[str]:
+        below = ", ".join(f"{name} batch {b} ({r:.2f}x)" for name, b, r in self.below) or "none"
+        out = [f"Issue 19, target 1: every runtime at least 1.00x timm; below it in this run: {below}."]
+        for b, (name, ratio) in sorted(self.best.items()):
+            verdict = "met" if ratio >= self.wanted[b] else "missed"
+            if self.reachable(b):
+                reach = f"it asks {self.asks[b]:.4f} s, the fp32 floor is {self.floor[b]:.4f} s"
+            else:
+                reach = (
+                    f"it asks {self.asks[b]:.4f} s, less than the fp32 floor's {self.floor[b]:.4f} s: out of reach on this CPU"
+                )
+            out.append(f"Best at batch {b}: {name}, {ratio:.2f}x timm (target {self.wanted[b]:.1f}x: {verdict}; {reach}).")
+        return out
+
+
+def judge_speed(
+    best_times: Mapping[str, Mapping[int, tuple[float, float]]],
+    floor: Mapping[int, float],
+    wanted: Mapping[int, float] = BEST_RUNTIME_SPEEDUP,
+) -> SpeedVerdict:
+    """Judge ``best_times`` (runtime -> batch -> (its best s, its timm's best s)) against target 1."""
+    below, best, asks = [], {}, {}
+    for name, by_batch in best_times.items():
+        for b, (ours, timm) in by_batch.items():
+            ratio = timm / ours
+            if ratio < 1.0:
+                below.append((name, b, ratio))
+            if b in wanted and (b not in best or ratio > best[b][1]):
+                best[b] = (name, ratio)
+                asks[b] = timm / wanted[b]
+    return SpeedVerdict(tuple(below), best, asks, {b: floor[b] for b in best}, dict(wanted))
+
+
 def mb(n: int) -> str:
     """Bytes as whole MB, for tables."""
     return f"{n / 1e6:.0f}"

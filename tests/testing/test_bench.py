@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
-from convert.testing.bench import cpu_facts, measure, print_table
+from convert.testing.bench import cpu_facts, judge_speed, measure, print_table
 
 #: A parent holding 120 MB that starts a child holding 80 MB; both stay alive together for 0.6 s, then burn CPU.
 TREE = """
@@ -57,3 +57,28 @@ def test_cpu_facts_name_the_instruction_sets_from_cpuinfo():
             break
     isa = cpu_facts()["isa"]
     assert ("avx2" in isa) == ("avx2" in flags) and ("avx512f" in isa) == ("avx512f" in flags)
+
+
+def test_speed_verdict_names_what_is_below_timm_and_the_best_runtime():
+    times = {"LiteRT": {1: (0.16, 0.23), 8: (1.34, 1.25)}, "onnxruntime": {1: (0.15, 0.24), 8: (1.21, 1.23)}}
+    v = judge_speed(times, {1: 0.1145, 8: 0.9161})
+    assert [(name, b) for name, b, _ in v.below] == [("LiteRT", 8)]
+    assert v.best[1][0] == v.best[8][0] == "onnxruntime"
+    assert abs(v.best[1][1] - 0.24 / 0.15) < 1e-12 and abs(v.asks[8] - 1.23 / 1.5) < 1e-12
+    lines = v.lines()
+    assert "LiteRT batch 8 (0.93x)" in lines[0]
+    assert "1.60x timm (target 2.0x: missed" in lines[1]
+
+
+def test_speed_verdict_tells_a_speed_up_below_the_floor_from_one_above_it():
+    times = {"LiteRT": {1: (0.040, 0.085), 8: (0.28, 0.34)}}
+    # A fast CPU: the floor (0.020 / 0.162 s) is under what 2x / 1.5x ask (0.0425 / 0.2267 s).
+    fast = judge_speed(times, {1: 0.020, 8: 0.162})
+    assert fast.reachable(1) and fast.reachable(8)
+    assert "met" in fast.lines()[1] and "out of reach" not in "".join(fast.lines())
+    # A slow one: 1.5x timm asks less time than the convolutions take at the matmul peak.
+    slow = judge_speed(times, {1: 0.020, 8: 0.25})
+    assert slow.reachable(1) and not slow.reachable(8)
+    assert slow.lines()[2].endswith("it asks 0.2267 s, less than the fp32 floor's 0.2500 s: out of reach on this CPU).")
+    assert judge_speed(times, {1: float("nan"), 8: float("nan")}).reachable(8)  # no floor measured: nothing ruled out
+    assert judge_speed(times, {1: 0.02, 8: 0.16}).below == ()
