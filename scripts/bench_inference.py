@@ -289,24 +289,28 @@ def table(rows: list[tuple[str, dict, tuple[int, ...]]], peak: dict, flops: int,
             )
     gflops = max(peak.values())
     how = ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
-    for b in floor_batches:
-        sec = flops * b / (gflops * 1e9)
+    for b, sec in floor_seconds(peak, flops, floor_batches).items():
         lines.append(f"| fp32 floor ({flops / 1e9:.1f} GFLOP/image at {gflops:.0f} GFLOP/s) | {b} | {sec:.4f} | | | | | | |")
     lines += ["", f"Floor: fastest 4096x4096 float32 matmul, GFLOP/s: {how}."]
     return "\n".join(lines)
 
 
+def floor_seconds(peak: dict, flops: int, batches) -> dict[int, float]:
+    """Batch -> seconds of ``flops`` per image at the fastest matmul rate in ``peak`` (GFLOP/s)."""
+    gflops = max(peak.values())
+    return {b: flops * b / (gflops * 1e9) for b in batches}
+
+
 def speed_verdict(rows, peak: dict, flops: int):
-    """Issue 19's target 1 on this run: the exported runtimes (not the JAX reference) against timm and the floor."""
+    """Issue 19's target 1 on R50x1's ``rows``: the exported runtimes (not the JAX reference) against timm and the floor."""
     from convert.testing.bench import judge_speed
 
     best_times = {
         label: {b: (min(result[str(b)]["runtime"]["warm"]), min(result[str(b)]["timm"]["warm"])) for b in batches}
         for label, result, batches in rows
-        if not label.startswith(("JAX", "R152x2"))  # R50x1's exported runtimes only
+        if not label.startswith("JAX")
     }
-    gflops = max(peak.values())
-    return judge_speed(best_times, {b: flops * b / (gflops * 1e9) for b in BATCHES})
+    return judge_speed(best_times, floor_seconds(peak, flops, BATCHES))
 
 
 @click.command()
@@ -362,6 +366,7 @@ def main(reps, r152x2, export_args, threads, only, reuse, export_dir, checkpoint
     peak = _call_child(["--floor"]) or {"none": float("nan")}
     flops = model_flops(load_registry().get(model_id).architecture, SIZE)
     text = table(rows, peak, flops, model_id)
+    verdict = speed_verdict(rows, peak, flops)  # R50x1's rows only: R152x2's join below
     if r152x2:
         big_id = "r152x2-224"
         big_ckpt, big_dir = export(big_id, "", reuse)
@@ -376,7 +381,7 @@ def main(reps, r152x2, export_args, threads, only, reuse, export_dir, checkpoint
             text += "\n\n" + table([big_row], peak, big_flops, big_id, floor_batches=(1,))
             rows.append(("R152x2 SavedModel", big, (1,)))
     click.echo(text)
-    click.echo("\n" + "\n".join(speed_verdict(rows, peak, flops).lines()))
+    click.echo("\n" + "\n".join(verdict.lines()))
     missed = list(failed)
     for label, result, bs in rows:
         if not label.startswith("SavedModel ("):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
-from .target import INPUT_NAME, INPUT_RANGES, VARIANTS
+from .target import VARIANTS, images_spec, to_model_range
 
 
 def is_standardized_kernel(key: str) -> bool:
@@ -66,10 +66,8 @@ def forward_fn(net, variant: str, input_range: str, weights, finite_pool_pad: bo
     (the padding knobs, so a mutated net stays mutated). ``finite_pool_pad``:
     BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
     """
-    from ..model.numerics import pixels_to_model_range
     from ..model.tf_model import BiTResNetV2
 
-    lo, hi = INPUT_RANGES[input_range]
     folded = BiTResNetV2(
         net.arch,
         strided_padding=net.strided_padding,
@@ -82,16 +80,9 @@ def forward_fn(net, variant: str, input_range: str, weights, finite_pool_pad: bo
     forward = folded.__call__ if variant == "classification" else folded.features
 
     def model_fn(images):
-        x = pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images
-        return forward(x)
+        return forward(to_model_range(images, input_range))
 
     return model_fn
-
-
-def images_spec():
-    import tensorflow as tf
-
-    return tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
 
 
 def concrete_with_constants(net, variant: str, input_range: str, arrays: dict[str, np.ndarray]):

@@ -27,7 +27,18 @@ from .cards.model_card import archive_name, render_card
 from .labels_asset import LABELS_FILE
 from .publish import io_error
 from .saved_labels import check_reloaded_labels, tracked_labels
-from .target import INPUT_NAME, INPUT_RANGES, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
+from .target import (
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    VARIANTS,
+    Artifact,
+    ExportJob,
+    ExportTarget,
+    Run,
+    check_in_process,
+    images_spec,
+    to_model_range,
+)
 
 if TYPE_CHECKING:
     from .state import ExportOptions
@@ -49,10 +60,8 @@ def trace_features(net, input_range: str):
     """
     import tensorflow as tf
 
-    from ..model.numerics import pixels_to_model_range
     from ..model.tf_model import BiTResNetV2
 
-    lo, hi = INPUT_RANGES[input_range]
     graph = BiTResNetV2(
         net.arch,
         strided_padding=net.strided_padding,
@@ -62,10 +71,9 @@ def trace_features(net, input_range: str):
     )
 
     def features(images):
-        return graph.features(pixels_to_model_range(images, lo, hi) if (lo, hi) != (-1.0, 1.0) else images)
+        return graph.features(to_model_range(images, input_range))
 
-    spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
-    return tf.function(features, input_signature=[spec], autograph=False).get_concrete_function()
+    return tf.function(features, input_signature=[images_spec()], autograph=False).get_concrete_function()
 
 
 def build_exportable(net, variant: str, input_range: str, features=None):
@@ -85,7 +93,7 @@ def build_exportable(net, variant: str, input_range: str, features=None):
 
     features = trace_features(net, input_range) if features is None else features
     key = OUTPUT_NAMES[variant]
-    spec = tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
+    spec = images_spec()
 
     def model_fn(images):
         return net.head(features(images)) if variant == "classification" else features(images)

@@ -72,6 +72,22 @@ OUTPUT_NAMES = {"classification": "logits", "feature_extraction": "feature_vecto
 #: ``--input-range`` choices: the value range every exported artifact takes.
 INPUT_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
 
+
+def images_spec():
+    """The input every traced artifact function takes: float32 ``[batch, height, width, 3]``, named ``images``."""
+    import tensorflow as tf
+
+    return tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_NAME)
+
+
+def to_model_range(images, input_range: str):
+    """``images`` in ``input_range`` mapped to the model's [-1, 1] (no op at all for "symmetric")."""
+    from ..model.numerics import pixels_to_model_range
+
+    lo, hi = INPUT_RANGES[input_range]
+    return images if (lo, hi) == (-1.0, 1.0) else pixels_to_model_range(images, lo, hi)
+
+
 #: Checkpoints from this size up get a full garbage collection after each model is
 #: done with, in the export and in the Keras check processes (docs/performance.md).
 COLLECT_ABOVE_BYTES = 250_000_000
