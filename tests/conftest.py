@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pickle
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -33,6 +38,25 @@ def invoke(runner):
     return _invoke
 
 
+def once_per_run(tmp_path_factory, name: str, make: Callable[[], object]) -> object:
+    """``make()``, computed once for the whole test run: by the first pytest-xdist worker that asks, read back by the other.
+
+    A session fixture is computed once per worker process, and the same export written twice costs
+    a minute of the run. The result (pickled, in the run's shared temporary directory) must name
+    files the asking tests only read. Without xdist, ``make()``."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make()
+    shared = tmp_path_factory.getbasetemp().parent  # every worker's basetemp is a directory in it
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits here while the first one computes
+        done = shared / f"{name}.pickle"
+        if done.is_file():
+            return pickle.loads(done.read_bytes())
+        value = make()
+        done.write_bytes(pickle.dumps(value))  # under the lock: nobody reads it half-written
+        return value
+
+
 @pytest.fixture(scope="session")
 def r50x1_npz(tmp_path_factory):
     """A full-size synthetic R50x1 checkpoint (1000 classes), written once per session."""
@@ -52,15 +76,19 @@ def tiny_npz(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, r50x1_npz):
-    """`bitconvert export --model r50x1-160 --archive` of the full R50x1 layout, in-process, once per session
-    (parity at 64 px: a cheap reference); the SavedModel and card tests read it. (path, click Result)."""
-    from convert.cli import cli
+    """`bitconvert export --model r50x1-160 --archive` of the full R50x1 layout, in-process, once per run
+    (parity at 64 px: a cheap reference); the SavedModel and card tests read it. (path, the run's stdout and stderr)."""
 
-    out = tmp_path_factory.mktemp("exports")
-    argv = ["export", "--model", "r50x1-160", "--checkpoint", str(r50x1_npz), "--output-dir", str(out), "--archive"]
-    result = CliRunner().invoke(cli, [*argv, "--parity-resolution", "64"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return out / "r50x1-160", result
+    def make():
+        from convert.cli import cli
+
+        out = tmp_path_factory.mktemp("exports")
+        argv = ["export", "--model", "r50x1-160", "--checkpoint", str(r50x1_npz), "--output-dir", str(out), "--archive"]
+        result = CliRunner().invoke(cli, [*argv, "--parity-resolution", "64"], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        return out / "r50x1-160", SimpleNamespace(stdout=result.stdout, stderr=result.stderr)
+
+    return once_per_run(tmp_path_factory, "exported", make)
 
 
 #: Every export format, and the class names the tiny classifier is exported with.
@@ -72,7 +100,7 @@ TINY_PX = 48
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_npz, tmp_path_factory):
-    """The tiny layout exported once in every format through export_model, with labels and Kaggle metadata.
+    """The tiny layout exported once per run in every format through export_model, with labels and Kaggle metadata.
 
     Published under ``<root>/exports/r50x1-160`` so that the cards' usage code
     (which names ``exports/<id>/...``) runs from ``<root>``.
@@ -80,10 +108,13 @@ def tiny_export(tiny_npz, tmp_path_factory):
     from convert.export import ExportOptions, export_model
     from convert.registry import load_registry
 
-    out = tmp_path_factory.mktemp("every-format") / "exports"
-    entry = load_registry().get("r50x1-160")
-    options = ExportOptions(output_dir=out, formats=ALL_FORMATS, parity_resolution=TINY_PX, kaggle="someone/bit-tiny")
-    return export_model(entry, tiny_npz, options, arch=TINY, labels=TINY_LABELS)
+    def make():
+        out = tmp_path_factory.mktemp("every-format") / "exports"
+        entry = load_registry().get("r50x1-160")
+        options = ExportOptions(output_dir=out, formats=ALL_FORMATS, parity_resolution=TINY_PX, kaggle="someone/bit-tiny")
+        return export_model(entry, tiny_npz, options, arch=TINY, labels=TINY_LABELS)
+
+    return once_per_run(tmp_path_factory, "tiny_export", make)
 
 
 # --- the downloader tests: a test object served by a loopback mirror -------------------------
