@@ -39,7 +39,7 @@ from .labels_asset import write_label_file
 from .manifest import MANIFEST_NAME, build_manifest, manifest_text
 from .publish import check_export_path, check_free_space, export_bytes, io_error, publish, temporary_export
 from .state import ExportOptions, ExportResult, ExportState, ParityInputs, Source
-from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANT_STAGES, ExportJob
+from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANT_STAGES, ExportJob, from_model_range
 
 if TYPE_CHECKING:
     from ..model.architecture import Architecture
@@ -62,12 +62,6 @@ def _quiet(_msg: str) -> None:
 
 def _no_collection() -> int:
     return 0
-
-
-def _to_input_range(images: np.ndarray, input_range: str) -> np.ndarray:
-    """Images in the model's [-1, 1] expressed in the export's input range (the inverse of pixels_to_model_range)."""
-    lo, hi = INPUT_RANGES[input_range]
-    return ((images + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
 
 
 def _probe_images() -> np.ndarray:
@@ -106,7 +100,7 @@ def start_reference(state: ExportState, window) -> None:
         pause_point("reference")
         state.inputs = ParityInputs(images, names, resolution, options.parity_batch)
     probe = state.inputs.images if state.inputs is not None else _probe_images()
-    state.images = _to_input_range(probe, options.input_range)
+    state.images = from_model_range(probe, *INPUT_RANGES[options.input_range])
 
 
 def wait_reference(state: ExportState) -> Reference | None:

@@ -88,6 +88,18 @@ def to_model_range(images, input_range: str):
     return images if (lo, hi) == (-1.0, 1.0) else pixels_to_model_range(images, lo, hi)
 
 
+def from_model_range(images, lo: float, hi: float):
+    """Images in the model's [-1, 1] (numpy) expressed in the input range ``[lo, hi]`` as float32: the inputs
+    an artifact is checked on (the images themselves for "symmetric", as :func:`to_model_range` maps nothing)."""
+    import numpy as np
+
+    from ..model.numerics import INPUT_RANGE, model_range_to_pixels
+
+    if (lo, hi) == INPUT_RANGE:
+        return np.asarray(images, np.float32)
+    return model_range_to_pixels(np.asarray(images, np.float64), lo, hi).astype(np.float32)
+
+
 #: Checkpoints from this size up get a full garbage collection after each model is
 #: done with, in the export and in the Keras check processes (docs/performance.md).
 COLLECT_ABOVE_BYTES = 250_000_000

@@ -84,6 +84,13 @@ def pixels_to_model_range(x, lo: float, hi: float):
     return (x - lo) * scale + m_lo
 
 
+def model_range_to_pixels(x, lo: float, hi: float):
+    """The inverse of :func:`pixels_to_model_range`: images in the model's [-1, 1] expressed in ``[lo, hi]``."""
+    m_lo, m_hi = INPUT_RANGE
+    scale = (hi - lo) / (m_hi - m_lo)
+    return (x - m_lo) * scale + lo
+
+
 #: The forward passes' mutation knob (tests prove the parity checks catch it):
 #: strided layers padded explicitly (BiT) or TF/Keras "same". (The root pool's
 #: padding is no knob: it is the checkpoint's, POOL_PADS above.)

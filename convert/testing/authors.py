@@ -85,11 +85,11 @@ def export_runs(export_dir: Path, entry, arch: Architecture, images: np.ndarray,
     import json
 
     from ..export.formats import get_targets
-    from ..export.target import Artifact, ExportJob
+    from ..export.target import Artifact, ExportJob, from_model_range
 
     manifest = json.loads((export_dir / "manifest.json").read_text())
     lo, hi = manifest["input"]["min"], manifest["input"]["max"]
-    x = ((np.asarray(images, np.float64) + 1.0) * ((hi - lo) / 2.0) + lo).astype(np.float32)
+    x = from_model_range(images, lo, hi)
     artifacts = {}
     for name, entries in manifest["targets"].items():  # every format, savedmodel too (manifest format 2)
         artifacts[name] = [Artifact(name, e["variant"], e["path"], e["facts"]) for e in entries]

@@ -198,3 +198,19 @@ def test_second_target_failing_parity_removes_the_whole_export(tmp_path, fake_fo
         tiny_export(tmp_path, out, reference="inline", formats=("savedmodel", "fake"))
     assert not out.exists()
     assert fake_format.CALLS == ["prepare", "stop"]  # stopped, and nothing finished
+
+
+def test_check_images_are_the_reference_images_in_each_input_range():
+    """What an artifact is checked on: the parity images the reference saw, in the export's input range. The
+    model's own input map takes them back to within float32 rounding; in [-1, 1] they are the same bits."""
+    from convert.export.target import INPUT_RANGES, from_model_range
+    from convert.model.numerics import pixels_to_model_range
+    from convert.parity import make_inputs
+
+    images, _ = make_inputs(32, 2)
+    for lo, hi in INPUT_RANGES.values():
+        x = from_model_range(images, lo, hi)
+        assert x.dtype == np.float32 and lo <= x.min() and x.max() <= hi
+        back = pixels_to_model_range(x.astype(np.float64), lo, hi)
+        assert np.abs(back - images).max() <= 2 * np.finfo(np.float32).eps
+    assert np.array_equal(from_model_range(images, -1.0, 1.0), images)
