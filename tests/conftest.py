@@ -77,7 +77,8 @@ def tiny_npz(tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, r50x1_npz):
     """`bitconvert export --model r50x1-160 --archive` of the full R50x1 layout, in-process, once per run
-    (parity at 64 px: a cheap reference); the SavedModel and card tests read it. (path, the run's stdout and stderr)."""
+    (parity at 64 px: a cheap reference); the SavedModel and card tests read it. (path, the run's stdout, stderr
+    and the loopback bucket it used: each xdist worker serves its own, and the other worker may have exported it)."""
 
     def make():
         from convert.cli import cli
@@ -86,7 +87,8 @@ def exported(tmp_path_factory, r50x1_npz):
         argv = ["export", "--model", "r50x1-160", "--checkpoint", str(r50x1_npz), "--output-dir", str(out), "--archive"]
         result = CliRunner().invoke(cli, [*argv, "--parity-resolution", "64"], catch_exceptions=False)
         assert result.exit_code == 0, result.stderr
-        return out / "r50x1-160", SimpleNamespace(stdout=result.stdout, stderr=result.stderr)
+        bucket = os.environ["BITCONVERT_BASE_URL"]
+        return out / "r50x1-160", SimpleNamespace(stdout=result.stdout, stderr=result.stderr, base_url=bucket)
 
     return once_per_run(tmp_path_factory, "exported", make)
 

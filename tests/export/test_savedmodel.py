@@ -7,7 +7,6 @@ serves most tests; the reproducibility tests run the real CLI in subprocesses.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -77,12 +76,12 @@ def test_export_layout_and_stdout(exported):
 
 
 def test_manifest_contents(exported, r50x1_npz):
-    path, _ = exported
+    path, result = exported
     m = json.loads((path / "manifest.json").read_text())
     entry = load_registry().get(MODEL)
     assert m["model"] == entry.as_dict()
-    # The tests' default bucket (conftest.loopback_bucket); the labels came from it too.
-    assert m["source_url"] == os.environ["BITCONVERT_BASE_URL"] + "distill/R50x1_160.npz"
+    # The default bucket of the worker that exported it (conftest.loopback_bucket); the labels came from it too.
+    assert m["source_url"] == result.base_url + "distill/R50x1_160.npz"
     assert m["labels"]["embedded"] and m["labels"]["count"] == 1000
     assert (path / m["labels"]["path"]).read_text().splitlines()[0] == "tench, Tinca tinca"
     assert m["checkpoint"]["sha256"] == sha(Path(r50x1_npz))
