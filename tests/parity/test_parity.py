@@ -203,9 +203,11 @@ def test_report_renders_every_stage(r50, r50_tf):
 
 @pytest.fixture(scope="module")
 def r152():
+    """Float64 only, as exports judge: the verdict is taken against float64 (test_float64_only_reference_gives_the_same_verdict
+    shows the float32 run changes no verdict), and R152x2's float32 run would cost a third of the module."""
     ckpt = Checkpoint(None, R152X2, synthetic_arrays(R152X2, seed=2))
     images, names = make_inputs(64, 1, seed=0)
-    return ckpt, images, reference_outputs(ckpt, images, names)
+    return ckpt, images, reference_outputs(ckpt, images, names, float32=False)
 
 
 def test_r152x2_parity(r152):
