@@ -22,6 +22,7 @@ from convert.export import ExportOptions, export_model
 from convert.export.archive import archive_members
 from convert.export.cards.model_card import archive_name
 from convert.export.target import VARIANTS
+from convert.model.architecture import checkpoint_layout
 from convert.registry import load_registry
 
 
@@ -247,7 +248,7 @@ HUB_SCRIPT = textwrap.dedent(
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     backbone = {v.name: v for v in layer.trainable_weights}
-    key = "resnet/block4/unit03/c/standardized_conv2d/kernel:0"
+    key = sys.argv[2]
     before = backbone[key].numpy().copy()
     rng = np.random.default_rng(0)
     model.fit(rng.uniform(0, 1, (4, 48, 48, 3)).astype("float32"), np.array([0, 1, 2, 0]), epochs=1, batch_size=4, verbose=0)
@@ -256,18 +257,19 @@ HUB_SCRIPT = textwrap.dedent(
 )
 
 
-def test_hub_keraslayer_fine_tunes_the_backbone(exported, tmp_path):
-    """hub.KerasLayer(trainable=True) in a tf-keras model: one training step moves a backbone weight."""
-    path, _ = exported
+def test_hub_keraslayer_fine_tunes_the_backbone(tiny_export, tmp_path):
+    """hub.KerasLayer(trainable=True) in a tf-keras model: every backbone weight is trainable and one training step
+    moves the last unit's kernel. On the tiny layout's SavedModel: the same graph and signatures as R50x1's, written
+    by the same code, at a fraction of the full layout's cost (docs/performance.md, "The suite's time")."""
+    path = tiny_export.path / savedmodel_entry(tiny_export.manifest, "feature_extraction")["path"]
     script = tmp_path / "hub_step.py"
     script.write_text(HUB_SCRIPT)
     env = {**ENV, "TF_USE_LEGACY_KERAS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(script), str(path / "feature_extraction")], capture_output=True, text=True, env=env, timeout=300
-    )
+    last = f"resnet/block4/unit{TINY.units[-1]:02d}/c/standardized_conv2d/kernel:0"
+    proc = subprocess.run([sys.executable, str(script), str(path), last], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     n, change = proc.stdout.split()
-    assert int(n) == N_FEATURES
+    assert int(n) == len(checkpoint_layout(TINY)) - 2  # all but the head's kernel and bias
     assert float(change) > 0.0
 
 
