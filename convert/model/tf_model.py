@@ -40,6 +40,8 @@ The SavedModels use it too (convert.export.reusable_call); the live parity graph
 
 from __future__ import annotations
 
+import weakref
+
 import tensorflow as tf
 
 from .architecture import CONV, PREFIX, Architecture, checkpoint_layout, unit_prefix
@@ -68,8 +70,12 @@ _SHIFT_INPUTS = 8
 _GN_AXES = (1, 2, 4)
 
 
-#: The graph collection holding the constants :func:`_const` made in that graph.
-_CONSTANTS = "bitconvert_constants"
+#: Per graph being traced, the names of the constants :func:`_const` made in it. Names, not tensors:
+#: a value that referred to the graph would keep it alive through this weakly keyed table. Not in the
+#: graph's collections (session 10 kept them there): TensorFlow exports a traced graph's collections
+#: whenever it freezes it (``convert_variables_to_constants_v2``, as tf2onnx does) and warned twice per
+#: ONNX variant that a table of tensors is not a collection it can serialise.
+_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _const(value, dtype=tf.int32):
@@ -82,17 +88,15 @@ def _const(value, dtype=tf.int32):
     """
     if tf.executing_eagerly():
         return tf.constant(value, dtype)
-    # Kept in the graph's own collections, so that it goes with the graph: a table outside
-    # (even weakly keyed) would keep every graph alive through its constants.
-    store = tf.compat.v1.get_default_graph().get_collection_ref(_CONSTANTS)
-    if not store:
-        store.append({})
-    cache = store[0]
+    graph = tf.compat.v1.get_default_graph()
+    names = _CONSTANTS.setdefault(graph, {})
     key = (repr(value), dtype.name)
-    if key not in cache:
-        with tf.control_dependencies(None):
-            cache[key] = tf.constant(value, dtype)
-    return cache[key]
+    if key in names:
+        return graph.get_tensor_by_name(names[key])
+    with tf.control_dependencies(None):
+        constant = tf.constant(value, dtype)
+    names[key] = constant.name
+    return constant
 
 
 def _mean_in_steps(x, axes):

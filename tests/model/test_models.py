@@ -263,7 +263,7 @@ def test_a_traced_network_holds_each_constant_once(tiny_fn):
 
 
 def test_shared_constants_go_with_their_graph():
-    """The constants a trace shares live in its graph: dropped with it, never kept alive by a table."""
+    """The table of the constants a trace shares (names, weakly keyed by graph) never keeps a traced graph alive."""
     import gc
     import weakref
 
@@ -276,6 +276,27 @@ def test_shared_constants_go_with_their_graph():
         del fn
     gc.collect()
     assert [g() for g in graphs] == [None, None, None]
+
+
+def test_freezing_a_traced_network_logs_no_warning(tiny_fn):
+    """Freezing the traced network (as tf2onnx does before converting it) exports its graph's collections:
+    nothing of ours may sit there that TensorFlow cannot serialise and warns about on the user's stderr."""
+    import logging
+
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    model, _ = tiny_fn
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        frozen = convert_variables_to_constants_v2(tf.function(model.features, input_signature=SPEC).get_concrete_function())
+    finally:
+        logger.removeHandler(handler)
+    assert any(n.op == "Const" for n in frozen.graph.as_graph_def().node)
+    assert [r.getMessage() for r in records] == []
 
 
 @pytest.mark.parametrize("size", [(33, 47), (64, 64)])
