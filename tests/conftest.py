@@ -43,7 +43,9 @@ def once_per_run(tmp_path_factory, name: str, make: Callable[[], object]) -> obj
 
     A session fixture is computed once per worker process, and the same export written twice costs
     a minute of the run. The result (pickled, in the run's shared temporary directory) must name
-    files the asking tests only read. Without xdist, ``make()``."""
+    files the asking tests only read, and hold no facts of the worker that made it (its loopback
+    bucket's port, its environment) unless it says so: the asking test may run on the other worker.
+    Without xdist, ``make()``."""
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return make()
     shared = tmp_path_factory.getbasetemp().parent  # every worker's basetemp is a directory in it

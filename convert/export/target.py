@@ -82,10 +82,10 @@ def images_spec():
 
 def to_model_range(images, input_range: str):
     """``images`` in ``input_range`` mapped to the model's [-1, 1] (no op at all for "symmetric")."""
-    from ..model.numerics import pixels_to_model_range
+    from ..model.numerics import INPUT_RANGE, pixels_to_model_range
 
     lo, hi = INPUT_RANGES[input_range]
-    return images if (lo, hi) == (-1.0, 1.0) else pixels_to_model_range(images, lo, hi)
+    return images if (lo, hi) == INPUT_RANGE else pixels_to_model_range(images, lo, hi)
 
 
 def from_model_range(images, lo: float, hi: float):
