@@ -60,8 +60,8 @@ def callees_without_grappler():
     (its ``config_proto`` attribute), and the runtime optimises the called
     function with it when it first runs it, in the user's process: a
     SavedModel cannot set its loader's session options, but its nested calls
-    carry their own. Grappler buys this graph no speed and costs each loader
-    about a second on its first call (docs/inference.md, issue 19 target 2).
+    carry their own. Grappler buys this graph no speed and delays each
+    loader's first call (figures: docs/inference.md, issue 19 target 2).
     The option is TensorFlow's process-wide one, set for this block only;
     the call options that bake it in are cached per thread and rebuilt here.
     """
