@@ -12,7 +12,6 @@ conventions: float32 ``[batch, height, width, 3]`` of any batch and size, in
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -52,38 +51,12 @@ def variant_variables(net, variant: str) -> list:
     return [v for k, v in net.variables_by_key.items() if not k.startswith(HEAD_PREFIX)]
 
 
-@contextlib.contextmanager
-def callees_without_grappler():
-    """While it lasts, every function call a trace in this thread records tells the runtime not to run Grappler on the callee.
-
-    A call node in a traced graph carries the tracing context's ConfigProto
-    (its ``config_proto`` attribute), and the runtime optimises the called
-    function with it when it first runs it, in the user's process: a
-    SavedModel cannot set its loader's session options, but its nested calls
-    carry their own. Grappler buys this graph no speed and delays each
-    loader's first call (figures: docs/inference.md, issue 19 target 2).
-    The option is TensorFlow's process-wide one, set for this block only;
-    the call options that bake it in are cached per thread and rebuilt here.
-    """
-    import tensorflow as tf
-
-    before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    try:
-        yield
-    finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
-
-
 def trace_features(net, input_range: str):
     """The feature vector of float32 ``[batch, height, width, 3]`` images in ``input_range``, traced once.
 
     A concrete function over ``net``'s variables, group norm in its per-channel
     form (convert.export.reusable_call says why). Both variants call it: the
     classifier adds the head, so the network is traced once for the two SavedModels.
-    Marked ``_noinline``: a loader keeps it a function of its own, called with the
-    configuration its callers carry (:func:`callees_without_grappler`), instead of
-    inlining it into the caller's graph, which its own session options optimise.
     """
     import tensorflow as tf
 
@@ -100,9 +73,7 @@ def trace_features(net, input_range: str):
     def features(images):
         return graph.features(to_model_range(images, input_range))
 
-    traced = tf.function(features, input_signature=[images_spec()], autograph=False, experimental_attributes={"_noinline": True})
-    with callees_without_grappler():
-        return traced.get_concrete_function()
+    return tf.function(features, input_signature=[images_spec()], autograph=False).get_concrete_function()
 
 
 def build_exportable(net, variant: str, input_range: str, features=None):
@@ -127,13 +98,12 @@ def build_exportable(net, variant: str, input_range: str, features=None):
     def model_fn(images):
         return net.head(features(images)) if variant == "classification" else features(images)
 
+    call = reusable_call(model_fn, spec)
+
     def serving_fn(images):
         return {key: call(images)}
 
-    with callees_without_grappler():  # each call down to the network's function carries it
-        call = reusable_call(model_fn, spec)
-        serving = tf.function(serving_fn, input_signature=[spec], autograph=False)
-        serving.get_concrete_function()
+    serving = tf.function(serving_fn, input_signature=[spec], autograph=False)
 
     class BiTHubExport(tf.train.Checkpoint):
         """Root object: what ``tf.saved_model.load`` and ``hub.KerasLayer`` see."""

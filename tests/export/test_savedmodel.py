@@ -23,6 +23,7 @@ from convert.export.archive import archive_members
 from convert.export.cards.model_card import archive_name
 from convert.export.target import VARIANTS
 from convert.model.architecture import checkpoint_layout
+from convert.parity import tolerance
 from convert.registry import load_registry
 
 
@@ -156,8 +157,8 @@ def test_signature_and_call_agree(loaded, images):
     )
 
 
-def _functions_reached(variant_dir: Path) -> tuple[dict, dict[str, list[str]]]:
-    """The library of a saved_model.pb (by function name), and for each entry point the library functions it calls.
+def _compiled_functions_reached(variant_dir: Path) -> dict[str, list[str]]:
+    """For each entry point of a saved_model.pb: the XLA-compiled (``_XlaMustCompile``) library functions it calls.
 
     Entry points: ``__call__`` per value of ``training``, and the serving signature.
     Read from the protos on disk, so it shows what every loader will find.
@@ -179,7 +180,7 @@ def _functions_reached(variant_dir: Path) -> tuple[dict, dict[str, list[str]]]:
                     if callee in lib and callee not in seen:
                         seen.add(callee)
                         todo.append(callee)
-        return sorted(seen)
+        return sorted(f for f in seen if "_XlaMustCompile" in lib[f].attr and lib[f].attr["_XlaMustCompile"].b)
 
     def child(node, name):
         return objects.nodes[next(c.node_id for c in node.children if c.local_name == name)]
@@ -190,14 +191,7 @@ def _functions_reached(variant_dir: Path) -> tuple[dict, dict[str, list[str]]]:
         out[f"__call__(training={args[1]})"] = reached(name)
     serving = child(child(objects.nodes[0], "signatures"), "serving_default").bare_concrete_function
     out["serving_default"] = reached(serving.concrete_function_name)
-    return lib, out
-
-
-def _compiled_functions_reached(variant_dir: Path) -> dict[str, list[str]]:
-    """For each entry point: the XLA-compiled (``_XlaMustCompile``) library functions it calls."""
-    lib, entries = _functions_reached(variant_dir)
-    compiled = {f for f, fd in lib.items() if "_XlaMustCompile" in fd.attr and fd.attr["_XlaMustCompile"].b}
-    return {entry: [f for f in reached if f in compiled] for entry, reached in entries.items()}
+    return out
 
 
 def test_no_entry_point_is_xla_compiled_and_training_runs_the_same_graph(exported, loaded, images):
@@ -210,41 +204,6 @@ def test_no_entry_point_is_xla_compiled_and_training_runs_the_same_graph(exporte
     clf = loaded["classification"]
     inference, training = clf(images).numpy(), clf(images, training=True).numpy()
     np.testing.assert_allclose(inference, training, rtol=1e-6, atol=1e-6 * np.abs(training).max())
-
-
-def test_the_network_is_a_function_of_its_own_that_loaders_run_without_grappler(exported):
-    """Every entry point reaches the network (the one function holding the convolutions) through a call whose
-    configuration turns Grappler off, and the network is ``_noinline``, so no loader inlines it into the
-    caller's graph: its first call skips about a second of graph optimisation that buys it nothing
-    (savedmodel.callees_without_grappler; docs/inference.md, target 2)."""
-    from tensorflow.core.protobuf import config_pb2
-
-    path, _ = exported
-    for variant in VARIANTS:
-        lib, entries = _functions_reached(path / variant)
-        (network,) = [f for f, fd in lib.items() if any(n.op == "Conv2D" for n in fd.node_def)]
-        assert lib[network].attr["_noinline"].b, variant
-        assert all(network in reached for reached in entries.values()), variant
-        calls = [n for fd in lib.values() for n in fd.node_def if "f" in n.attr and n.attr["f"].func.name == network]
-        assert calls, variant
-        for node in calls:
-            config = config_pb2.ConfigProto.FromString(node.attr["config_proto"].s)
-            assert config.graph_options.rewrite_options.disable_meta_optimizer, (variant, node.name)
-
-
-def test_tracing_without_grappler_leaves_the_process_option_as_it_was():
-    import tensorflow as tf
-
-    from convert.export.savedmodel import callees_without_grappler
-
-    def option():
-        return tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
-
-    for before in (True, False):
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
-        with callees_without_grappler():
-            assert option() is True
-        assert option() is before
 
 
 def test_unit_and_symmetric_ranges_agree(loaded, loaded_symmetric, symmetric_export, images):
@@ -297,6 +256,28 @@ HUB_SCRIPT = textwrap.dedent(
     print(len(layer.trainable_weights), float(np.abs(backbone[key].numpy() - before).max()))
     """
 )
+
+
+def test_tensorflow_lite_s_own_converter_takes_the_savedmodel(tiny_export):
+    """A user's ``TFLiteConverter.from_saved_model`` on the exported classifier (not bitconvert's LiteRT target)
+    converts it, and the LiteRT file computes what the SavedModel does. A SavedModel whose network is a
+    ``_noinline`` function (session 14's Grappler lead, docs/inference.md) fails here: "unsupported
+    StatefulPartitionedCallOp"."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = tiny_export.path / savedmodel_entry(tiny_export.manifest, "classification")["path"]
+    blob = tf.lite.TFLiteConverter.from_saved_model(str(path)).convert()
+    x = np.random.default_rng(5).uniform(0.0, 1.0, (2, 40, 56, 3)).astype(np.float32)
+    interpreter = Interpreter(model_content=blob)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    want = tf.saved_model.load(str(path))(tf.constant(x)).numpy()
+    got = interpreter.get_tensor(out["index"])
+    assert np.linalg.norm(got - want) <= tolerance(TINY) * np.linalg.norm(want)
 
 
 def test_hub_keraslayer_fine_tunes_the_backbone(tiny_export, tmp_path):
