@@ -48,7 +48,8 @@ def _parity(state: ExportState) -> dict:
     inputs = state.inputs
     return {
         "checked": True,
-        "resolution": inputs.resolution,
+        # An int, or [height, width] as the manifest's JSON has it.
+        "resolution": inputs.resolution if isinstance(inputs.resolution, int) else list(inputs.resolution),
         "random_images": inputs.batch,
         "seed": state.options.parity_seed,
         "inputs": list(inputs.names),

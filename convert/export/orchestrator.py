@@ -108,10 +108,11 @@ def wait_reference(state: ExportState) -> Reference | None:
     if state.pending is None or state.reference is not None:
         return state.reference
     state.reference = ref = state.pending.result()
+    from ..parity.inputs import size_text
+
     worker = " (in a worker process)" if state.pending.placement.where.in_worker else ""
-    px = state.inputs.resolution
     state.log(
-        f"{state.model_id}: JAX reference on {len(state.inputs.images)} images {px}x{px}: "
+        f"{state.model_id}: JAX reference on {len(state.inputs.images)} images {size_text(state.inputs.resolution)}: "
         f"float64 {ref.timings.get('jax_f64_s', 0):.1f}s{worker}"
     )
     return ref
@@ -298,7 +299,7 @@ def export_model(
         if state.pending is not None:
             state.pending.abandon()
     log(f"{entry.id}: exported to {final} in {time.perf_counter() - t_start:.1f}s")
-    return ExportResult(entry.id, final, state.manifest)
+    return ExportResult(entry.id, final, state.manifest, state.runs)
 
 
 def _export_into(state: ExportState, tmp: Path) -> None:

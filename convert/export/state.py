@@ -38,8 +38,8 @@ class ExportOptions:
     skip_parity: bool = False
     #: Random images in the parity check (the five structured ones always come on top).
     parity_batch: int = 1
-    #: Parity input size; None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
-    parity_resolution: int | None = None
+    #: Parity input size, square or (height, width); None: the entry's native resolution, at most PARITY_MAX_RESOLUTION.
+    parity_resolution: int | tuple[int, int] | None = None
     parity_seed: int = 0
     #: --format values, in any order (written in the order of convert.export.formats).
     formats: tuple[str, ...] = (DEFAULT,)
@@ -60,9 +60,14 @@ class ExportOptions:
 
 @dataclass
 class ExportResult:
+    """What an export wrote: its id, where it was published, its manifest, and every artifact's run from disk."""
+
     model_id: str
     path: Path
     manifest: dict = field(repr=False)
+    #: By target name: each artifact reloaded from disk and run on the parity images (or the probe
+    #: image with --skip-parity), its outputs in ``Run.outputs`` (the manifest keeps only their reports).
+    runs: dict[str, list[Run]] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

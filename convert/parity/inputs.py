@@ -8,11 +8,18 @@ import numpy as np
 STRUCTURED = ("flat", "gradient_h", "gradient_d", "checker_1", "checker_7")
 
 
-def _size(resolution) -> tuple[int, int]:
+def image_size(resolution) -> tuple[int, int]:
+    """(height, width) of a resolution given as an int (square) or (height, width)."""
     if isinstance(resolution, int):
         return resolution, resolution
     h, w = resolution
     return int(h), int(w)
+
+
+def size_text(resolution) -> str:
+    """``HxW``, as logs and cards name an image size."""
+    h, w = image_size(resolution)
+    return f"{h}x{w}"
 
 
 def structured_images(height: int, width: int) -> np.ndarray:
@@ -43,7 +50,7 @@ def make_inputs(resolution, batch: int, seed: int = 0) -> tuple[np.ndarray, list
     images in [-1, 1] of shape (batch + 5, H, W, 3) and one name per image
     (``random_0``.., then the STRUCTURED names).
     """
-    h, w = _size(resolution)
+    h, w = image_size(resolution)
     rng = np.random.default_rng(seed)
     rand = rng.uniform(-1.0, 1.0, size=(batch, h, w, 3)).astype(np.float32)
     images = np.concatenate([rand, structured_images(h, w)])

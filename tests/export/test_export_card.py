@@ -6,6 +6,7 @@ import gzip
 import io
 import os
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,13 @@ def test_parity_claimed_only_when_measured():
     unchecked = _card("r50x1-160", "classification", parity=None)
     assert "--skip-parity" in unchecked and "**not** compared" in unchecked
     assert "relative L2 error" not in unchecked
+
+
+def test_parity_images_that_are_not_square_are_named_height_by_width():
+    figures = replace(FIGURES, resolution=(101, 134))
+    assert "structured: flat, gradients, checkerboards) at 101x134: maximum" in _card(
+        "r50x1-160", "classification", parity=figures
+    )
 
 
 def test_parse_card_rejects_a_bad_first_line_and_repeated_keys():

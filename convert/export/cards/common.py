@@ -60,9 +60,16 @@ class ParityFigures:
     max_abs_error: float
     relative_l2_error: float
     threshold: float  # the relative L2 bound the check applied
-    resolution: int
+    resolution: int | tuple[int, int]  # square, or (height, width)
     images: int  # images compared in all
     random_images: int  # of which random; the rest are structured (flat, gradients, checkerboards)
+
+    @property
+    def size(self) -> str:
+        """The images' size, ``HxW``."""
+        from ...parity.inputs import size_text
+
+        return size_text(self.resolution)
 
 
 def range_text(input_range: str) -> str:

@@ -21,7 +21,7 @@ def parity_lines(figures: Mapping[str, ParityFigures] | None, variant: str) -> l
     for runtime, f in figures.items():
         lines.append(
             f"- {runtime}: max abs error {f.max_abs_error:.2e}, relative L2 error {f.relative_l2_error:.2e}, "
-            f"bound {f.threshold:.1e}, {f.images} images at {f.resolution}x{f.resolution}"
+            f"bound {f.threshold:.1e}, {f.images} images at {f.size}"
         )
     return lines
 

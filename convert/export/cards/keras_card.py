@@ -35,11 +35,11 @@ def _verification(
     any_fig = figures[f"keras-{ran[0]}"] if ran else None
     lines = []
     if any_fig is not None:
-        n, rnd, px = any_fig.images, any_fig.random_images, any_fig.resolution
+        n, rnd, px = any_fig.images, any_fig.random_images, any_fig.size
         lines += [
             f"After writing, this file was loaded from disk with `keras.saving.load_model` (safe mode on) in a fresh "
             f"process per Keras backend, run on {n} images ({rnd} random, {n - rnd} structured: flat, gradients, "
-            f"checkerboards) at {px}x{px}, and its "
+            f"checkerboards) at {px}, and its "
             f"`{any_fig.output}` compared with the JAX (Flax) forward pass of the same checkpoint in float64:",
             "",
             "| backend | max abs error | relative L2 error | bound |",

@@ -165,7 +165,7 @@ def _verification_text(parity: ParityFigures | None) -> str:
         f"After writing, this SavedModel was reloaded from disk and its `{parity.output}` compared with the "
         f"JAX (Flax) forward pass of the same checkpoint, run in float64, on {parity.images} images ({parity.random_images} random, "
         f"{parity.images - parity.random_images} structured: flat, gradients, checkerboards) at "
-        f"{parity.resolution}x{parity.resolution}: maximum absolute error {parity.max_abs_error:.3g}, "
+        f"{parity.size}: maximum absolute error {parity.max_abs_error:.3g}, "
         f"relative L2 error {parity.relative_l2_error:.3g} (bound {parity.threshold:.3g})."
     )
 
