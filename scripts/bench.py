@@ -2,7 +2,7 @@
 """Run every benchmark (scripts/bench_*.py), each in a fresh process, and print their tables.
 
     make bench                 # all of them
-    make bench BENCH=fetch     # only scripts/bench_fetch.py
+    make bench BENCH=fetch     # only scripts/bench_fetch.py (or: scripts/bench.py --only fetch)
 
 Each bench_*.py prints a Markdown table on stdout (and progress on stderr) and
 exits non-zero when a target from its issue is missed. A last table sums up
@@ -15,13 +15,22 @@ import os
 import sys
 from pathlib import Path
 
-from convert.testing.bench import mb, measure, print_table
+from convert.testing.bench import mb, measure, print_table, script_arguments
 
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> int:
-    only = os.environ.get("BENCH")
+def _options(parser) -> None:
+    names = ", ".join(s.stem[len("bench_") :] for s in sorted(HERE.glob("bench_*.py")))
+    parser.add_argument(
+        "--only",
+        metavar="NAME",
+        default=os.environ.get("BENCH") or None,
+        help=f"one benchmark ({names}); default $BENCH, else all",
+    )
+
+
+def main(only: str | None) -> int:
     scripts = sorted(HERE.glob("bench_*.py"))
     if only:
         scripts = [s for s in scripts if s.stem == f"bench_{only}"]
@@ -48,4 +57,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(script_arguments(__doc__, configure=_options).only))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from convert.model.architecture import Architecture
 from convert.synthetic import write_synthetic_checkpoint
-from convert.testing.bench import Measured, mb, measure, print_table, python_tool
+from convert.testing.bench import Measured, mb, measure, print_table, python_tool, script_arguments
 
 BITCONVERT = python_tool("bitconvert")
 LIST_TARGET_S = 0.5
@@ -51,4 +51,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    script_arguments(__doc__)
     sys.exit(main())

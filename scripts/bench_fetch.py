@@ -33,7 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from convert.testing.bench import Measured, measure, print_table
+from convert.testing.bench import Measured, measure, print_table, script_arguments
 from convert.testing.mirror import serve_directory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -202,4 +202,5 @@ def report(samples: dict[str, list[Measured]], small: Measured, load) -> int:
 
 
 if __name__ == "__main__":
+    script_arguments(__doc__)
     sys.exit(main())

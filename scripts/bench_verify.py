@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from convert.testing.bench import Measured, mb, measure, print_table  # noqa: E402 - after the path set-up
+from convert.testing.bench import Measured, mb, measure, print_table, script_arguments  # noqa: E402 - after the path set-up
 
 TARGET_S = 30.0
 BIN = Path(sys.executable).parent
@@ -108,4 +108,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    script_arguments(__doc__)
     sys.exit(main())

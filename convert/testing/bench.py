@@ -17,6 +17,7 @@ cores, unlike the wall time.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
@@ -238,6 +239,18 @@ def judge_speed(
                 best[b] = (name, ratio)
                 asks[b] = timm / wanted[b]
     return SpeedVerdict(tuple(below), best, asks, {b: floor[b] for b in best}, dict(wanted))
+
+
+def script_arguments(doc: str | None, argv: Sequence[str] | None = None, configure=None) -> argparse.Namespace:
+    """A benchmark script's command line: ``--help`` prints ``doc`` (its docstring) and exits 0.
+
+    ``configure(parser)`` adds the script's options; without it the script takes none. Anything else
+    stops with a usage line and exit status 2, so that a mistyped option never starts a long benchmark.
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if configure is not None:
+        configure(parser)
+    return parser.parse_args(argv)
 
 
 def mb(n: int) -> str:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from convert.testing.bench import cpu_facts, judge_speed, measure, print_table
 
@@ -82,3 +86,16 @@ def test_speed_verdict_tells_a_speed_up_below_the_floor_from_one_above_it():
     assert slow.lines()[2].endswith("it asks 0.2267 s, less than the fp32 floor's 0.2500 s: out of reach on this CPU).")
     assert judge_speed(times, {1: float("nan"), 8: float("nan")}).reachable(8)  # no floor measured: nothing ruled out
     assert judge_speed(times, {1: 0.02, 8: 0.16}).below == ()
+
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
+def test_every_script_answers_help_and_refuses_an_unknown_option(script):
+    """A helper given --help prints its usage and starts nothing; a mistyped option stops it at once (status 2),
+    instead of a benchmark or an export running for minutes with the argument ignored."""
+    helped = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and helped.stdout.lower().startswith("usage:"), helped.stderr[-1000:]
+    refused = subprocess.run([sys.executable, script, "--no-such-option"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "usage" in refused.stderr.lower(), refused.stderr[-1000:]
