@@ -8,6 +8,7 @@ import click
 
 from ..errors import BitconvertError
 from .options import (
+    ImageSize,
     checkpoint_option,
     forward_option,
     kaggle_option,
@@ -51,9 +52,9 @@ class ExportCommand(click.Command):
 )
 @click.option(
     "--parity-resolution",
-    metavar="PX",
-    type=click.IntRange(min=32),
-    help="Input size of the parity check [default: the model's resolution, at most 224].",
+    metavar="PX|HxW",
+    type=ImageSize(),
+    help="Input size of the parity check, square or height x width (224x288) [default: the model's resolution, at most 224].",
 )
 @click.option("--parity-batch", type=click.IntRange(min=1), default=1, hidden=True, help="Random parity images.")
 @click.option(

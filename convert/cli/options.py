@@ -8,6 +8,26 @@ import click
 
 from .. import config
 
+
+class ImageSize(click.ParamType):
+    """``PX`` (square) or ``HxW``, each side at least ``minimum``: an int, or (height, width)."""
+
+    name = "size"
+
+    def __init__(self, minimum: int = 32):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int | tuple):
+            return value
+        parts = str(value).lower().split("x")
+        if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
+            sides = [int(p) for p in parts]
+            if min(sides) >= self.minimum:
+                return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+        self.fail(f"{value!r} is not PX or HxW (e.g. 224 or 224x288), each side at least {self.minimum}", param, ctx)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
 
 

@@ -233,3 +233,17 @@ def test_export_forward_option_chooses_the_root_pool_padding(invoke, exported, r
     forward = json.loads((tmp_path / "r50x1-160" / "manifest.json").read_text())["forward"]
     assert (forward["choice"], forward["root_pool_padding"]) == ("zero-pool", "zero")
     assert "--forward zero-pool" in (tmp_path / "r50x1-160" / "classification.md").read_text()
+
+
+@pytest.mark.parametrize("text, size", [("224", 224), ("101x134", (101, 134)), ("64X72", (64, 72)), ("32", 32)])
+def test_parity_resolution_takes_a_side_or_height_by_width(text, size):
+    from convert.cli.options import ImageSize
+
+    assert ImageSize().convert(text, None, None) == size
+
+
+@pytest.mark.parametrize("text", ["31", "12x300", "64x", "x64", "64x72x3", "axb", "-64", ""])
+def test_a_bad_parity_resolution_is_one_usage_line(invoke, text, tmp_path):
+    result = invoke("export", "--model", "r50x1-160", "--checkpoint", tmp_path / "none.npz", "--parity-resolution", text)
+    assert result.exit_code == 2
+    assert f"Invalid value for '--parity-resolution': {text!r} is not PX or HxW" in result.stderr

@@ -7,6 +7,7 @@ absl lines from TensorFlow or JAX); without it, every stderr line is bitconvert'
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ BIN = Path(sys.executable).parent
 MODEL = "small-r50x1"
 ARCH = Architecture.from_depth(50, 1, 10)
 PX = "32"
+#: The exports' parity images: not square, so the CLI's HxW form runs end to end here at no extra cost.
+EXPORT_PX = "32x40"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def _run(setup, *args) -> subprocess.CompletedProcess:
 
 def _export(setup, out: str, *extra):
     d = setup[0]
-    return _run(setup, "export", "--model", MODEL, "--output-dir", str(d / out), "--parity-resolution", PX, *extra)
+    return _run(setup, "export", "--model", MODEL, "--output-dir", str(d / out), "--parity-resolution", EXPORT_PX, *extra)
 
 
 def test_export_quiet_prints_nothing_on_stderr(setup):
@@ -81,6 +84,10 @@ def test_without_quiet_only_bitconvert_lines(setup, command):
     assert lines, "expected progress lines without --quiet"
     strangers = [line for line in lines if not line.startswith((MODEL, "bitconvert"))]
     assert strangers == []
+    if command == "export":
+        assert f"images {EXPORT_PX}:" in proc.stderr  # the JAX reference's line
+        manifest = json.loads((setup[0] / "loud" / MODEL / "manifest.json").read_text())
+        assert manifest["parity"]["resolution"] == [32, 40] and manifest["parity"]["before_export"]["summary"]["passed"]
 
 
 def test_native_lines_are_recognised_and_others_kept():
