@@ -18,6 +18,7 @@ from .. import __version__, config
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_IO, BitconvertError
 from .export import export_cmd
 from .options import (
+    ImageSize,
     checkpoint_option,
     emit_json,
     forward_option,
@@ -237,7 +238,12 @@ def fetch_cmd(model_ids, fetch_all, force, allow_unverified, min_speed, min_spee
 @cli.command("verify")
 @one_model_option
 @checkpoint_option
-@click.option("--resolution", type=click.IntRange(min=32), help="Input size (default: the model's native one).")
+@click.option(
+    "--resolution",
+    metavar="PX|HxW",
+    type=ImageSize(),
+    help="Input size, square or height x width (default: the model's native one).",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=2, show_default=True, help="Random images per batch.")
 @reference_option
 @forward_option
@@ -261,6 +267,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, forward, as_
     from ..errors import ParityError
     from ..fetch import resolve_checkpoint
     from ..parity import run_parity
+    from ..parity.inputs import size_text
     from ..parity.placement import start_window
     from ..registry import load_registry
 
@@ -279,7 +286,7 @@ def verify_cmd(model_ids, checkpoint, resolution, batch, reference, forward, as_
     ckpt = load_checkpoint(path, entry.architecture)
     size = resolution or entry.resolution
     fwd = entry.forward(forward)
-    log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size}x{size}")
+    log(f"{entry.id}: TF graph and JAX reference (float32, float64) on {batch}+5 images at {size_text(size)}")
     log(f"{entry.id}: forward pass: {fwd.describe()}")
     report = run_parity(ckpt, size, batch, model_id=entry.id, log=log, reference=reference, window=window, forward=fwd)
     if as_json:

@@ -242,8 +242,10 @@ def test_parity_resolution_takes_a_side_or_height_by_width(text, size):
     assert ImageSize().convert(text, None, None) == size
 
 
+@pytest.mark.parametrize("option", ["export --parity-resolution", "verify --resolution"])
 @pytest.mark.parametrize("text", ["31", "12x300", "64x", "x64", "64x72x3", "axb", "-64", ""])
-def test_a_bad_parity_resolution_is_one_usage_line(invoke, text, tmp_path):
-    result = invoke("export", "--model", "r50x1-160", "--checkpoint", tmp_path / "none.npz", "--parity-resolution", text)
+def test_a_bad_image_size_is_one_usage_line(invoke, option, text, tmp_path):
+    command, name = option.split()
+    result = invoke(command, "--model", "r50x1-160", "--checkpoint", tmp_path / "none.npz", name, text)
     assert result.exit_code == 2
-    assert f"Invalid value for '--parity-resolution': {text!r} is not PX or HxW" in result.stderr
+    assert f"Invalid value for '{name}': {text!r} is not PX or HxW" in result.stderr

@@ -21,9 +21,8 @@ from convert.model.architecture import Architecture, parameter_count
 BIN = Path(sys.executable).parent
 MODEL = "small-r50x1"
 ARCH = Architecture.from_depth(50, 1, 10)
-PX = "32"
-#: The exports' parity images: not square, so the CLI's HxW form runs end to end here at no extra cost.
-EXPORT_PX = "32x40"
+#: The parity images of every export and verify here: not square, so the CLI's HxW form runs end to end at no extra cost.
+PX = "32x40"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def _run(setup, *args) -> subprocess.CompletedProcess:
 
 def _export(setup, out: str, *extra):
     d = setup[0]
-    return _run(setup, "export", "--model", MODEL, "--output-dir", str(d / out), "--parity-resolution", EXPORT_PX, *extra)
+    return _run(setup, "export", "--model", MODEL, "--output-dir", str(d / out), "--parity-resolution", PX, *extra)
 
 
 def test_export_quiet_prints_nothing_on_stderr(setup):
@@ -84,8 +83,8 @@ def test_without_quiet_only_bitconvert_lines(setup, command):
     assert lines, "expected progress lines without --quiet"
     strangers = [line for line in lines if not line.startswith((MODEL, "bitconvert"))]
     assert strangers == []
+    assert f"images at {PX}" in proc.stderr if command == "verify" else f"images {PX}:" in proc.stderr
     if command == "export":
-        assert f"images {EXPORT_PX}:" in proc.stderr  # the JAX reference's line
         manifest = json.loads((setup[0] / "loud" / MODEL / "manifest.json").read_text())
         assert manifest["parity"]["resolution"] == [32, 40] and manifest["parity"]["before_export"]["summary"]["passed"]
 
