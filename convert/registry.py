@@ -65,6 +65,7 @@ class ModelEntry:
 
     id: str
     source: str
+    #: ``3 * sum(units) + 2``: 50, 101 or 152 for the authors' releases.
     depth: int
     width: int
     classes: int
@@ -86,14 +87,20 @@ class ModelEntry:
     #: The code that defines its forward pass (big_transfer or big_vision): the
     #: entry's own ``code:``, else its family's under the registry's ``code:``.
     code: str | None = None
+    #: Units per block when ``depth:`` gave them as a list (big_vision's ``get_block_desc``
+    #: takes a tuple as a depth); None: the official units of ``depth``.
+    units: tuple[int, int, int, int] | None = None
 
     @property
     def architecture(self) -> Architecture:
+        if self.units is not None:
+            return Architecture(self.units, self.width, self.classes)
         return Architecture.from_depth(self.depth, self.width, self.classes)
 
     @property
     def arch_name(self) -> str:
-        return f"R{self.depth}x{self.width}"
+        """``R50x1``; a layout given by its units shows them (``R14x1[1,1,1,1]``)."""
+        return self.architecture.name
 
     @property
     def family_name(self) -> str:
@@ -123,6 +130,7 @@ class ModelEntry:
             "source": self.source,
             "architecture": self.arch_name,
             "depth": self.depth,
+            "units": list(self.architecture.units),
             "width": self.width,
             "classes": self.classes,
             "resolution": self.resolution,
@@ -191,9 +199,7 @@ def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
     missing = [f for f in _REQUIRED if f not in raw]
     if missing:
         raise RegistryError(f"model {model_id!r}: missing field(s) {', '.join(missing)}")
-    depth = _int_field(model_id, raw, "depth")
-    if depth not in STANDARD_UNITS:
-        raise RegistryError(f"model {model_id!r}: depth {depth} is not one of {sorted(STANDARD_UNITS)}")
+    depth, units = _depth_field(model_id, raw["depth"])
     for name in ("source", "dataset", "description"):
         if not isinstance(raw[name], str) or not raw[name].strip():
             raise RegistryError(f"model {model_id!r}: {name} must be a non-empty string")
@@ -237,7 +243,26 @@ def _parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
         resolution_note=note,
         family=family,
         code=code,
+        units=units,
     )
+
+
+def _depth_field(model_id: str, value) -> tuple[int, tuple[int, int, int, int] | None]:
+    """``depth:`` as (depth, units): an official depth, or a list of four unit counts as big_vision's
+    ``bit.get_block_desc`` takes one (units None for an official depth; a list of an official depth's units
+    is that depth)."""
+    if isinstance(value, list):
+        if len(value) != 4 or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in value):
+            raise RegistryError(f"model {model_id!r}: depth as a list needs four positive unit counts, got {value!r}")
+        units = tuple(value)
+        depth = 3 * sum(units) + 2
+        return depth, None if STANDARD_UNITS.get(depth) == units else units
+    if not isinstance(value, int) or isinstance(value, bool) or value not in STANDARD_UNITS:
+        raise RegistryError(
+            f"model {model_id!r}: depth must be one of {sorted(STANDARD_UNITS)} or a list of four unit counts "
+            f"(units per block), got {value!r}"
+        )
+    return value, None
 
 
 def _unique_key_loader():

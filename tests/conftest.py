@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from convert.model.architecture import Architecture
+from convert.model.architecture import Architecture, parameter_count
 from convert.synthetic import write_synthetic_checkpoint
 
 #: A reduced block layout for fast end-to-end tests (depth 14, width 1).
@@ -20,6 +20,17 @@ TINY = Architecture((1, 1, 1, 1), width=1, classes=10)
 R50X1 = Architecture.from_depth(50, 1, 1000)
 R152X2 = Architecture.from_depth(152, 2, 1000)
 R152X4 = Architecture.from_depth(152, 4, 1000)
+
+
+def tiny_registry(path: Path, model_id: str, source: str, code: str = "big_transfer") -> Path:
+    """A registry file holding one entry of the TINY layout (``depth`` as its units per block), for CLI subprocesses
+    (``BITCONVERT_REGISTRY``): they exercise the whole command on a model a few times cheaper than R50x1."""
+    path.write_text(
+        f"models:\n  {model_id}:\n    source: {source}\n    depth: {list(TINY.units)}\n    width: {TINY.width}\n"
+        f"    classes: {TINY.classes}\n    resolution: 64\n    params: {parameter_count(TINY)}\n"
+        f"    dataset: synthetic\n    description: a {TINY.classes}-class {TINY.name}\n    code: {code}\n"
+    )
+    return path
 
 
 @pytest.fixture

@@ -99,7 +99,11 @@ def _one_entry(**fields) -> str:
     [
         ({"colour": "red"}, "model 'm': unknown field(s) colour"),
         ({"depth": None}, "model 'm': missing field(s) depth"),
-        ({"depth": 34}, "depth 34 is not one of [50, 101, 152]"),
+        ({"depth": 34}, "depth must be one of [50, 101, 152] or a list of four unit counts (units per block), got 34"),
+        ({"depth": "[1, 1, 1]"}, "depth as a list needs four positive unit counts, got [1, 1, 1]"),
+        ({"depth": "[1, 0, 1, 1]"}, "depth as a list needs four positive unit counts, got [1, 0, 1, 1]"),
+        ({"depth": "[1, 1.5, 1, 1]"}, "depth as a list needs four positive unit counts"),
+        ({"depth": "[1, true, 1, 1]"}, "depth as a list needs four positive unit counts"),
         ({"width": 0}, "width must be a positive integer, got 0"),
         ({"classes": "many"}, "classes must be a positive integer"),
         ({"sha256": "abc"}, "sha256 must be 64 lowercase hex digits or null"),
@@ -122,6 +126,23 @@ def test_a_valid_minimal_entry_parses(tmp_path):
     assert entry.sha256 == "a" * 64 and entry.collection is False and entry.hub.classification is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         entry.depth = 101
+
+
+def test_depth_as_units_per_block_like_big_vision(tmp_path):
+    """``depth: [1, 2, 1, 1]`` is that layout (big_vision's ``get_block_desc`` takes a tuple as a depth), checked
+    against its own parameter count; the list of an official depth's units is that depth."""
+    arch = Architecture((1, 2, 1, 1), 1, 10)
+    text = _one_entry(depth="[1, 2, 1, 1]", params=parameter_count(arch))
+    (entry,) = parse_registry(text, tmp_path / "r.yaml").entries
+    assert (entry.architecture, entry.depth, entry.arch_name) == (arch, 17, "R17x1[1,2,1,1]")
+    assert entry.as_dict()["units"] == [1, 2, 1, 1] and entry.as_dict()["architecture"] == "R17x1[1,2,1,1]"
+    assert check(parse_registry(text, tmp_path / "r.yaml")) == []
+    wrong = parse_registry(_one_entry(depth="[1, 2, 1, 1]"), tmp_path / "r.yaml")  # R50x1's count
+    assert check(wrong) == [f"m: params {parameter_count(Architecture.from_depth(50, 1, 10))} but R17x1[1,2,1,1] "
+                            f"with 10 classes has {parameter_count(arch)}"]  # fmt: skip
+    (official,) = parse_registry(_one_entry(depth="[3, 4, 6, 3]"), tmp_path / "r.yaml").entries
+    assert official == dataclasses.replace(entry, depth=50, units=None, params=official.params)
+    assert (official.arch_name, official.as_dict()["units"]) == ("R50x1", [3, 4, 6, 3])
 
 
 def test_duplicate_ids_are_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Quiet output (issue 12, item 7): real `bitconvert export` / `verify` subprocesses on a small R50x1 (10 classes).
+"""Quiet output (issue 12, item 7): real `bitconvert export` / `verify` subprocesses on the tiny layout (10 classes).
 
 With --quiet a successful run prints nothing on stderr (no CUDA probe, oneDNN or
 absl lines from TensorFlow or JAX); without it, every stderr line is bitconvert's own.
@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY, tiny_registry
 
 from convert.cli.quiet import NATIVE_LINE, configure_environment, keep_lines
-from convert.model.architecture import Architecture, parameter_count
 
 BIN = Path(sys.executable).parent
-MODEL = "small-r50x1"
-ARCH = Architecture.from_depth(50, 1, 10)
+MODEL = "small-bit"
 #: The parity images of every export and verify here: not square, so the CLI's HxW form runs end to end at no extra cost.
 PX = "32x40"
 
@@ -30,13 +29,8 @@ def setup(tmp_path_factory):
     from convert.synthetic import write_synthetic_checkpoint
 
     d = tmp_path_factory.mktemp("quiet")
-    registry = d / "registry.yaml"
-    registry.write_text(
-        f"models:\n  {MODEL}:\n    source: small.npz\n    depth: 50\n    width: 1\n    classes: 10\n    resolution: 64\n"
-        f"    params: {parameter_count(ARCH)}\n    dataset: synthetic\n    description: a 10-class R50x1\n"
-        "    code: big_transfer\n"
-    )
-    ckpt = write_synthetic_checkpoint(d / "small.npz", ARCH, seed=5)
+    registry = tiny_registry(d / "registry.yaml", MODEL, "small.npz")
+    ckpt = write_synthetic_checkpoint(d / "small.npz", TINY, seed=5)
     # The user's environment as a fresh shell has it: none of the variables bitconvert sets for itself.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "JAX_", "BITCONVERT_"))}
     env.update(BITCONVERT_REGISTRY=str(registry), BITCONVERT_CACHE=str(d / "cache"))
