@@ -202,7 +202,8 @@ def _choose_architecture(
         inferred = infer_architecture({k: i.shape for k, i in infos.items()})
     except ValueError as exc:
         return None, [Problem("layout", "", f"does not look like a BiT checkpoint: {exc}")]
-    if inferred.is_standard or allow_nonstandard:
+    # A layout of the registry's own (an entry's ``depth:`` as units per block) is as known as an official one.
+    if inferred.is_standard or allow_nonstandard or registry_matches(inferred):
         return inferred, []
     nearest = _nearest_standard(inferred.units)
     if nearest is None:

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import R50X1, TINY
+from conftest import R50X1, TINY, tiny_registry
 
 from convert.checkpoint import inspect_checkpoint, load_checkpoint
 from convert.errors import CheckpointError
@@ -227,6 +227,16 @@ def test_a_reduced_layout_needs_permission(tmp_path):
     assert inspect_checkpoint(path, allow_nonstandard=True).ok
     strict = inspect_checkpoint(path)
     assert strict.architecture.units == (3, 4, 6, 3) and not strict.ok
+
+
+def test_a_reduced_layout_in_the_registry_is_known(tmp_path, monkeypatch):
+    """A registry entry whose ``depth:`` lists that layout's units is its permission; another head size is not."""
+    path = write_synthetic_checkpoint(tmp_path / "t.npz", TINY)
+    monkeypatch.setenv("BITCONVERT_REGISTRY", str(tiny_registry(tmp_path / "r.yaml", "tiny-bit", "t.npz")))
+    ins = inspect_checkpoint(path)
+    assert ins.ok and ins.architecture == TINY
+    other = write_synthetic_checkpoint(tmp_path / "o.npz", Architecture(TINY.units, TINY.width, TINY.classes + 1))
+    assert inspect_checkpoint(other).architecture.units == (3, 4, 6, 3)
 
 
 def test_not_a_bit_checkpoint(tmp_path):
