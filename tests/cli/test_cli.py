@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import R152X2
+from conftest import R152X2, tiny_registry
 
 from convert.registry import load_registry
 from convert.synthetic import synthetic_arrays
@@ -220,19 +220,21 @@ def test_exit_status_of_a_message():
     assert (exit_status(None), exit_status(0), exit_status(6), exit_status("bye")) == (0, 0, 6, 1)
 
 
-def test_export_forward_option_chooses_the_root_pool_padding(invoke, exported, r50x1_npz, tmp_path):
+def test_export_forward_option_chooses_the_root_pool_padding(invoke, exported, tiny_npz, tmp_path, monkeypatch):
     """`export` computes the authors' forward pass by default (r50x1-160: big_vision, -inf); --forward zero-pool
-    gives the 2022 collection's zeros, and the manifest and card say which."""
+    gives the 2022 collection's zeros, and the manifest and card say which (on the tiny layout, as a big_vision
+    entry of a registry of its own: the same option at a fraction of R50x1's cost)."""
     path, _ = exported
     default = json.loads((path / "manifest.json").read_text())["forward"]
     assert (default["choice"], default["root_pool_padding"]) == ("authors", "neg_inf")
+    monkeypatch.setenv("BITCONVERT_REGISTRY", str(tiny_registry(tmp_path / "r.yaml", "tiny-bit", "t.npz", "big_vision")))
     res = invoke(
-        "export", "--model", "r50x1-160", "--checkpoint", r50x1_npz, "-o", tmp_path, "--skip-parity", "--forward", "zero-pool"
+        "export", "--model", "tiny-bit", "--checkpoint", tiny_npz, "-o", tmp_path, "--skip-parity", "--forward", "zero-pool"
     )
     assert res.exit_code == 0, res.stderr
-    forward = json.loads((tmp_path / "r50x1-160" / "manifest.json").read_text())["forward"]
+    forward = json.loads((tmp_path / "tiny-bit" / "manifest.json").read_text())["forward"]
     assert (forward["choice"], forward["root_pool_padding"]) == ("zero-pool", "zero")
-    assert "--forward zero-pool" in (tmp_path / "r50x1-160" / "classification.md").read_text()
+    assert "--forward zero-pool" in (tmp_path / "tiny-bit" / "classification.md").read_text()
 
 
 @pytest.mark.parametrize("text, size", [("224", 224), ("101x134", (101, 134)), ("64X72", (64, 72)), ("32", 32)])
