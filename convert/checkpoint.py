@@ -263,8 +263,12 @@ def registry_matches(arch: Architecture) -> list[str]:
     return [e.id for e in entries if e.architecture == arch]
 
 
-def describe_mismatch(path: Path, expected: Architecture, actual: Architecture, problems: list[Problem]) -> str:
-    """One line for a valid checkpoint of another architecture: what it is, which ids it fits, then the count."""
+def describe_mismatch(
+    path: Path, expected: Architecture, actual: Architecture, problems: list[Problem], listed: str | None = None
+) -> str:
+    """One line for a valid checkpoint of another architecture: what it is, which ids it fits, then the count.
+
+    ``listed``: where the problems are listed, when the caller prints them (else `bitconvert inspect` lists them)."""
     ids = registry_matches(actual)
     shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
     fits = f"it fits {shown}" if ids else "no registry entry has that architecture"
@@ -272,18 +276,26 @@ def describe_mismatch(path: Path, expected: Architecture, actual: Architecture, 
         f"{path}: this is a valid {actual.name} checkpoint with a {actual.classes}-class head ({fits}), "
         f"not the {expected.name} with {expected.classes} classes expected: "
         f"{len(problems)} layout problem{'s' if len(problems) != 1 else ''} against {expected.name} "
-        f"(`bitconvert inspect {path}` lists them)"
+        f"({listed or f'`bitconvert inspect {path}` lists them'})"
     )
 
 
-def summarise(path: Path, arch: Architecture | None, problems: list[Problem], actual: Architecture | None = None) -> str:
-    """One line naming the offending keys and what was expected (or, for another architecture's file, what it is)."""
+def summarise(
+    path: Path,
+    arch: Architecture | None,
+    problems: list[Problem],
+    actual: Architecture | None = None,
+    listed: str | None = None,
+) -> str:
+    """One line naming the offending keys and what was expected (or, for another architecture's file, what it is).
+
+    ``listed``: where every problem is listed, when the caller prints them (`bitconvert inspect` itself)."""
     if actual is not None and arch is not None:
-        return describe_mismatch(path, arch, actual, problems)
+        return describe_mismatch(path, arch, actual, problems, listed)
     what = f"a valid {arch.name} checkpoint" if arch else "a valid BiT checkpoint"
     shown = "; ".join(str(p) for p in problems[:_SUMMARY_LIMIT])
     more = len(problems) - _SUMMARY_LIMIT
-    tail = f"; and {more} more (see `bitconvert inspect {path}`)" if more > 0 else ""
+    tail = f"; and {more} more ({listed or f'see `bitconvert inspect {path}`'})" if more > 0 else ""
     return f"{path}: not {what}: {len(problems)} problem{'s' if len(problems) != 1 else ''}: {shown}{tail}"
 
 

@@ -229,6 +229,15 @@ def test_a_reduced_layout_needs_permission(tmp_path):
     assert strict.architecture.units == (3, 4, 6, 3) and not strict.ok
 
 
+def test_inspect_s_error_line_points_at_its_own_list(invoke, tmp_path):
+    """`bitconvert inspect` prints every problem, so its error line does not send the user to `bitconvert inspect`."""
+    path = write_synthetic_checkpoint(tmp_path / "t.npz", TINY)
+    result = invoke("inspect", path)
+    assert result.exit_code == 1 and result.stdout.count("  - missing ") == len(inspect_checkpoint(path).problems)
+    (line,) = result.stderr.splitlines()
+    assert re.search(r"; and \d+ more \(each one is listed on stdout\)$", line) and "see `bitconvert" not in line
+
+
 def test_a_reduced_layout_in_the_registry_is_known(tmp_path, monkeypatch):
     """A registry entry whose ``depth:`` lists that layout's units is its permission; another head size is not."""
     path = write_synthetic_checkpoint(tmp_path / "t.npz", TINY)

@@ -91,3 +91,4 @@ def test_inspect_against_a_model_reports_the_file_and_its_ids(invoke, r152x2_zer
     text = invoke("inspect", r152x2_zeros, "--model", "r50x1-160")
     assert "file is:     R152x2 with 1000 classes (registry: r152x2-384" in text.stdout
     assert text.stderr.startswith("bitconvert: error: ") and "this is a valid R152x2 checkpoint" in text.stderr
+    assert text.stderr.rstrip().endswith("(each one is listed on stdout)")  # not "`bitconvert inspect` lists them"

@@ -123,4 +123,5 @@ def inspect_command(path: str, model_id: str | None, allow_nonstandard: bool, as
     else:
         click.echo(render_text(ins, forward))
     if ins.problems:
-        raise CheckpointError(summarise(ins.path, ins.architecture, ins.problems, ins.actual), ins.problems)
+        listed = "each one is listed on stdout"  # not "see `bitconvert inspect`": this is it
+        raise CheckpointError(summarise(ins.path, ins.architecture, ins.problems, ins.actual, listed), ins.problems)
