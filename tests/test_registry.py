@@ -141,7 +141,7 @@ def test_depth_as_units_per_block_like_big_vision(tmp_path):
     assert check(wrong) == [f"m: params {parameter_count(Architecture.from_depth(50, 1, 10))} but R17x1[1,2,1,1] "
                             f"with 10 classes has {parameter_count(arch)}"]  # fmt: skip
     (official,) = parse_registry(_one_entry(depth="[3, 4, 6, 3]"), tmp_path / "r.yaml").entries
-    assert official == dataclasses.replace(entry, depth=50, units=None, params=official.params)
+    assert official == dataclasses.replace(entry, units=(3, 4, 6, 3), params=official.params)
     assert (official.arch_name, official.as_dict()["units"]) == ("R50x1", [3, 4, 6, 3])
 
 

@@ -39,7 +39,7 @@ from convert.testing.mirror import object_hashes, serve_directory
 ENTRY = ModelEntry(
     id="test-obj",
     source=SOURCE,
-    depth=50,
+    units=(3, 4, 6, 3),
     width=1,
     classes=10,
     resolution=32,

@@ -21,7 +21,15 @@ from convert.fetch.http import LOOPBACK_REFUSED_ATTEMPTS, LOOPBACK_REFUSED_DELAY
 from convert.registry import ModelEntry
 
 ENTRY = ModelEntry(
-    id="test-obj", source=SOURCE, depth=50, width=1, classes=10, resolution=32, params=1, dataset="synthetic", description="x"
+    id="test-obj",
+    source=SOURCE,
+    units=(3, 4, 6, 3),
+    width=1,
+    classes=10,
+    resolution=32,
+    params=1,
+    dataset="synthetic",
+    description="x",
 )
 
 
