@@ -12,9 +12,23 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from convert.registry import ModelEntry
+
 SIZE = 1 << 20
 HALF = SIZE // 2
 SOURCE = "distill/obj.bin"
+#: The registry entry of the test object (fetch reads only its id, source and sha256).
+ENTRY = ModelEntry(
+    id="test-obj",
+    source=SOURCE,
+    units=(3, 4, 6, 3),
+    width=1,
+    classes=10,
+    resolution=32,
+    params=1,
+    dataset="synthetic",
+    description="a random test object",
+)
 
 
 def registry_yaml(sources: dict[str, str]) -> str:

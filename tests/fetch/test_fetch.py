@@ -17,7 +17,7 @@ import json
 import time
 
 import pytest
-from fetch_support import HALF, SIZE, SOURCE, assert_pass_rule, make_payload
+from fetch_support import ENTRY, HALF, SIZE, SOURCE, assert_pass_rule, make_payload
 
 from convert.errors import DownloadError, OfflineError, UsageError, VerificationError
 from convert.fetch import (
@@ -35,18 +35,6 @@ from convert.fetch import (
 from convert.fetch.progress import Progress as _Progress
 from convert.registry import ModelEntry
 from convert.testing.mirror import object_hashes, serve_directory
-
-ENTRY = ModelEntry(
-    id="test-obj",
-    source=SOURCE,
-    units=(3, 4, 6, 3),
-    width=1,
-    classes=10,
-    resolution=32,
-    params=1,
-    dataset="synthetic",
-    description="a random test object",
-)
 
 
 @pytest.fixture

@@ -12,25 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fetch_support import SOURCE, assert_pass_rule, make_payload, registry_yaml
+from fetch_support import ENTRY, SOURCE, assert_pass_rule, make_payload, registry_yaml
 
 from convert import config
 from convert.errors import DownloadError, UsageError
 from convert.fetch import RetryPolicy, fetch_checkpoint, speed_policy
 from convert.fetch.http import LOOPBACK_REFUSED_ATTEMPTS, LOOPBACK_REFUSED_DELAY, refused_retry
-from convert.registry import ModelEntry
-
-ENTRY = ModelEntry(
-    id="test-obj",
-    source=SOURCE,
-    units=(3, 4, 6, 3),
-    width=1,
-    classes=10,
-    resolution=32,
-    params=1,
-    dataset="synthetic",
-    description="x",
-)
 
 
 @pytest.fixture
