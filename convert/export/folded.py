@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
-from .target import VARIANTS, images_spec, to_model_range
+from .target import OUTPUT_NAMES, VARIANT_STAGES, VARIANTS, images_spec, to_model_range
 
 
 def is_standardized_kernel(key: str) -> bool:
@@ -58,13 +58,14 @@ def folded_arrays(net) -> dict[str, np.ndarray]:
     return out
 
 
-def forward_fn(net, variant: str, input_range: str, weights, finite_pool_pad: bool = False):
-    """``images -> logits`` (or ``feature_vector``) over ``weights`` (key -> tensor), standardisation folded.
+def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False):
+    """``images -> {"logits": ..., "feature_vector": ...}`` over ``weights`` (key -> tensor), standardisation folded.
 
-    ``images`` are float32 NHWC in ``input_range`` ("unit" or "symmetric"),
-    rescaled inside; ``net`` lends its architecture and its build options
-    (the padding knobs, so a mutated net stays mutated). ``finite_pool_pad``:
-    BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
+    Both variants' outputs (:data:`.target.OUTPUT_NAMES`) from one forward pass: LiteRT and ONNX
+    convert it once and write each variant's file from it. ``images`` are float32 NHWC in
+    ``input_range`` ("unit" or "symmetric"), rescaled inside; ``net`` lends its architecture
+    and its build options (the padding knobs, so a mutated net stays mutated).
+    ``finite_pool_pad``: BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
     """
     from ..model.tf_model import BiTResNetV2
 
@@ -77,16 +78,16 @@ def forward_fn(net, variant: str, input_range: str, weights, finite_pool_pad: bo
         finite_pool_pad=finite_pool_pad,
         weights=weights,
     )
-    forward = folded.__call__ if variant == "classification" else folded.features
 
     def model_fn(images):
-        return forward(to_model_range(images, input_range))
+        stages = folded.stages(to_model_range(images, input_range))
+        return {OUTPUT_NAMES[v]: stages[VARIANT_STAGES[v]] for v in VARIANTS}
 
     return model_fn
 
 
-def concrete_with_constants(net, variant: str, input_range: str, arrays: dict[str, np.ndarray]):
-    """A concrete function ``images -> output`` whose folded weights are captured variables.
+def concrete_with_constants(net, input_range: str, arrays: dict[str, np.ndarray]):
+    """A concrete function ``images -> {output: tensor}`` (both variants) whose folded weights are captured variables.
 
     Returns ``(concrete_function, holder)``; ``holder`` owns the variables
     (the LiteRT converter freezes them into constants). The graph holds no
@@ -96,16 +97,15 @@ def concrete_with_constants(net, variant: str, input_range: str, arrays: dict[st
     """
     import tensorflow as tf
 
-    keys = variant_keys(arrays, variant)
     holder = tf.Module(name="folded")
-    holder.weights = {k: tf.Variable(arrays[k], trainable=False, name=f"w{i}") for i, k in enumerate(keys)}
-    forward = forward_fn(net, variant, input_range, holder.weights, finite_pool_pad=True)
+    holder.weights = {k: tf.Variable(a, trainable=False, name=f"w{i}") for i, (k, a) in enumerate(arrays.items())}
+    forward = forward_fn(net, input_range, holder.weights, finite_pool_pad=True)
     fn = tf.function(forward, input_signature=[images_spec()], autograph=False)
     return fn.get_concrete_function(), holder
 
 
-def function_with_weight_inputs(net, variant: str, input_range: str, arrays: dict[str, np.ndarray]):
-    """A tf.function ``(images, w0, w1, ...) -> output``: the weights as arguments, not constants.
+def function_with_weight_inputs(net, input_range: str, arrays: dict[str, np.ndarray]):
+    """A tf.function ``(images, w0, w1, ...) -> {output: tensor}`` (both variants): the weights as arguments.
 
     Returns ``(function, input_signature, keys)``; argument ``w<i>`` is
     checkpoint key ``keys[i]``. The graph stays small whatever the model's
@@ -113,10 +113,10 @@ def function_with_weight_inputs(net, variant: str, input_range: str, arrays: dic
     """
     import tensorflow as tf
 
-    keys = variant_keys(arrays, variant)
+    keys = list(arrays)
     signature = [images_spec()] + [tf.TensorSpec(arrays[k].shape, tf.float32, name=f"w{i}") for i, k in enumerate(keys)]
 
     def fn(images, *ws):
-        return forward_fn(net, variant, input_range, dict(zip(keys, ws, strict=True)))(images)
+        return forward_fn(net, input_range, dict(zip(keys, ws, strict=True)))(images)
 
     return tf.function(fn, input_signature=signature, autograph=False), signature, keys

@@ -73,17 +73,20 @@ class OnnxTarget(ExportTarget):
         arrays = folded_arrays(job.net)
         out_dir = Path(job.export_dir) / "onnx"
         out_dir.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        both, weight_inputs = self._convert(job, arrays)
+        seconds = time.perf_counter() - t
+        job.log(f"{job.model_id}: converted both variants to ONNX in {seconds:.1f}s")
         artifacts = []
         for variant in VARIANTS:
             t = time.perf_counter()
-            model = self._convert(job, variant, arrays)
+            model = finish_graph(both, weight_inputs, arrays, OUTPUT_NAMES[variant], job.model_id, variant)
             external = self.needs_external_data(job.arch, variant)
             rel = f"onnx/{variant}.onnx"
             files = _save(model, Path(job.export_dir), rel, external, job.model_id)
             del model
-            seconds = time.perf_counter() - t
             total = sum(f["bytes"] for f in files.values())
-            job.log(f"{job.model_id}: wrote {', '.join(files)} ({total / 1e6:.1f} MB) in {seconds:.1f}s")
+            job.log(f"{job.model_id}: wrote {', '.join(files)} ({total / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s")
             facts = {
                 "converter": "tf2onnx.convert.from_function",
                 "converter_version": {"tf2onnx": _version("tf2onnx"), "tensorflow": _version("tensorflow")},
@@ -102,16 +105,17 @@ class OnnxTarget(ExportTarget):
             artifacts.append(Artifact(self.name, variant, rel, facts))
         return artifacts
 
-    def _convert(self, job: ExportJob, variant: str, arrays: dict[str, np.ndarray]):
+    def _convert(self, job: ExportJob, arrays: dict[str, np.ndarray]):
+        """Both variants' outputs in one ONNX graph, the weights still graph inputs; with input name -> checkpoint key."""
         import tf2onnx
 
-        fn, signature, keys = function_with_weight_inputs(job.net, variant, job.input_range, arrays)
+        fn, signature, keys = function_with_weight_inputs(job.net, job.input_range, arrays)
         try:
             with _optimizers_in_place():
                 model, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=self.opset)
         except Exception as exc:  # tf2onnx raises ValueError, RuntimeError and friends
-            raise ExportError(f"{job.model_id}: tf2onnx failed on {variant}: {one_line(exc)}") from exc
-        return finish_graph(model, {f"w{i}": k for i, k in enumerate(keys)}, arrays, OUTPUT_NAMES[variant], job.model_id, variant)
+            raise ExportError(f"{job.model_id}: tf2onnx failed: {one_line(exc)}") from exc
+        return model, {f"w{i}": k for i, k in enumerate(keys)}
 
     # -- check ------------------------------------------------------------------------
 
@@ -193,26 +197,33 @@ def _optimizers_in_place():
                 os.environ[CATCH_ERRORS_ENV] = saved
 
 
-def finish_graph(model, weight_inputs: dict[str, str], arrays: dict[str, np.ndarray], output: str, model_id: str, variant: str):
-    """Weights from graph inputs to initializers (named by checkpoint key), I/O names fixed, the rest canonical."""
-    from onnx import numpy_helper
+def finish_graph(both, weight_inputs: dict[str, str], arrays: dict[str, np.ndarray], output: str, model_id: str, variant: str):
+    """One variant's model from the two-output conversion ``both`` (left unchanged).
 
-    from .onnx_graph import canonicalize
+    Only ``output`` and the nodes it needs are kept (the feature extractor loses the head);
+    weights go from graph inputs to initializers (named by checkpoint key); I/O names are
+    fixed, the rest canonical (:mod:`.onnx_graph`).
+    """
+    from onnx import ModelProto, numpy_helper
 
+    from .onnx_graph import canonicalize, keep_output
+
+    inputs = [i.name for i in both.graph.input]
+    outputs = sorted(o.name for o in both.graph.output)
+    if inputs[0] != INPUT_NAME or set(inputs[1:]) != set(weight_inputs) or outputs != sorted(OUTPUT_NAMES.values()):
+        raise ExportError(f"{model_id}: tf2onnx gave inputs {inputs[:3]}... and outputs {outputs}")
+    model = ModelProto()
+    model.CopyFrom(both)
     graph = model.graph
-    inputs = [i.name for i in graph.input]
-    if inputs[0] != INPUT_NAME or set(inputs[1:]) != set(weight_inputs) or len(graph.output) != 1:
-        raise ExportError(f"{model_id}: tf2onnx gave {variant} inputs {inputs[:3]}... and {len(graph.output)} outputs")
-    names = {**weight_inputs, graph.output[0].name: output}
+    keep_output(graph, output)
+    weight_inputs = {i.name: weight_inputs[i.name] for i in graph.input[1:]}
     for node in graph.node:
-        node.input[:] = [names.get(n, n) for n in node.input]
-        node.output[:] = [names.get(n, n) for n in node.output]
+        node.input[:] = [weight_inputs.get(n, n) for n in node.input]
     canonicalize(graph, {INPUT_NAME, output, *weight_inputs.values()})
     images = graph.input[0]
     del graph.input[1:]
     for dim, label in zip(images.type.tensor_type.shape.dim[:3], DIMS, strict=True):
         dim.dim_param = label
-    graph.output[0].name = output
     graph.output[0].type.tensor_type.shape.dim[0].dim_param = DIMS[0]
     graph.initializer.extend(numpy_helper.from_array(arrays[k], name=k) for k in weight_inputs.values())
     graph.name = f"bitconvert_{model_id}_{variant}".replace("-", "_")

@@ -1,4 +1,6 @@
-"""Byte-reproducible ONNX graphs from tf2onnx: canonical node order and names.
+"""Byte-reproducible ONNX graphs from tf2onnx: one output kept, canonical node order and names.
+
+:func:`keep_output` reduces the two-output conversion to one variant's graph.
 
 tf2onnx names what it adds from a process-wide counter and emits nodes in an
 order that varies between runs (set iteration), so two conversions of the
@@ -65,6 +67,28 @@ def _topological_order(nodes, keys: list[bytes]) -> list[int]:
     if len(order) != len(nodes):
         raise ValueError("the ONNX graph has a cycle")
     return order
+
+
+def keep_output(graph, output: str) -> None:
+    """Keep graph output ``output``, the nodes it depends on and the graph inputs they read (in place)."""
+    (kept,) = [o for o in graph.output if o.name == output]
+    producer = {out: i for i, n in enumerate(graph.node) for out in n.output}
+    needed, stack, read = set(), [output], set()
+    while stack:
+        name = stack.pop()
+        read.add(name)
+        i = producer.get(name)
+        if i is not None and i not in needed:
+            needed.add(i)
+            stack.extend(graph.node[i].input)
+    nodes = [n for i, n in enumerate(graph.node) if i in needed]
+    inputs = [x for k, x in enumerate(graph.input) if k == 0 or x.name in read]
+    for field, values in ((graph.node, nodes), (graph.input, inputs), (graph.output, [kept])):
+        copies = [type(v)() for v in values]
+        for c, v in zip(copies, values, strict=True):
+            c.CopyFrom(v)
+        del field[:]
+        field.extend(copies)
 
 
 def canonicalize(graph, fixed: set[str]) -> None:

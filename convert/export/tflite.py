@@ -9,9 +9,11 @@ same names.
 
 Converter: ``tf.lite.TFLiteConverter.from_concrete_functions``, the converter
 the LiteRT docs and Keras' own LiteRT export use (``from_saved_model`` is the
-same converter; the concrete function saves a SavedModel round trip). The
-tensor names it generates (``serving_default_images:0``,
-``StatefulPartitionedCall:0``) are renamed in the FlatBuffer afterwards.
+same converter; the concrete function saves a SavedModel round trip). It runs
+once, on a forward pass with both variants' outputs; each variant's file keeps
+its own output and what that uses (:mod:`.tflite_graph`: the feature extractor
+has no head), and the tensor names the converter generates
+(``serving_default_images:0``, ``StatefulPartitionedCall:0``) are renamed.
 
 Size: a FlatBuffer cannot exceed 2 GB, so a model whose float32 weights (from
 the architecture's parameter count, before converting anything) do not fit
@@ -34,13 +36,12 @@ from ..nativelog import native_stderr_filtered
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
+from .tflite_graph import single_output
 
 #: FlatBuffers address with 32-bit offsets: one .tflite holds less than 2 GiB.
 FLATBUFFER_LIMIT = 2**31 - 1
 #: Room left for the graph and FlatBuffer bookkeeping beside the weights.
 GRAPH_MARGIN = 64 * 2**20
-#: Room beyond the converter's FlatBuffer for the renamed one (the names get shorter; vtables may move).
-PACK_SLACK = 2**20
 CONVERTER = "tf.lite.TFLiteConverter.from_concrete_functions"
 RUNTIME = "litert"
 
@@ -72,33 +73,23 @@ class TFLiteTarget(ExportTarget):
         why = self.refusal(job.arch)
         if why is not None:
             raise ExportError(f"{job.model_id}: {why}")
-        import tensorflow as tf
-
         arrays = folded_arrays(job.net)
         out_dir = Path(job.export_dir) / "tflite"
         out_dir.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        flat = self._convert(job, arrays)
+        del arrays
+        seconds = time.perf_counter() - t
+        job.log(f"{job.model_id}: converted both variants to LiteRT in {seconds:.1f}s")
         artifacts = []
         for variant in VARIANTS:
             t = time.perf_counter()
-            concrete, holder = concrete_with_constants(job.net, variant, job.input_range, arrays)
-            converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
-            # The converter would replace every infinite constant by the largest finite float
-            # (its default), reading every weight to find them (docs/performance.md).
-            # The graph has none: its one candidate, a -inf root pool padding, is written as
-            # that finite value already (folded.concrete_with_constants): the same bytes.
-            converter.canonicalizing_inf_as_min_max_float = False
-            try:
-                flat = converter.convert()
-            except Exception as exc:  # the converter raises ConverterError and friends
-                raise ExportError(f"{job.model_id}: the LiteRT converter failed on {variant}: {one_line(exc)}") from exc
-            del concrete, holder
-            flat = name_io(flat, OUTPUT_NAMES[variant])
-            if len(flat) > self.size_limit:  # the estimate is a bound; never write a file that cannot load
-                raise ExportError(f"{job.model_id}: the {variant} .tflite came out at {len(flat) / 1e9:.2f} GB, over the limit")
+            data = single_output(flat, OUTPUT_NAMES[variant])
+            if len(data) > self.size_limit:  # the estimate is a bound; never write a file that cannot load
+                raise ExportError(f"{job.model_id}: the {variant} .tflite came out at {len(data) / 1e9:.2f} GB, over the limit")
             rel = f"tflite/{variant}.tflite"
-            _write_file(Path(job.export_dir) / rel, flat, job.model_id)
-            seconds = time.perf_counter() - t
-            job.log(f"{job.model_id}: wrote {rel} ({len(flat) / 1e6:.1f} MB) in {seconds:.1f}s")
+            _write_file(Path(job.export_dir) / rel, data, job.model_id)
+            job.log(f"{job.model_id}: wrote {rel} ({len(data) / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s")
             facts = {
                 "converter": CONVERTER,
                 "converter_version": {"tensorflow": _version("tensorflow")},
@@ -108,11 +99,28 @@ class TFLiteTarget(ExportTarget):
                 "weight_standardization": "folded into the kernels",
                 "input": {"name": INPUT_NAME, "shape_signature": [-1, -1, -1, 3], "range": job.input_range},
                 "output": OUTPUT_NAMES[variant],
-                "bytes": len(flat),
+                "bytes": len(data),
                 "convert_seconds": round(seconds, 2),
             }
             artifacts.append(Artifact(self.name, variant, rel, facts))
+            del data
         return artifacts
+
+    def _convert(self, job: ExportJob, arrays: dict[str, np.ndarray]) -> bytes:
+        """Both variants' outputs in one FlatBuffer (:mod:`.tflite_graph` writes each variant's file from it)."""
+        import tensorflow as tf
+
+        concrete, holder = concrete_with_constants(job.net, job.input_range, arrays)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+        # The converter would replace every infinite constant by the largest finite float
+        # (its default), reading every weight to find them (docs/performance.md).
+        # The graph has none: its one candidate, a -inf root pool padding, is written as
+        # that finite value already (folded.concrete_with_constants): the same bytes.
+        converter.canonicalizing_inf_as_min_max_float = False
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises ConverterError and friends
+            raise ExportError(f"{job.model_id}: the LiteRT converter failed: {one_line(exc)}") from exc
 
     # -- check ------------------------------------------------------------------------
 
@@ -184,31 +192,6 @@ def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -
     interpreter.set_tensor(inputs[0]["index"], images)
     interpreter.invoke()
     return np.array(interpreter.get_tensor(outputs[0]["index"]))
-
-
-def name_io(flat: bytes, output: str) -> bytes:
-    """Rename the single input tensor ``images`` and the single output ``output``, in the tensors and the signature."""
-    import flatbuffers
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
-    graph = model.subgraphs[0]
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise ExportError(
-            f"the converter produced {len(graph.inputs)} inputs and {len(graph.outputs)} outputs, expected one each"
-        )
-    graph.tensors[graph.inputs[0]].name = INPUT_NAME.encode()
-    graph.tensors[graph.outputs[0]].name = output.encode()
-    for sig in model.signatureDefs or []:
-        for t in sig.inputs:
-            t.name = INPUT_NAME.encode()
-        for t in sig.outputs:
-            t.name = output.encode()
-    # flatbuffer_utils.convert_object_to_bytearray's packing, into a builder sized for the whole
-    # model from the start: the same bytes, without copying the buffer at every doubling.
-    builder = flatbuffers.Builder(len(flat) + PACK_SLACK)
-    builder.Finish(model.Pack(builder), file_identifier=bytes(flat[4:8]))  # the converter's identifier, "TFL3"
-    return bytes(builder.Output())
 
 
 def _write_file(path: Path, data: bytes, model_id: str) -> None:

@@ -33,6 +33,9 @@ def test_names_dims_initializers_and_facts(tiny_export):
         keys = {i.name for i in model.graph.initializer if i.name.startswith("resnet/")}
         layout = set(checkpoint_layout(TINY))
         assert keys == (layout if e["variant"] == "classification" else {k for k in layout if "/head/" not in k})
+        # One conversion gave both files (convert.export.onnx_graph.keep_output): no node is left computing for nothing.
+        read = {x for n in model.graph.node for x in n.input} | {out.name}
+        assert all(set(n.output) & read for n in model.graph.node)
         kernel = next(i for i in model.graph.initializer if i.name == "resnet/root_block/standardized_conv2d/kernel")
         k = onnx.numpy_helper.to_array(kernel).astype(np.float64)
         assert np.abs(k.mean(axis=(0, 1, 2))).max() < 1e-6 and np.abs(k.std(axis=(0, 1, 2)) - 1).max() < 1e-5

@@ -62,3 +62,29 @@ def test_no_shape_is_computed_at_run_time(tiny_export):
         codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
         ops = {names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators}
         assert "CONV_2D" in ops and not ops & {"SHAPE", "STRIDED_SLICE", "CONCATENATION"}, sorted(ops)
+
+
+def test_each_file_holds_only_what_its_output_uses(tiny_export):
+    # Both files come from one conversion with both outputs (convert.export.tflite_graph): each keeps
+    # its own output and drops the rest, so the feature extractor holds no head, and nothing is orphaned.
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from convert.export.folded import variant_bytes
+
+    sizes = {}
+    for e in entries(tiny_export.manifest, "tflite"):
+        model = flatbuffer_utils.read_model(str(tiny_export.path / e["path"]))
+        (graph,) = model.subgraphs
+        ops = graph.operators
+        used = set(graph.inputs) | {t for op in ops for t in (*op.inputs, *op.outputs) if t >= 0}
+        assert used == set(range(len(graph.tensors))), "tensors no operator uses"
+        metadata = {m.buffer for m in model.metadata}
+        assert {t.buffer for t in graph.tensors} | metadata | {0} == set(range(len(model.buffers))), "orphaned buffers"
+        assert {op.opcodeIndex for op in ops} == set(range(len(model.operatorCodes))), "unused operator codes"
+        assert len(graph.outputs) == 1 and graph.outputs[0] in {t for op in ops for t in op.outputs}
+        sizes[e["variant"]] = sum(
+            len(model.buffers[t.buffer].data) for t in graph.tensors if model.buffers[t.buffer].data is not None
+        )
+    for variant, size in sizes.items():
+        # The weights, plus a few small constants (shapes, the pool's padding value, the input rescaling).
+        assert variant_bytes(TINY, variant) <= size < variant_bytes(TINY, variant) + 64 * 1024, (variant, size)
