@@ -36,7 +36,7 @@ from ..nativelog import native_stderr_filtered
 from .folded import concrete_with_constants, folded_arrays, variant_bytes
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
-from .tflite_graph import single_output
+from .tflite_graph import single_outputs
 
 #: FlatBuffers address with 32-bit offsets: one .tflite holds less than 2 GiB.
 FLATBUFFER_LIMIT = 2**31 - 1
@@ -81,10 +81,10 @@ class TFLiteTarget(ExportTarget):
         del arrays
         seconds = time.perf_counter() - t
         job.log(f"{job.model_id}: converted both variants to LiteRT in {seconds:.1f}s")
-        artifacts = []
-        for variant in VARIANTS:
-            t = time.perf_counter()
-            data = single_output(flat, OUTPUT_NAMES[variant])
+        artifacts, t = [], time.perf_counter()
+        files = single_outputs(flat, [OUTPUT_NAMES[v] for v in VARIANTS])
+        del flat  # read once by single_outputs, then dropped
+        for variant, data in zip(VARIANTS, files, strict=True):
             if len(data) > self.size_limit:  # the estimate is a bound; never write a file that cannot load
                 raise ExportError(f"{job.model_id}: the {variant} .tflite came out at {len(data) / 1e9:.2f} GB, over the limit")
             rel = f"tflite/{variant}.tflite"
@@ -104,6 +104,7 @@ class TFLiteTarget(ExportTarget):
             }
             artifacts.append(Artifact(self.name, variant, rel, facts))
             del data
+            t = time.perf_counter()
         return artifacts
 
     def _convert(self, job: ExportJob, arrays: dict[str, np.ndarray]) -> bytes:
@@ -194,7 +195,7 @@ def run_tflite(path: Path, images: np.ndarray, num_threads: int | None = None) -
     return np.array(interpreter.get_tensor(outputs[0]["index"]))
 
 
-def _write_file(path: Path, data: bytes, model_id: str) -> None:
+def _write_file(path: Path, data: bytes | memoryview, model_id: str) -> None:
     try:
         with open(path, "wb") as f:
             f.write(data)

@@ -2,14 +2,17 @@
 
 The LiteRT target converts the forward pass once, with both outputs (a
 ``serving_default`` signature holding ``logits`` and ``feature_vector``), and
-writes each variant's file from it: :func:`single_output` keeps the one output
-the variant names, the operators it depends on and only the tensors, buffers
-and operator codes those use (the feature extractor loses the head), in their
-converted order; the input is named ``images``. One conversion instead of two
-halves the converter's share of the export (docs/performance.md).
+writes each variant's file from it (:func:`single_outputs`, reading the converted
+model once): the one output the variant names, the operators it depends on and
+only the tensors, buffers and operator codes those use (the feature extractor
+loses the head), in their converted order; the input is named ``images``. One
+conversion instead of two halves the converter's share of the export
+(docs/performance.md).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
 
 from ..errors import ExportError
 from .target import INPUT_NAME
@@ -18,38 +21,52 @@ from .target import INPUT_NAME
 PACK_SLACK = 2**20
 
 
-def single_output(flat: bytes, output: str) -> bytes:
-    """The model of ``flat`` reduced to its signature output ``output``, its input named ``images``."""
+def single_outputs(flat: bytes, outputs: Sequence[str]) -> Iterator[memoryview]:
+    """For each of ``outputs`` in turn, the model of ``flat`` reduced to that signature output, input named ``images``.
+
+    The model is read once and reduced step by step, so each output must be computable from
+    what the one before it kept (the classifier's logits, then its feature vector). Each item
+    is a view of the FlatBuffer builder's memory, valid until the next item is asked for.
+    """
     import flatbuffers
     from tensorflow.lite.tools import flatbuffer_utils
 
+    identifier, size = bytes(flat[4:8]), len(flat)  # the converter's identifier, "TFL3"
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(flat))
+    del flat  # the caller's reference aside, the read model is all that is needed now
     if len(model.subgraphs) != 1 or len(model.signatureDefs or []) != 1:
         raise ExportError(
             f"the converter produced {len(model.subgraphs)} subgraphs and {len(model.signatureDefs or [])} signatures, "
             "expected one each"
         )
     graph, signature = model.subgraphs[0], model.signatureDefs[0]
-    outputs = {t.name.decode(): t for t in signature.outputs}
-    if len(graph.inputs) != 1 or len(signature.inputs) != 1 or output not in outputs:
+    found = {t.name.decode(): t for t in signature.outputs}
+    if len(graph.inputs) != 1 or len(signature.inputs) != 1 or not set(outputs) <= set(found):
         raise ExportError(
-            f"the converter produced {len(graph.inputs)} inputs and the outputs {sorted(outputs)}; expected one input and {output!r}"
+            f"the converter produced {len(graph.inputs)} inputs and the outputs {sorted(found)}; "
+            f"expected one input and {sorted(outputs)}"
         )
-    kept_output = outputs[output]
-    tensor_map = _prune(model, graph, kept_output.tensorIndex)
-    graph.inputs = [tensor_map[i] for i in graph.inputs]
-    graph.outputs = [tensor_map[kept_output.tensorIndex]]
-    graph.tensors[graph.inputs[0]].name = INPUT_NAME.encode()
-    graph.tensors[graph.outputs[0]].name = output.encode()
-    signature.inputs[0].name = INPUT_NAME.encode()
-    signature.inputs[0].tensorIndex = graph.inputs[0]
-    kept_output.tensorIndex = graph.outputs[0]
-    signature.outputs = [kept_output]
-    # flatbuffer_utils.convert_object_to_bytearray's packing, into a builder sized for the whole
-    # model from the start: the same bytes, without copying the buffer at every doubling.
-    builder = flatbuffers.Builder(len(flat) + PACK_SLACK)
-    builder.Finish(model.Pack(builder), file_identifier=bytes(flat[4:8]))  # the converter's identifier, "TFL3"
-    return bytes(builder.Output())
+    for output in outputs:
+        kept = found[output]
+        if kept.tensorIndex < 0:
+            raise ValueError(f"output {output!r} was dropped for the output before it: ask for it first")
+        tensor_map = _prune(model, graph, kept.tensorIndex)
+        for t in found.values():
+            t.tensorIndex = tensor_map.get(t.tensorIndex, -1)
+        graph.inputs = [tensor_map[i] for i in graph.inputs]
+        graph.outputs = [kept.tensorIndex]
+        graph.tensors[graph.inputs[0]].name = INPUT_NAME.encode()
+        graph.tensors[kept.tensorIndex].name = output.encode()
+        signature.inputs[0].name = INPUT_NAME.encode()
+        signature.inputs[0].tensorIndex = graph.inputs[0]
+        signature.outputs = [kept]
+        # flatbuffer_utils.convert_object_to_bytearray's packing, into a builder sized for the whole
+        # model from the start (the same bytes, without copying the buffer at every doubling); its
+        # memory is handed out as a view, not copied again.
+        builder = flatbuffers.Builder(size + PACK_SLACK)
+        builder.Finish(model.Pack(builder), file_identifier=identifier)
+        yield memoryview(builder.Bytes)[builder.Head() :]
+        del builder
 
 
 def _prune(model, graph, output: int) -> dict[int, int]:
