@@ -83,7 +83,7 @@ class TFLiteTarget(ExportTarget):
         job.log(f"{job.model_id}: converted both variants to LiteRT in {seconds:.1f}s")
         artifacts, t = [], time.perf_counter()
         files = single_outputs(flat, [OUTPUT_NAMES[v] for v in VARIANTS])
-        del flat  # read once by single_outputs, then dropped
+        del flat  # single_outputs holds it (its arrays are views of it) while it is needed
         for variant, data in zip(VARIANTS, files, strict=True):
             if len(data) > self.size_limit:  # the estimate is a bound; never write a file that cannot load
                 raise ExportError(f"{job.model_id}: the {variant} .tflite came out at {len(data) / 1e9:.2f} GB, over the limit")
