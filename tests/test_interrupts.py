@@ -22,7 +22,7 @@ from convert.interrupts import GRACE_S, message
 ROOT = Path(__file__).resolve().parent.parent
 #: The child: register a clean-up that writes a file, announce where it is, then go there.
 CHILD = """
-import gc, hashlib, sys, time
+import gc, hashlib, sys, threading, time
 from pathlib import Path
 from convert import interrupts
 where, marker, cleaned = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
@@ -38,7 +38,10 @@ with interrupts.ending_on_signals(), interrupts.on_stop(cleaned.touch):
         while True:
             gc.collect()
     elif where == "c-call":
-        marker.touch()
+        # Announced by another thread half a second after the main thread goes on into the C call
+        # (a handful of bytecodes, the GIL free meanwhile). Touched before the call, a signal could land
+        # between the two and be handled at once: seen once on a loaded host.
+        threading.Timer(0.5, marker.touch).start()
         hashlib.pbkdf2_hmac("sha256", b"x", b"y", 10**9)  # minutes in C, the GIL released, no signal check
     elif where == "critical":
         with interrupts.critical():
