@@ -19,20 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.architecture import CONV, HEAD_PREFIX, Architecture, parameter_count
+from ..model.architecture import CONV, Architecture, parameter_count
 from .target import OUTPUT_NAMES, VARIANT_STAGES, VARIANTS, images_spec, to_model_range
 
 
 def is_standardized_kernel(key: str) -> bool:
     """Whether ``key`` is a weight-standardised conv kernel (every conv but the head)."""
     return key.endswith(f"/{CONV}/kernel")
-
-
-def variant_keys(keys, variant: str) -> list[str]:
-    """The checkpoint keys a variant's graph uses, in layout order."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return [k for k in keys if variant == "classification" or not k.startswith(HEAD_PREFIX)]
 
 
 def variant_bytes(arch: Architecture, variant: str, bytes_per_weight: int = 4) -> int:

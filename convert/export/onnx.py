@@ -115,7 +115,12 @@ class OnnxTarget(ExportTarget):
                 model, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=self.opset)
         except Exception as exc:  # tf2onnx raises ValueError, RuntimeError and friends
             raise ExportError(f"{job.model_id}: tf2onnx failed: {one_line(exc)}") from exc
-        return model, {f"w{i}": k for i, k in enumerate(keys)}
+        weight_inputs = {f"w{i}": k for i, k in enumerate(keys)}
+        inputs = [i.name for i in model.graph.input]
+        outputs = sorted(o.name for o in model.graph.output)
+        if inputs[0] != INPUT_NAME or set(inputs[1:]) != set(weight_inputs) or outputs != sorted(OUTPUT_NAMES.values()):
+            raise ExportError(f"{job.model_id}: tf2onnx gave inputs {inputs[:3]}... and outputs {outputs}")
+        return model, weight_inputs
 
     # -- check ------------------------------------------------------------------------
 
@@ -202,16 +207,13 @@ def finish_graph(both, weight_inputs: dict[str, str], arrays: dict[str, np.ndarr
 
     Only ``output`` and the nodes it needs are kept (the feature extractor loses the head);
     weights go from graph inputs to initializers (named by checkpoint key); I/O names are
-    fixed, the rest canonical (:mod:`.onnx_graph`).
+    fixed, the rest canonical (:mod:`.onnx_graph`). ``both``'s inputs and outputs were checked
+    once, by ``OnnxTarget._convert``.
     """
     from onnx import ModelProto, numpy_helper
 
     from .onnx_graph import canonicalize, keep_output
 
-    inputs = [i.name for i in both.graph.input]
-    outputs = sorted(o.name for o in both.graph.output)
-    if inputs[0] != INPUT_NAME or set(inputs[1:]) != set(weight_inputs) or outputs != sorted(OUTPUT_NAMES.values()):
-        raise ExportError(f"{model_id}: tf2onnx gave inputs {inputs[:3]}... and outputs {outputs}")
     model = ModelProto()
     model.CopyFrom(both)
     graph = model.graph
