@@ -99,7 +99,7 @@ def _one_entry(**fields) -> str:
     [
         ({"colour": "red"}, "model 'm': unknown field(s) colour"),
         ({"depth": None}, "model 'm': missing field(s) depth"),
-        ({"depth": 34}, "depth must be one of [50, 101, 152] or a list of four unit counts (units per block), got 34"),
+        ({"depth": 34}, "depth must be one of [26, 50, 101, 152, 200] or a list of four unit counts (units per block), got 34"),
         ({"depth": "[1, 1, 1]"}, "depth as a list needs four positive unit counts, got [1, 1, 1]"),
         ({"depth": "[1, 0, 1, 1]"}, "depth as a list needs four positive unit counts, got [1, 0, 1, 1]"),
         ({"depth": "[1, 1.5, 1, 1]"}, "depth as a list needs four positive unit counts"),
@@ -143,6 +143,18 @@ def test_depth_as_units_per_block_like_big_vision(tmp_path):
     (official,) = parse_registry(_one_entry(depth="[3, 4, 6, 3]"), tmp_path / "r.yaml").entries
     assert official == dataclasses.replace(entry, units=(3, 4, 6, 3), params=official.params)
     assert (official.arch_name, official.as_dict()["units"]) == ("R50x1", [3, 4, 6, 3])
+
+
+@pytest.mark.parametrize("depth, units", [(26, (2, 2, 2, 2)), (200, (3, 24, 36, 3))])
+def test_big_vision_s_other_named_depths(tmp_path, depth, units):
+    """big_vision's ``get_block_desc`` also names 26 and 200: the same layouts as their lists, checked against
+    their own parameter count, and not official (their names show the units)."""
+    arch = Architecture(units, 1, 10)
+    (named,) = parse_registry(_one_entry(depth=depth, params=parameter_count(arch)), tmp_path / "r.yaml").entries
+    (listed,) = parse_registry(_one_entry(depth=list(units), params=parameter_count(arch)), tmp_path / "r.yaml").entries
+    assert named == listed and named.architecture == arch and named.depth == depth
+    assert named.arch_name == f"R{depth}x1[{','.join(map(str, units))}]"
+    assert check(parse_registry(_one_entry(depth=depth), tmp_path / "r.yaml"))  # R50x1's count is refused
 
 
 def test_duplicate_ids_are_refused(tmp_path):

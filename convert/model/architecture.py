@@ -19,6 +19,16 @@ STANDARD_UNITS: dict[int, tuple[int, int, int, int]] = {
     152: (3, 8, 36, 3),
 }
 
+#: Every depth a registry entry may name: the official ones and the two more that big_vision's
+#: ``bit.get_block_desc`` names (``big_vision/models/bit.py``; ``bit_paper.py``, which trained the
+#: distill family, takes its depth through it). Their checkpoints are not official: ``is_standard``
+#: stays false for them, so their names show the units (``R26x1[2,2,2,2]``).
+NAMED_UNITS: dict[int, tuple[int, int, int, int]] = {
+    **STANDARD_UNITS,
+    26: (2, 2, 2, 2),
+    200: (3, 24, 36, 3),
+}
+
 #: Checkpoint key prefix shared by every array.
 PREFIX = "resnet/"
 #: Checkpoint keys that only the classifier uses (the feature extractor leaves the head out).

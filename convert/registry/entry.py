@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import RegistryError
-from ..model.architecture import STANDARD_UNITS, Architecture
+from ..model.architecture import NAMED_UNITS, Architecture
 from ..model.numerics import CODE_POOL_PADDING
 
 _REQUIRED = ("source", "depth", "width", "classes", "resolution", "params", "dataset", "description")
@@ -31,7 +31,7 @@ class ModelEntry:
 
     id: str
     source: str
-    #: Units per block: an official depth's (``depth: 50``), or as ``depth:`` listed them
+    #: Units per block: a named depth's (``depth: 50``), or as ``depth:`` listed them
     #: (big_vision's ``get_block_desc`` takes a tuple as a depth).
     units: tuple[int, int, int, int]
     width: int
@@ -180,15 +180,15 @@ def parse_entry(model_id: str, raw, family: str | None = None) -> ModelEntry:
 
 
 def _units_field(model_id: str, value) -> tuple[int, int, int, int]:
-    """``depth:`` as units per block: an official depth's, or a list of four unit counts as big_vision's
-    ``bit.get_block_desc`` takes one."""
+    """``depth:`` as units per block: a named depth's (the official ones and big_vision's 26 and 200), or a
+    list of four unit counts, as big_vision's ``bit.get_block_desc`` takes either."""
     if isinstance(value, list):
         if len(value) != 4 or not all(isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in value):
             raise RegistryError(f"model {model_id!r}: depth as a list needs four positive unit counts, got {value!r}")
         return tuple(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value not in STANDARD_UNITS:
+    if not isinstance(value, int) or isinstance(value, bool) or value not in NAMED_UNITS:
         raise RegistryError(
-            f"model {model_id!r}: depth must be one of {sorted(STANDARD_UNITS)} or a list of four unit counts "
+            f"model {model_id!r}: depth must be one of {sorted(NAMED_UNITS)} or a list of four unit counts "
             f"(units per block), got {value!r}"
         )
-    return STANDARD_UNITS[value]
+    return NAMED_UNITS[value]
