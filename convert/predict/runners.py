@@ -56,13 +56,30 @@ def tflite_runner(path: Path, threads: int | None = None) -> Runner:
     return run
 
 
-def savedmodel_runner(path: Path) -> Runner:
-    """``tf.saved_model.load``, called with ``training=True``: the plain graph in every export, also in
-    those written before issue 19, whose ``training=False`` path XLA compiles at each new input shape
-    (BiT has no batch norm or dropout, so both compute the same function)."""
+def load_savedmodel(path: Path):
+    """``tf.saved_model.load``, its ``__call__(images, training=True)`` traced once for every input shape.
+
+    A restored ``tf.function`` traces a wrapper around the saved graph at each new input shape
+    (TensorFlow saves no ``reduce_retracing``), and the first run of each wrapper prepares the
+    whole network's graph again. Traced first with the export's shape-free input spec, every later
+    call dispatches to that one trace, at any batch or image size.
+    """
     import tensorflow as tf
 
+    from ..export.target import images_spec
+
     model = tf.saved_model.load(str(path))
+    model.__call__.get_concrete_function(images_spec(), training=True)
+    return model
+
+
+def savedmodel_runner(path: Path) -> Runner:
+    """The SavedModel (:func:`load_savedmodel`), called with ``training=True``: the plain graph in every
+    export, also in those written before issue 19, whose ``training=False`` path XLA compiles at each
+    new input shape (BiT has no batch norm or dropout, so both compute the same function)."""
+    import tensorflow as tf
+
+    model = load_savedmodel(path)
     return lambda batch: model(tf.constant(batch), training=True).numpy()
 
 

@@ -255,6 +255,24 @@ def test_each_format_computes_the_exported_function(exports, fmt):
     assert _logits_rel_l2(exports / "all", fmt, pixels) <= tolerance(TINY)
 
 
+def test_the_savedmodel_is_traced_once_for_every_input_shape(exports):
+    """A restored ``__call__`` traces (and later prepares its graph) per new input shape unless it was traced
+    shape-free first: three batch and image sizes, one trace, the same logits as a plain load."""
+    import tensorflow as tf
+
+    from convert.predict.runners import load_savedmodel
+
+    path = exports / "plain" / MODEL / "classification"
+    model, plain, card = load_savedmodel(path), tf.saved_model.load(str(path)), tf.saved_model.load(str(path))
+    card.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))  # as the cards say
+    for shape in ((1, RES, RES, 3), (3, RES, RES, 3), (2, 24, 40, 3)):
+        x = tf.constant(np.random.default_rng(sum(shape)).random(shape, np.float32))
+        np.testing.assert_array_equal(model(x, training=True).numpy(), plain(x, training=True).numpy())
+        np.testing.assert_array_equal(card(x).numpy(), plain(x, training=True).numpy())
+    assert model.__call__.experimental_get_tracing_count() == card.__call__.experimental_get_tracing_count() == 1
+    assert plain.__call__.experimental_get_tracing_count() == 3  # what a load alone does
+
+
 def test_auto_runs_the_fastest_format_held_and_installed(exports):
     from convert.predict import choose_format, classifiers_in, open_export
 
