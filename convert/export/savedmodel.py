@@ -277,7 +277,12 @@ class SavedModelTarget(ExportTarget):
         return f"{run.artifact.variant} reloaded from disk"
 
     def kaggle_usage(self, artifact: Artifact) -> tuple[list[str], list[str]]:
-        return ["import tensorflow as tf"], ['model = tf.saved_model.load("${PATH}")', "outputs = model(images)"]
+        once = "model.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))"
+        return ["import tensorflow as tf"], [
+            'model = tf.saved_model.load("${PATH}")',
+            f"{once}  # one trace for every input shape",
+            "outputs = model(images)",
+        ]
 
 
 TARGET = SavedModelTarget()

@@ -126,6 +126,8 @@ def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: st
         "import tensorflow as tf",
         "",
         f'model = tf.saved_model.load("{path}")  # the exported directory, or the extracted {archive_name(entry, variant)}',
+        "# Once: one trace for every batch and image size (else each new shape is traced and prepared again).",
+        "model.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))",
         f"images = tf.random.uniform([2, {res}, {res}, 3], {lo:g}, {hi:g})  # your images, in [{lo:g}, {hi:g}]",
         f"{'logits' if classifier else 'features'} = model(images)  # [2, {entry.classes if classifier else features}]",
         "```",
