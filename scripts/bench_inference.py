@@ -156,7 +156,7 @@ class _Side:
 
     def __init__(self, kind: str, path: str, checkpoint: str, model_id: str, env: dict | None = None):
         cmd = [sys.executable, __file__, "--child", kind, path, checkpoint, model_id]
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         t = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=full_env)
         if self.proc.stdout.readline().strip() != "ready":
@@ -220,7 +220,7 @@ def floor() -> dict:
 
 def _call_child(args: list[str], env: dict | None = None) -> dict | None:  # the floor
     cmd = [sys.executable, __file__, *args]
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=full_env)
     if proc.returncode != 0 or not proc.stdout.strip():
         print(f"bench: {' '.join(args[:3])} failed (exit {proc.returncode})", file=sys.stderr)
@@ -242,7 +242,7 @@ def export(model_id: str, export_args: str, reuse: bool) -> tuple[Path, Path]:
         cmd = [str(BIN / "bitconvert"), "export", "--model", model_id, "--checkpoint", str(ckpt), "-o", str(out)]
         cmd += ["--skip-parity", "--quiet", *shlex.split(export_args)]
         print(f"bench: $ {' '.join(cmd)}", file=sys.stderr, flush=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
     return ckpt, out / model_id
 
@@ -333,6 +333,10 @@ def speed_verdict(rows, peak: dict, flops: int):
 @click.option("--floor", "floor_only", is_flag=True, hidden=True)
 def main(reps, r152x2, export_args, threads, only, reuse, export_dir, checkpoint, child_args, floor_only):
     """Time every exported target, JAX and timm at batch 1 and 8; print one table."""
+    if floor_only or child_args:
+        from convert.cli.quiet import prepare
+
+        prepare()  # TensorFlow's and JAX's start-up lines off stderr, as the CLI keeps them
     if floor_only:
         click.echo(json.dumps(floor()))
         return
