@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ExportError
 from ..fetch import sha256_file
 from ..model.architecture import HEAD_PREFIX
-from .cards.model_card import archive_name, render_card
+from .cards.model_card import TRACE_EVERY_SHAPE, archive_name, render_card
 from .labels_asset import LABELS_FILE
 from .publish import io_error
 from .saved_labels import check_reloaded_labels, tracked_labels
@@ -277,10 +277,9 @@ class SavedModelTarget(ExportTarget):
         return f"{run.artifact.variant} reloaded from disk"
 
     def kaggle_usage(self, artifact: Artifact) -> tuple[list[str], list[str]]:
-        once = "model.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))"
         return ["import tensorflow as tf"], [
             'model = tf.saved_model.load("${PATH}")',
-            f"{once}  # one trace for every input shape",
+            f"{TRACE_EVERY_SHAPE}  # one trace for every input shape",
             "outputs = model(images)",
         ]
 

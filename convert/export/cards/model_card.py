@@ -114,6 +114,11 @@ def _outputs_lines(entry: ModelEntry, variant: str, features: int, labels_embedd
     ]
 
 
+#: The line of usage code (cards, Kaggle) that traces a loaded SavedModel's ``__call__`` once for every
+#: input shape (convert.predict.runners.load_savedmodel says why).
+TRACE_EVERY_SHAPE = "model.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))"
+
+
 def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: str) -> list[str]:
     """The card's Usage section: tf.saved_model.load, hub.KerasLayer, Keras 3 TFSMLayer."""
     res, key, classifier = entry.resolution, OUTPUT_NAMES[variant], variant == "classification"
@@ -127,7 +132,7 @@ def _usage_lines(entry: ModelEntry, variant: str, features: int, input_range: st
         "",
         f'model = tf.saved_model.load("{path}")  # the exported directory, or the extracted {archive_name(entry, variant)}',
         "# Once: one trace for every batch and image size (else each new shape is traced and prepared again).",
-        "model.__call__.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32))",
+        TRACE_EVERY_SHAPE,
         f"images = tf.random.uniform([2, {res}, {res}, 3], {lo:g}, {hi:g})  # your images, in [{lo:g}, {hi:g}]",
         f"{'logits' if classifier else 'features'} = model(images)  # [2, {entry.classes if classifier else features}]",
         "```",
