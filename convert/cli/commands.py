@@ -99,7 +99,8 @@ class BitconvertGroup(click.Group):
 @click.version_option(__version__, prog_name="bitconvert")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool):
-    """Convert Big Transfer (BiT) ResNetV2 checkpoints to verified TensorFlow SavedModels.
+    """Convert Big Transfer (BiT) ResNetV2 checkpoints to TensorFlow SavedModels, Keras 3, LiteRT and ONNX,
+    each reloaded from disk and checked against a float64 JAX (Flax) forward pass of the checkpoint.
 
     \b
     Typical use:
@@ -107,6 +108,8 @@ def cli(ctx: click.Context, debug: bool):
       bitconvert fetch r50x1-160             # download and verify a checkpoint
       bitconvert verify --model r50x1-160    # TF vs JAX parity report
       bitconvert export --model r50x1-160    # TF Hub-style SavedModels
+      bitconvert export --model r50x1-160 --format savedmodel,keras,tflite,onnx
+      bitconvert predict --model r50x1-160 cat.jpg   # top-5 classes from the export
     """
     ctx.obj = {"debug": debug}
 
