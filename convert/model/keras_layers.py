@@ -10,7 +10,8 @@ Usage, on any backend (``KERAS_BACKEND=jax|tensorflow|torch``), with ``safe_mode
 This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python)
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
 loads (on torch, the layers' first call imports :mod:`convert.model.keras_torch`,
-the torch kernels; on TensorFlow, :func:`convert.model.tf_model.standardize_kernel_fused`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
+the torch kernels; on jax, :mod:`convert.model.keras_jax`; on TensorFlow,
+:func:`convert.model.tf_model.standardize_kernel_fused`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
@@ -31,7 +32,9 @@ The layers:
   max-pool's padding (zeros, or -inf for big_vision's ``distill/`` checkpoints).
 
 On the TensorFlow backend a kernel is standardised by one fused op
-(:func:`convert.model.tf_model.standardize_kernel_fused`, the SavedModels' own). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
+(:func:`convert.model.tf_model.standardize_kernel_fused`, the SavedModels' own).
+On the jax backend a layer whose output is smaller than its kernel standardises
+its output instead (:mod:`convert.model.keras_jax`). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
 (torch's own convolutions and group norm, kernels standardised once while they
 are unchanged); fewer layers per unit because Keras' per-layer dispatch costs
 more than a small layer's arithmetic there. ``.keras`` files written with
@@ -99,6 +102,10 @@ class StandardizedConv2D(keras.layers.Conv2D):
             return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps, self.pad)
         if self.pad:
             inputs = _pad_hw(inputs, self.pad)
+        if _on("jax") and plain and self.groups == 1:
+            from .keras_jax import standardized_conv2d  # the kernel's or the output's side, whichever is smaller
+
+            return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
         if _on("tensorflow"):
             from .tf_model import standardize_kernel_fused  # the SavedModels' fused op, not ~7 passes
 
@@ -106,12 +113,6 @@ class StandardizedConv2D(keras.layers.Conv2D):
         else:
             k = kernel - ops.mean(kernel, axis=WS_AXES, keepdims=True)
             k = k / ops.sqrt(ops.mean(ops.square(k), axis=WS_AXES, keepdims=True) + self.ws_eps)
-        if _on("jax") and plain and self.kernel_size == (1, 1):
-            # A 1x1 conv is a matrix product over the channels: XLA on the CPU runs R50x1's
-            # ~15% faster as dots than as convolutions, to the same bits.
-            sh, sw = self.strides
-            x = inputs if (sh, sw) == (1, 1) else inputs[:, ::sh, ::sw, :]
-            return ops.matmul(x, k[0, 0])
         return super().convolution_op(inputs, k)
 
     def compute_output_shape(self, input_shape):
