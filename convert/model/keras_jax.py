@@ -58,14 +58,15 @@ def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float,
 
     ``on_output``: apply the standardisation to the output (True) or to the kernel
     (False); by default :func:`standardise_output` decides from the shapes, and
-    the kernel when a dimension is unknown.
+    the kernel when a dimension is unknown or the inputs are half precision (whose
+    rounding the output's side would grow).
     """
     kh, kw, cin, _ = kernel.shape
     sh, sw = strides
     if on_output is None:
         n, h, w, _ = inputs.shape
-        known = None not in (n, h, w)
-        on_output = known and standardise_output(n, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw, cin)
+        exact = None not in (n, h, w) and jnp.dtype(inputs.dtype).itemsize >= 4
+        on_output = exact and standardise_output(n, (h - kh) // sh + 1, (w - kw) // sw + 1, kh, kw, cin)
     mean = jnp.mean(kernel, axis=WS_AXES, keepdims=True)
     centred = kernel - mean
     var = jnp.mean(jnp.square(centred), axis=WS_AXES, keepdims=True)

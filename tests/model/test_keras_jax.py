@@ -71,3 +71,11 @@ def test_the_shapes_decide_by_default():
     default = np.asarray(standardized_conv2d(x, kernel, (1, 1), WS_EPS))
     assert np.array_equal(default, np.asarray(standardized_conv2d(x, kernel, (1, 1), WS_EPS, on_output=True)))
     assert not np.array_equal(default, np.asarray(standardized_conv2d(x, kernel, (1, 1), WS_EPS, on_output=False)))
+
+
+def test_half_precision_keeps_the_kernels_side():
+    x, kernel = _case(3, 16, offset=3.0)
+    x, kernel = x.astype(np.float16), kernel.astype(np.float16)
+    default = np.asarray(standardized_conv2d(x, kernel, (1, 1), WS_EPS))
+    assert np.array_equal(default, np.asarray(standardized_conv2d(x, kernel, (1, 1), WS_EPS, on_output=False)))
+    assert not np.array_equal(default, np.asarray(standardized_conv2d(x, kernel, (1, 1), WS_EPS, on_output=True)))
