@@ -22,7 +22,7 @@ spread of its weights; float32 rounding then grows by about
 ``sqrt(1 + (m_o / s_o)^2)``. Training cannot grow ``m_o``: a shift of one
 channel's weights leaves the standardised kernel, hence the loss, unchanged, so
 no gradient moves it (weight decay shrinks it). Every export checks its files
-against the float64 reference either way (docs/keras.md, "Keras on jax").
+against the float64 reference either way (docs/keras.md, "Fourth pass").
 """
 
 from __future__ import annotations
