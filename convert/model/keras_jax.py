@@ -13,15 +13,17 @@ convolution is linear in its kernel::
     conv(x, k_hat)[..., o] = (conv(x, k)[..., o] - m_o * box(x)) * r_o
 
 where ``box(x)`` is the sum of each window of ``x`` over its positions and input
-channels (``x`` convolved with a kernel of ones, one output channel). The statistics are the same
-two-pass ones over the raw kernel either way. The choice depends only on the
-layer's shapes, never on the weights (:func:`standardise_output`).
+channels (``x`` convolved with a kernel of ones, one output channel), ``x`` being
+each image's inputs less their mean (which changes no output: ``k_hat`` sums to
+zero over a window). The statistics are the same two-pass ones over the raw
+kernel either way. The choice depends only on the layer's shapes, never on the
+weights (:func:`standardise_output`).
 
 Accuracy: the subtraction cancels where a channel's mean is large against the
-spread of its weights; float32 rounding then grows by about
-``sqrt(1 + (m_o / s_o)^2)``. Training cannot grow ``m_o``: a shift of one
-channel's weights leaves the standardised kernel, hence the loss, unchanged, so
-no gradient moves it (weight decay shrinks it). Every export checks its files
+spread of its weights, more so the larger the kernel; centring the inputs takes
+most of that away. Training cannot grow ``m_o``: a shift of one channel's
+weights leaves the standardised kernel, hence the loss, unchanged, so no
+gradient moves it (weight decay shrinks it). Every export checks its files
 against the float64 reference either way (docs/keras.md, "Fourth pass").
 """
 
@@ -72,6 +74,9 @@ def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float,
     var = jnp.mean(jnp.square(centred), axis=WS_AXES, keepdims=True)
     if not on_output:
         return _convolve(inputs, centred / jnp.sqrt(var + ws_eps), strides)
-    summed = jnp.sum(inputs, axis=-1, keepdims=True)
-    window = jax.lax.reduce_window(summed, 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), "VALID")
-    return (_convolve(inputs, kernel, strides) - window * mean[0, 0]) * jax.lax.rsqrt(var[0, 0] + ws_eps)
+    # Each image's inputs less their mean: the same outputs in arithmetic (a standardised kernel sums
+    # to zero over a window), and it keeps conv(x, k) from growing with the inputs' mean (a ReLU's
+    # outputs are never negative) into a term that m * box(x) then cancels (docs/keras.md).
+    x = inputs - jnp.mean(inputs, axis=(1, 2, 3), keepdims=True)
+    window = jax.lax.reduce_window(jnp.sum(x, axis=-1, keepdims=True), 0.0, jax.lax.add, (1, kh, kw, 1), (1, sh, sw, 1), "VALID")
+    return (_convolve(x, kernel, strides) - window * mean[0, 0]) * jax.lax.rsqrt(var[0, 0] + ws_eps)
