@@ -38,8 +38,8 @@ def test_either_side_is_the_float64_standardised_convolution(kernel_size, stride
     want = _float64_conv(x, kernel, strides)
     assert got.shape == want.shape
     # float32 rounding (1e-7 for a 1x1, 5e-6 for a 3x3 kernel here: the non-negative inputs meet a
-    # standardised kernel that sums to zero, so its rounding shows), grown on the output's side by
-    # the channels' means (module docstring); without its window sums that side would be off by 100%.
+    # standardised kernel that sums to zero, so its rounding shows), about the same on the output's
+    # side; without its window sums that side would be off by 100%.
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 2e-5
 
 
