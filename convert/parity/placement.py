@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from ..resources import CpuWindow
 
 #: Peak memory of the worker and the main process together, per byte of
-#: checkpoint, plus a fixed part (two Python processes with TF and JAX loaded).
-ALONGSIDE_BYTES_PER_CHECKPOINT_BYTE = 4.5
+#: checkpoint, plus a fixed part (two Python processes with TF and JAX loaded): an
+#: upper bound of every CPU measured (docs/performance.md, "The memory estimate").
+ALONGSIDE_BYTES_PER_CHECKPOINT_BYTE = 5.0
 ALONGSIDE_FIXED_BYTES = 1.25e9
 #: While the worker runs first: the worker's peak plus this process holding the
 #: checkpoint and TensorFlow's runtime.
