@@ -11,7 +11,7 @@ This module imports keras, numpy and :mod:`convert.model.numerics` (plain Python
 and nothing else: no TensorFlow, JAX or torch beyond the backend keras itself
 loads (on torch, the layers' first call imports :mod:`convert.model.keras_torch`,
 the torch kernels; on jax, :mod:`convert.model.keras_jax`; on TensorFlow,
-:func:`convert.model.tf_model.standardize_kernel_fused`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
+:mod:`convert.model.keras_tf`). Every constant defaults to :mod:`convert.model.numerics` and is stored in the
 layer's config, so a saved model carries the epsilons it was checked with.
 
 The layers:
@@ -33,8 +33,9 @@ The layers:
 
 On the TensorFlow backend a kernel is standardised by one fused op
 (:func:`convert.model.tf_model.standardize_kernel_fused`, the SavedModels' own).
-On the jax backend a layer whose output is smaller than its kernel standardises
-its output instead (:mod:`convert.model.keras_jax`). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
+On the jax and TensorFlow backends a layer whose output is smaller than its kernel
+standardises its output instead (:mod:`convert.model.smaller_side`; the kernels in
+:mod:`convert.model.keras_jax` and :mod:`convert.model.keras_tf`). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
 (torch's own convolutions and group norm, kernels standardised once while they
 are unchanged); fewer layers per unit because Keras' per-layer dispatch costs
 more than a small layer's arithmetic there. ``.keras`` files written with
@@ -106,6 +107,10 @@ class StandardizedConv2D(keras.layers.Conv2D):
             from .keras_jax import standardized_conv2d  # the kernel's or the output's side, whichever is smaller
 
             return standardized_conv2d(inputs, ops.convert_to_tensor(kernel), self.strides, self.ws_eps)
+        if _on("tensorflow") and plain and self.groups == 1:
+            from .keras_tf import standardized_conv2d  # the kernel's (the SavedModels' fused op) or the output's side
+
+            return standardized_conv2d(inputs, kernel, self.strides, self.ws_eps)
         if _on("tensorflow"):
             from .tf_model import standardize_kernel_fused  # the SavedModels' fused op, not ~7 passes
 
