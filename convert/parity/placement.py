@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: Peak memory of the worker and the main process together, per byte of
 #: checkpoint, plus a fixed part (two Python processes with TF and JAX loaded): an
 #: upper bound of every CPU measured (docs/performance.md, "The memory estimate").
-ALONGSIDE_BYTES_PER_CHECKPOINT_BYTE = 5.0
+ALONGSIDE_BYTES_PER_CHECKPOINT_BYTE = 5.2
 ALONGSIDE_FIXED_BYTES = 1.25e9
 #: While the worker runs first: the worker's peak plus this process holding the
 #: checkpoint and TensorFlow's runtime.
