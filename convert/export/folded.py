@@ -1,7 +1,7 @@
 """Inference-only forward passes with weight standardisation folded into the kernels.
 
 LiteRT and ONNX artifacts are for inference only, so each standardised kernel
-(:func:`convert.model.tf_model.standardize_kernel`, with numerics.WS_EPS over
+(:func:`convert.model.tf_ops.standardize_kernel`, with numerics.WS_EPS over
 numerics.WS_AXES) is computed once, here, in float64, and stored: the graphs
 never standardise per call. This is exact for inference, and it also spares
 the LiteRT converter, which constant-folds the standardisation only for
@@ -40,7 +40,7 @@ def folded_arrays(net) -> dict[str, np.ndarray]:
     """Checkpoint key -> float32 array, conv kernels standardised (computed in float64, then rounded once)."""
     import tensorflow as tf
 
-    from ..model.tf_model import standardize_kernel
+    from ..model.tf_ops import standardize_kernel
 
     out = {}
     for key, var in net.variables_by_key.items():

@@ -60,13 +60,14 @@ def trace_features(net, input_range: str):
     """
     import tensorflow as tf
 
-    from ..model.tf_model import BiTResNetV2
+    from ..model.tf_model import OUTPUT_SIDE_BLOCKS, BiTResNetV2
 
     graph = BiTResNetV2(
         net.arch,
         strided_padding=net.strided_padding,
         pool_pad=net.pool_pad,
         channel_stats=True,
+        output_side_blocks=OUTPUT_SIDE_BLOCKS,
         weights=net.variables_by_key,
     )
 

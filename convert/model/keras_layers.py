@@ -32,7 +32,7 @@ The layers:
   max-pool's padding (zeros, or -inf for big_vision's ``distill/`` checkpoints).
 
 On the TensorFlow backend a kernel is standardised by one fused op
-(:func:`convert.model.tf_model.standardize_kernel_fused`, the SavedModels' own).
+(:func:`convert.model.tf_ops.standardize_kernel_fused`, the SavedModels' own).
 On the jax and TensorFlow backends a layer whose output is smaller than its kernel
 standardises its output instead (:mod:`convert.model.smaller_side`; the kernels in
 :mod:`convert.model.keras_jax` and :mod:`convert.model.keras_tf`). On the torch backend the layers run :mod:`convert.model.keras_torch`'s kernels
@@ -112,7 +112,7 @@ class StandardizedConv2D(keras.layers.Conv2D):
 
             return standardized_conv2d(inputs, kernel, self.strides, self.ws_eps)
         if _on("tensorflow"):
-            from .tf_model import standardize_kernel_fused  # the SavedModels' fused op, not ~7 passes
+            from .tf_ops import standardize_kernel_fused  # the SavedModels' fused op, not ~7 passes
 
             k = standardize_kernel_fused(kernel, self.ws_eps)
         else:

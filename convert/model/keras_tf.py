@@ -1,7 +1,7 @@
 """The tensorflow backend's kernel for :class:`convert.model.keras_layers.StandardizedConv2D`.
 
 Keras on tensorflow standardises every kernel on every call too (one fused op,
-:func:`convert.model.tf_model.standardize_kernel_fused`, the SavedModels' own),
+:func:`convert.model.tf_ops.standardize_kernel_fused`, the SavedModels' own),
 and traces ``predict_on_batch`` at the call's shapes, so the jax backend's rule
 applies as it is: a layer whose output is smaller than its kernel standardises
 its output instead (:mod:`convert.model.smaller_side`: the rule, the arithmetic,
@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from .numerics import WS_AXES
 from .smaller_side import output_side_by_default
-from .tf_model import standardize_kernel_fused
-
-_AXES = list(WS_AXES)
+from .tf_ops import conv_standardising_output, standardize_kernel_fused
 
 
 def _convolve(x, kernel, strides):
@@ -37,15 +34,4 @@ def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float,
         on_output = output_side_by_default(tuple(inputs.shape), tuple(kernel.shape), strides, inputs.dtype.size)
     if not on_output:
         return _convolve(inputs, standardize_kernel_fused(kernel, ws_eps), strides)
-    kh, kw = kernel.shape[:2]
-    sh, sw = strides
-    mean = tf.reduce_mean(kernel, axis=_AXES)
-    var = tf.reduce_mean(tf.square(kernel - mean), axis=_AXES)
-    # Each image's inputs less their mean, as on jax (convert.model.keras_jax says why).
-    x = inputs - tf.reduce_mean(inputs, axis=[1, 2, 3], keepdims=True)
-    sums = tf.reduce_sum(x, axis=-1, keepdims=True)
-    if (kh, kw) == (1, 1):
-        box = sums[:, ::sh, ::sw, :]
-    else:  # each window's mean times its size: its sum
-        box = tf.nn.avg_pool2d(sums, (kh, kw), (sh, sw), "VALID") * float(kh * kw)
-    return (_convolve(x, kernel, strides) - box * mean) * tf.math.rsqrt(var + ws_eps)
+    return conv_standardising_output(inputs, kernel, strides, ws_eps)

@@ -35,12 +35,12 @@ built with ``weights=`` (those tensors instead of new variables) and
 ``standardized_kernels=True`` (the convs use their kernels as given), and
 ``channel_stats=True``: group norm with its statistics broadcast per channel,
 the activations never reshaped (:meth:`BiTResNetV2._group_norm_per_channel`).
-The SavedModels use it too (convert.export.reusable_call); the live parity graph keeps the grouped form.
+The SavedModels use it too (convert.export.reusable_call), and standardise block 4's outputs
+rather than its kernels (``output_side_blocks``, :func:`conv_standardising_output`); the live
+parity graph keeps the grouped form and the kernels' side.
 """
 
 from __future__ import annotations
-
-import weakref
 
 import tensorflow as tf
 
@@ -59,124 +59,18 @@ from .numerics import (
     ROOT_PAD,
     ROOT_STRIDE,
     STRIDED_PADDINGS,
-    WS_AXES,
-    WS_EPS,
 )
+from .tf_ops import _const, _mean_in_steps, conv_standardising_output, standardize_kernel_fused
 
 STRIDED_PADDING = STRIDED_PADDINGS
-#: Input channels of a kernel whose mean shifts it before the fused standardisation.
-_SHIFT_INPUTS = 8
+#: The blocks whose convolutions the SavedModels standardise on the output's side: block 4's
+#: outputs have (H/32) x (W/32) values per image and channel against 512-2048 x width weights
+#: per kernel channel, so its output is the smaller side at the batches and sizes of inference
+#: (R50x1 at 224: up to batch 10), and where it is not, both are small. Block 4 holds 59% of
+#: R50x1's kernel weights. Figures: docs/inference.md, "Block 4 standardises its outputs".
+OUTPUT_SIDE_BLOCKS = (4,)
 #: Axes of the (N, H, W, groups, channels-in-group) view that group norm reduces.
 _GN_AXES = (1, 2, 4)
-
-
-#: Per graph being traced, the names of the constants :func:`_const` made in it. Names, not tensors:
-#: a value that referred to the graph would keep it alive through this weakly keyed table. Not in the
-#: graph's collections (session 10 kept them there): TensorFlow exports a traced graph's collections
-#: whenever it freezes it (``convert_variables_to_constants_v2``, as tf2onnx does) and warned twice per
-#: ONNX variant that a table of tensors is not a collection it can serialise.
-_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _const(value, dtype=tf.int32):
-    """``tf.constant(value, dtype)``, made once per graph being traced and shared by every use.
-
-    Each use of a Python value as an axis, shape or fill adds a Const node to a traced graph,
-    and those repeats were most of the network's nodes; every node costs in tracing, saving,
-    loading and graph optimisation (docs/performance.md). Made outside any control dependencies,
-    so that a shared constant waits for nothing. Eagerly, a plain constant.
-    """
-    if tf.executing_eagerly():
-        return tf.constant(value, dtype)
-    graph = tf.compat.v1.get_default_graph()
-    names = _CONSTANTS.setdefault(graph, {})
-    key = (repr(value), dtype.name)
-    if key in names:
-        return graph.get_tensor_by_name(names[key])
-    with tf.control_dependencies(None):
-        constant = tf.constant(value, dtype)
-    names[key] = constant.name
-    return constant
-
-
-def _mean_in_steps(x, axes):
-    """``reduce_mean(x, axes, keepdims=True)`` as one reduction per axis, innermost axis first.
-
-    Exact in arithmetic. In float32 it keeps accurate the runtimes that sum a
-    multi-axis reduction in one running accumulator (XLA on CPU, which the
-    exported SavedModels use; LiteRT; onnxruntime): a group norm over 56x56x8
-    values otherwise accumulates rounding error over thousands of terms, worst
-    on images whose group means dwarf their spread. Measured errors with and
-    without: docs/inference.md and docs/deploy.md.
-    """
-    for axis in sorted(axes, reverse=True):
-        x = tf.reduce_mean(x, axis=_const(axis), keepdims=True)
-    return x
-
-
-def standardize_kernel(k, eps: float = WS_EPS):
-    """Weight standardisation over (H, W, I): ``(k - mean) * rsqrt(var + eps)``, in ``k``'s dtype.
-
-    Any float dtype (the folded exports standardise in float64, once per kernel). The network's
-    per-call standardisation is :func:`standardize_kernel_fused`.
-    """
-    k = k - _mean_in_steps(k, WS_AXES)
-    return k * tf.math.rsqrt(_mean_in_steps(tf.square(k), WS_AXES) + eps)
-
-
-#: Kernel dtypes given to TensorFlow's fused batch norm.
-FUSED_DTYPES = (tf.float32,)
-#: Kernel dtypes standardised in float32 and cast back. The fused op takes them, but its oneDNN
-#: kernel for them exists only with AVX-512: on an AVX2-only CPU (an AMD EPYC) it aborts (Keras
-#: under mixed precision did). It computes their statistics in float32 anyway.
-HALF_DTYPES = (tf.float16, tf.bfloat16)
-
-
-def standardize_kernel_fused(k, eps: float = WS_EPS):
-    """:func:`standardize_kernel` of an HWIO kernel as one fused op, for every call of a network.
-
-    Batch norm in training mode over an NHWC tensor normalises each channel by the mean and
-    (biased) variance of the other three axes: on an HWIO kernel, each output channel over
-    (H, W, I), which is weight standardisation (``WS_AXES``). One fused op (after a shift) instead of nine, with
-    the op's own gradient (fine-tuning): the SavedModels (and Keras on TensorFlow) standardise
-    every kernel on every call, the largest cost at batch 1 after the convolutions
-    (docs/inference.md). The raw op, because ``tf.nn.fused_batch_norm`` raises any epsilon
-    below 1.001e-5 to that (WS_EPS is 1e-10). float16 and bfloat16 kernels: in float32, cast
-    back (``HALF_DTYPES``). Other dtypes (float64): the arithmetic of :func:`standardize_kernel`.
-    """
-    k = tf.convert_to_tensor(k)  # a variable read once
-    if k.dtype in HALF_DTYPES:
-        return tf.cast(standardize_kernel_fused(tf.cast(k, tf.float32), eps), k.dtype)
-    if k.dtype not in FUSED_DTYPES:
-        return standardize_kernel(k, eps)
-    out = k.shape[-1]
-    # The op's variance loses digits when a channel's mean dwarfs its spread (as in the synthetic
-    # checkpoints; errors in docs/inference.md). Shifting each channel by the mean of a slice of
-    # its inputs first changes nothing in arithmetic (the op subtracts its own mean; the
-    # shift's gradient is zero) and keeps those digits.
-    # k[:, :, :_SHIFT_INPUTS, :] (clamped to the kernel's inputs, known or not), from shared constants.
-    every = 0b1011  # H, W and O whole
-    first = tf.strided_slice(
-        k, _const([0, 0, 0, 0]), _const([0, 0, _SHIFT_INPUTS, 0]), _const([1, 1, 1, 1]), begin_mask=every, end_mask=every
-    )
-    shift = tf.reduce_mean(first, axis=_const([0, 1, 2]), keepdims=True)
-    shape = _const(k.shape.as_list()) if k.shape.is_fully_defined() else tf.shape(k)
-    # As (H*W*I, 1, 1, O): oneDNN's kernel splits its work over the batch axis, which as
-    # (H, W, I, O) is the kernel's height (1 for a 1x1 kernel); on an AVX2-only CPU that made
-    # the op several times slower (docs/inference.md). The same statistics either way.
-    rows = tf.reshape(k - tf.stop_gradient(shift), _const([-1, 1, 1, out]))
-    standardized = tf.raw_ops.FusedBatchNormV3(
-        x=rows,
-        scale=_const([1.0] * out, tf.float32),
-        offset=_const([0.0] * out, tf.float32),
-        mean=_const([], tf.float32),
-        variance=_const([], tf.float32),
-        epsilon=eps,
-        exponential_avg_factor=1.0,
-        data_format="NHWC",
-        is_training=True,
-    )[0]
-    return tf.reshape(standardized, shape)
 
 
 def _pad(x, p: int, value: float = 0.0):
@@ -203,6 +97,7 @@ class BiTResNetV2(tf.Module):
         standardized_kernels: bool = False,
         channel_stats: bool = False,
         finite_pool_pad: bool = False,
+        output_side_blocks: tuple[int, ...] = (),
         weights=None,
     ):
         super().__init__(name=name)
@@ -220,6 +115,9 @@ class BiTResNetV2(tf.Module):
         #: The root pool padded with float32's lowest value instead of -inf: the same pooled
         #: values (every window holds finite ones), and no infinite constant (the LiteRT export).
         self.finite_pool_pad = finite_pool_pad
+        #: Blocks whose convolutions standardise their outputs rather than their kernels
+        #: (:func:`conv_standardising_output`; the SavedModels: :data:`OUTPUT_SIDE_BLOCKS`).
+        self.output_side_blocks = tuple(output_side_blocks)
         if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
             self.variables_by_key = dict(weights)
             return
@@ -231,23 +129,28 @@ class BiTResNetV2(tf.Module):
 
     # -- building blocks ----------------------------------------------------
 
-    def _conv(self, x, key: str, stride: int = 1, pad: int = 0, gate=None):
+    def _conv(self, x, key: str, stride: int = 1, pad: int = 0, gate=None, on_output: bool = False):
         """Standardised conv: explicit symmetric zero pad, then VALID (or the 'same' mutation).
 
         ``gate``: the tensor the kernel's standardisation waits for (default ``x``).
+        ``on_output``: standardise the output instead (:func:`conv_standardising_output`).
         """
         # A standardised kernel depends on its variable alone, so TF's executor otherwise
         # computes them all at the start and holds them: a second copy of the weights
         # (docs/performance.md). Gated on the unit's input, a unit's kernels are standardised
         # while its first layers run, and at most one unit's copies are held.
         w = self.variables_by_key[key]
+        same = pad and stride > 1 and self.strided_padding == "same"
+        on_output = on_output and not self.standardized_kernels and not same
         if not self.standardized_kernels:
             with tf.control_dependencies([x if gate is None else gate]):
-                w = standardize_kernel_fused(w)
-        if pad and stride > 1 and self.strided_padding == "same":
+                w = tf.convert_to_tensor(w) if on_output else standardize_kernel_fused(w)
+        if same:
             return tf.nn.conv2d(x, w, strides=stride, padding="SAME")
         if pad:
             x = _pad(x, pad)
+        if on_output:
+            return conv_standardising_output(x, w, (stride, stride))
         return tf.nn.conv2d(x, w, strides=stride, padding="VALID")
 
     def _group_norm(self, x, prefix: str):
@@ -291,13 +194,14 @@ class BiTResNetV2(tf.Module):
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)
         stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        side = {"gate": x, "on_output": block in self.output_side_blocks}
         y = tf.nn.relu(self._group_norm(x, f"{p}a/group_norm/"))
-        shortcut = self._conv(y, f"{p}a/proj/{CONV}/kernel", stride=stride, gate=x) if unit == 1 else x
-        y = self._conv(y, f"{p}a/{CONV}/kernel", gate=x)
+        shortcut = self._conv(y, f"{p}a/proj/{CONV}/kernel", stride=stride, **side) if unit == 1 else x
+        y = self._conv(y, f"{p}a/{CONV}/kernel", **side)
         y = tf.nn.relu(self._group_norm(y, f"{p}b/group_norm/"))
-        y = self._conv(y, f"{p}b/{CONV}/kernel", stride=stride, pad=MID_PAD, gate=x)
+        y = self._conv(y, f"{p}b/{CONV}/kernel", stride=stride, pad=MID_PAD, **side)
         y = tf.nn.relu(self._group_norm(y, f"{p}c/group_norm/"))
-        y = self._conv(y, f"{p}c/{CONV}/kernel", gate=x)
+        y = self._conv(y, f"{p}c/{CONV}/kernel", **side)
         return y + shortcut
 
     # -- public -------------------------------------------------------------
