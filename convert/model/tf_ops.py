@@ -146,7 +146,7 @@ def conv_standardising_output(x, kernel, strides, eps: float = WS_EPS):
     x = x - tf.reduce_mean(x, axis=_const([1, 2, 3]), keepdims=True)
     sums = tf.reduce_sum(x, axis=_const(-1), keepdims=True)
     if (kh, kw) == (1, 1):
-        box = sums[:, ::sh, ::sw, :]
+        box = sums if (sh, sw) == (1, 1) else sums[:, ::sh, ::sw, :]
     else:  # a convolution with ones: the windows' sums, and no product for grappler to reorder (below)
         box = tf.nn.convolution(sums, _const([[[[1.0]]] * kw] * kh, x.dtype), (sh, sw), "VALID", data_format="NHWC")
     # One product per operand: with two in a row (an average pool times the window's size, then
