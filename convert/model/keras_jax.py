@@ -15,9 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .numerics import WS_AXES
-from .smaller_side import output_side_by_default, standardise_output
-
-__all__ = ["standardise_output", "standardized_conv2d"]
+from .smaller_side import output_side_by_default
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
 

@@ -14,12 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from .smaller_side import output_side_by_default
-from .tf_ops import conv_standardising_output, standardize_kernel_fused
-
-
-def _convolve(x, kernel, strides):
-    # As Keras' own convolution_op calls it (keras.src.backend.tensorflow.nn.conv): the same op.
-    return tf.nn.convolution(x, kernel, strides, "VALID", data_format="NHWC", dilations=(1, 1))
+from .tf_ops import conv_standardising_output, conv_valid, standardize_kernel_fused
 
 
 def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float, on_output: bool | None = None):
@@ -31,7 +26,7 @@ def standardized_conv2d(inputs, kernel, strides: tuple[int, int], ws_eps: float,
     """
     inputs, kernel = tf.convert_to_tensor(inputs), tf.convert_to_tensor(kernel)
     if on_output is None:
-        on_output = output_side_by_default(tuple(inputs.shape), tuple(kernel.shape), strides, inputs.dtype.size)
+        on_output = output_side_by_default(inputs.shape, kernel.shape, strides, inputs.dtype.size)
     if not on_output:
-        return _convolve(inputs, standardize_kernel_fused(kernel, ws_eps), strides)
+        return conv_valid(inputs, standardize_kernel_fused(kernel, ws_eps), strides)
     return conv_standardising_output(inputs, kernel, strides, ws_eps)

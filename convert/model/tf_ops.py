@@ -128,6 +128,11 @@ def standardize_kernel_fused(k, eps: float = WS_EPS):
     return tf.reshape(standardized, shape)
 
 
+def conv_valid(x, kernel, strides):
+    """A VALID convolution of NHWC ``x`` with HWIO ``kernel``, as Keras' own ``convolution_op`` calls it (the same op)."""
+    return tf.nn.convolution(x, kernel, strides, "VALID", data_format="NHWC", dilations=(1, 1))
+
+
 def conv_standardising_output(x, kernel, strides, eps: float = WS_EPS):
     """VALID ``conv(x, standardize_kernel(kernel))`` with the standardisation applied to the output.
 
@@ -148,10 +153,9 @@ def conv_standardising_output(x, kernel, strides, eps: float = WS_EPS):
     if (kh, kw) == (1, 1):
         box = sums if (sh, sw) == (1, 1) else sums[:, ::sh, ::sw, :]
     else:  # a convolution with ones: the windows' sums, and no product for grappler to reorder (below)
-        box = tf.nn.convolution(sums, _const([[[[1.0]]] * kw] * kh, x.dtype), (sh, sw), "VALID", data_format="NHWC")
+        box = conv_valid(sums, _const([[[[1.0]]] * kw] * kh, x.dtype), (sh, sw))
     # One product per operand: with two in a row (an average pool times the window's size, then
     # the mean) grappler's arithmetic optimiser reorders them where it knows the shapes, which
     # moved each rounding, and the subtraction magnified it: a SavedModel's signature and its
     # __call__ then differed by 3e-6 on the same images.
-    y = tf.nn.convolution(x, kernel, (sh, sw), "VALID", data_format="NHWC", dilations=(1, 1))
-    return (y - box * mean) * tf.math.rsqrt(var + _const(eps, x.dtype))
+    return (conv_valid(x, kernel, (sh, sw)) - box * mean) * tf.math.rsqrt(var + _const(eps, x.dtype))
