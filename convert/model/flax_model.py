@@ -225,14 +225,19 @@ class Head(nn.Module):
 
 
 @functools.lru_cache(maxsize=8)
-def make_unitwise_apply(arch: Architecture, fast_compile: bool = False, pool_padding: str = "zero"):
+def make_unitwise_apply(arch: Architecture, fast_compile: bool = False, pool_padding: str = "zero", wait=jax.block_until_ready):
     """``(params, images, dtype) -> {stage: np.ndarray}``: the same forward pass, one jitted unit at a time.
 
     ``params`` is the whole model's tree (``{'params': ...}``) of host arrays in
     any float dtype; each module's slice is cast to ``dtype`` and sent to the
-    device just before it runs and dropped after, so only one unit's weights
-    exist in ``dtype`` at a time (R152x2 in float64: a few MB instead of the
+    device just before it runs and dropped after, so at most two units' weights
+    exist in ``dtype`` at a time (R152x2 in float64: tens of MB instead of the
     whole model's float64 params and XLA's copies; docs/performance.md).
+
+    JAX dispatches asynchronously, so each module's output is ``wait``-ed for
+    once the next module has been dispatched: the next unit's weights are cast
+    and sent while the current one computes, and the loop never runs further
+    ahead than that (unbounded, it cast every unit before the first finished).
 
     The modules are :class:`RootBlock`, :class:`ResidualUnit` and
     :class:`Head`, the very ones the whole model composes; one jit per distinct
@@ -262,14 +267,20 @@ def make_unitwise_apply(arch: Architecture, fast_compile: bool = False, pool_pad
             # convert compiled once per weight shape, about 30 compilations for R50x1 (docs/performance.md).
             return {"params": jax.tree.map(lambda a: jax.device_put(np.asarray(a, dtype)), subtree)}
 
+        def step(module, subtree, x):
+            y = module(on_device(subtree), x)
+            wait(x)  # the previous module is done: its weights are freed before the next unit's are cast
+            return y
+
         out = {}
-        x = root(on_device(tree["root_block"]), jax.device_put(np.asarray(images, dtype)))
-        out["stem"] = x
+        x = jax.device_put(np.asarray(images, dtype))
+        x = out["stem"] = step(root, tree["root_block"], x)
         for b, n in enumerate(arch.units, start=1):
             for u in range(1, n + 1):
-                x = units[b, u == 1](on_device(tree[f"block{b}"][f"unit{u:02d}"]), x)
+                x = step(units[b, u == 1], tree[f"block{b}"][f"unit{u:02d}"], x)
             out[f"block{b}"] = x
-        out["pre_logits"], out["logits"] = head(on_device({k: tree[k] for k in ("norm-pre-head", "conv_head")}), x)
+        head_params = {k: tree[k] for k in ("norm-pre-head", "conv_head")}
+        out["pre_logits"], out["logits"] = step(head, head_params, x)
         return out
 
     apply.jitted = (root, *units.values(), head)  # for tests: compilation counts

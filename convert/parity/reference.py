@@ -50,8 +50,9 @@ def reference_outputs(
     ``.arrays``). The params tree is built through the mapping (two-sided
     check) as views of the checkpoint's arrays, and the model runs one jitted
     module at a time (:func:`convert.model.flax_model.make_unitwise_apply`), each
-    module's weights cast to the run's dtype just before it runs: no second
-    copy of the weights, in either dtype, ever exists. The float64 run happens
+    module's weights cast to the run's dtype just before it runs, and the
+    run never more than one module ahead: no second copy of the whole
+    weights, in either dtype, ever exists. The float64 run happens
     inside ``jax.enable_x64(True)`` only, leaving every other JAX computation
     float32. Compilations: one per distinct unit configuration, input shape
     and dtype, never per call. JAX failing to start or running out of memory
