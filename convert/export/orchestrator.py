@@ -134,8 +134,8 @@ def build_graph(state: ExportState, export_dir: Path) -> None:
     t = time.perf_counter()
     source = state.source
     forward = state.entry.forward(state.options.forward)
-    net = build_tf_model(source.checkpoint, pool_pad=forward.root_pool_padding)
-    source.checkpoint.arrays.clear()  # the TF variables hold the weights now
+    # The checkpoint's arrays go one by one as the variables take them: the weights never exist twice.
+    net = build_tf_model(source.checkpoint, pool_pad=forward.root_pool_padding, release=True)
     # A full collection costs about 0.4 s with TF loaded: worth it only for big checkpoints.
     release = gc.collect if source.weight_bytes >= COLLECT_ABOVE_BYTES else _no_collection
     release()

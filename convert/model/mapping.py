@@ -18,7 +18,7 @@ difference (``-`` missing, ``+`` unexpected, ``~`` wrong shape, ``!`` used twice
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,6 +258,36 @@ def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow
     _require_match(rows, arrays, shapes, "tf_variable", "shape", "TF variable", model.arch.name)
     for r in rows:
         variables[r.tf_variable].assign(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
+
+
+def tf_variables(
+    arch: Architecture,
+    arrays: MutableMapping[str, np.ndarray],
+    rows: Iterable[MappingRow] | None = None,
+    *,
+    release: bool = False,
+) -> dict:
+    """The TF variables of ``arch``'s graph (name -> ``tf.Variable``), each created from its checkpoint array through ``rows``.
+
+    Both sides are checked first, against the variables :class:`convert.model.tf_model.BiTResNetV2`
+    creates (``checkpoint_layout``, in its order): nothing is created unless every array is used
+    exactly once and every variable is set exactly once, with equal shapes. ``release``: each array
+    leaves ``arrays`` once its variable holds a copy, so the weights never exist twice (zero-filled
+    variables assigned afterwards held both copies at once: docs/performance.md).
+    """
+    import tensorflow as tf
+
+    rows = tuple(mapping_rows(arch) if rows is None else rows)
+    shapes = checkpoint_layout(arch)
+    _require_match(rows, arrays, shapes, "tf_variable", "shape", "TF variable", arch.name)
+    source = {r.tf_variable: r.checkpoint_key for r in rows}
+    variables = {}
+    for name in shapes:
+        key = source[name]
+        variables[name] = tf.Variable(np.asarray(arrays[key], dtype=np.float32), trainable=True, name=name)
+        if release:
+            del arrays[key]
+    return variables
 
 
 def assign_keras(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow]) -> None:

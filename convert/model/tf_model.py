@@ -118,7 +118,7 @@ class BiTResNetV2(tf.Module):
         #: Blocks whose convolutions standardise their outputs rather than their kernels
         #: (:func:`conv_standardising_output`; the SavedModels: :data:`OUTPUT_SIDE_BLOCKS`).
         self.output_side_blocks = tuple(output_side_blocks)
-        if weights is not None:  # key -> tensor or variable (folded kernels, function arguments)
+        if weights is not None:  # key -> variable (build_tf_model) or tensor (folded kernels, function arguments)
             self.variables_by_key = dict(weights)
             return
         # Zeros, not random: an unloaded model must never look plausible.
@@ -252,18 +252,18 @@ class BiTResNetV2(tf.Module):
         return self._forward(images, logits=False)["pre_logits"]
 
 
-def build_tf_model(checkpoint, rows=None, **knobs) -> BiTResNetV2:
+def build_tf_model(checkpoint, rows=None, *, release: bool = False, **knobs) -> BiTResNetV2:
     """A :class:`BiTResNetV2` for ``checkpoint`` (a :class:`convert.checkpoint.Checkpoint`).
 
-    Arrays are assigned through the mapping (``rows``, default
+    Each variable is created from its array through the mapping (``rows``, default
     :func:`convert.model.mapping.mapping_rows` of the checkpoint's architecture),
     which checks both sides first and raises :class:`MappingError` listing
-    every difference before any variable is touched. ``knobs``: the build
-    options of :class:`BiTResNetV2` (``pool_pad``, the checkpoint's root pool
-    padding; ``strided_padding``, a mutation for tests only).
+    every difference before any variable exists. ``release``: the checkpoint's
+    arrays are dropped one by one as the variables take them (the export's build).
+    ``knobs``: the build options of :class:`BiTResNetV2` (``pool_pad``, the
+    checkpoint's root pool padding; ``strided_padding``, a mutation for tests only).
     """
-    from .mapping import assign_tf
+    from .mapping import tf_variables
 
-    model = BiTResNetV2(checkpoint.architecture, **knobs)
-    assign_tf(model, checkpoint.arrays, rows)
-    return model
+    weights = tf_variables(checkpoint.architecture, checkpoint.arrays, rows, release=release)
+    return BiTResNetV2(checkpoint.architecture, weights=weights, **knobs)

@@ -11,7 +11,16 @@ from conftest import R50X1, R152X2, TINY
 
 from convert.errors import MappingError
 from convert.model.architecture import Architecture, checkpoint_layout
-from convert.model.mapping import TRANSFORMS, MappingRow, assign_tf, flax_params, flax_path_for, keras_path_for, mapping_rows
+from convert.model.mapping import (
+    TRANSFORMS,
+    MappingRow,
+    assign_tf,
+    flax_params,
+    flax_path_for,
+    keras_path_for,
+    mapping_rows,
+    tf_variables,
+)
 from convert.synthetic import synthetic_arrays
 
 
@@ -177,6 +186,42 @@ def test_rows_of_another_architecture_fail_on_the_tf_side(tiny_tf):
     with pytest.raises(MappingError) as exc:
         assign_tf(tiny_tf, synthetic_arrays(other), mapping_rows(other))
     assert "~ TF variable resnet/head/conv2d/bias: has (10,), row gives (12,)" in _message(exc)
+
+
+def test_tf_variables_take_the_arrays_one_by_one(tiny_arrays):
+    """What build_tf_model creates: every variable from its array, in the graph's order, the arrays released."""
+    arrays = dict(tiny_arrays)
+    variables = tf_variables(TINY, arrays, release=True)
+    assert not arrays
+    assert list(variables) == list(checkpoint_layout(TINY))
+    for key, var in variables.items():
+        assert var.trainable and var.name == f"{key}:0"
+        np.testing.assert_array_equal(var.numpy(), tiny_arrays[key])
+    kept = dict(tiny_arrays)
+    tf_variables(TINY, kept)
+    assert kept.keys() == tiny_arrays.keys()
+
+
+def test_tf_variables_follow_the_rows(tiny_arrays):
+    """A row decides which array a variable takes (the swapped-arrays mutation relies on it)."""
+    gamma, beta = "resnet/block1/unit01/a/group_norm/gamma", "resnet/block1/unit01/a/group_norm/beta"
+    rows = [
+        replace(r, checkpoint_key={gamma: beta, beta: gamma}.get(r.checkpoint_key, r.checkpoint_key)) for r in mapping_rows(TINY)
+    ]
+    variables = tf_variables(TINY, dict(tiny_arrays), rows, release=True)
+    np.testing.assert_array_equal(variables[gamma].numpy(), tiny_arrays[beta])
+    np.testing.assert_array_equal(variables[beta].numpy(), tiny_arrays[gamma])
+
+
+@pytest.mark.parametrize("case", CHECKPOINT_DIFFERENCES)
+def test_tf_variables_check_both_sides_before_taking_anything(tiny_arrays, case):
+    drop, put, line = CHECKPOINT_DIFFERENCES[case]
+    arrays = {k: v for k, v in tiny_arrays.items() if k not in drop} | put
+    keys = set(arrays)
+    with pytest.raises(MappingError) as exc:
+        tf_variables(TINY, arrays, release=True)
+    assert line in _message(exc)
+    assert set(arrays) == keys
 
 
 # -- two-sided checks, Flax side -------------------------------------------------
