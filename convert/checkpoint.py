@@ -17,9 +17,10 @@ a word; here the same file is an error that names each missing key.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,11 +74,30 @@ class Checkpoint:
 
     path: Path
     architecture: Architecture
-    arrays: dict[str, np.ndarray] = field(repr=False)
+    arrays: dict[str, np.ndarray] = field(repr=False)  # or Deferred ones (open_deferred)
 
     @property
     def parameters(self) -> int:
-        return int(sum(a.size for a in self.arrays.values()))
+        return int(sum(np.prod(a.shape, dtype=np.int64) for a in self.arrays.values()))
+
+
+class Deferred:
+    """An array made when numpy asks for it (``np.asarray(d, dtype)``), not before; its shape is known now.
+
+    :func:`open_deferred` gives one per checkpoint array, read from the file at each use, and
+    :func:`convert.model.mapping.flax_params` keeps them deferred (``then``): the JAX reference's
+    worker reads each unit's weights as it runs instead of holding the whole checkpoint.
+    """
+
+    def __init__(self, make: Callable[[], np.ndarray], shape: tuple[int, ...]):
+        self._make, self.shape = make, tuple(shape)
+
+    def then(self, fn: Callable[[np.ndarray], np.ndarray], shape: tuple[int, ...]) -> Deferred:
+        """``fn`` of this array, deferred too (``shape``: what ``fn`` returns)."""
+        return Deferred(lambda: fn(self._make()), shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self._make(), dtype)
 
 
 @dataclass
@@ -323,6 +343,37 @@ def _iter_data(inspection: Inspection):
                 nan = int(np.isnan(arr).sum())
                 inf = int(arr.size - finite.sum() - nan)
                 yield key, arr, Problem("nonfinite", key, f"non-finite values in {key}: {nan} NaN, {inf} Inf")
+
+
+def open_deferred(path: str | os.PathLike, arch: Architecture) -> Checkpoint:
+    """The checkpoint at ``path`` with every array :class:`Deferred`: the headers checked now, each array's
+    data read and checked (float32, finite) when it is used, as :func:`load_checkpoint` would.
+
+    For a process that reads a file another one has loaded and checked already (the JAX
+    reference's worker): it never holds more than the arrays in use.
+    """
+    inspection = inspect_checkpoint(path, arch, read_data=False)
+    if inspection.problems:
+        raise CheckpointError(summarise(inspection.path, inspection.architecture, inspection.problems), inspection.problems)
+    arrays = {
+        key: Deferred(functools.partial(_read_checked, inspection.path, inspection.infos[key]), inspection.infos[key].shape)
+        for key in checkpoint_layout(inspection.architecture)
+    }
+    return Checkpoint(inspection.path, inspection.architecture, arrays)
+
+
+def _read_checked(path: Path, info: ArrayInfo) -> np.ndarray:
+    """One array's data, refused as :func:`load_checkpoint` refuses it (the file may have changed since)."""
+    try:
+        with _open_zip(path) as zf:
+            arr = _read_member(zf, info)
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        problem = Problem("truncated", info.key, f"unreadable data for {info.key}: {exc}")
+        raise CheckpointError(summarise(path, None, [problem]), [problem]) from exc
+    if not np.isfinite(arr).all():
+        problem = Problem("nonfinite", info.key, f"non-finite values in {info.key}")
+        raise CheckpointError(summarise(path, None, [problem]), [problem])
+    return arr
 
 
 def load_checkpoint(path: str | os.PathLike, arch: Architecture | None = None, allow_nonstandard: bool = False) -> Checkpoint:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import R50X1, TINY, tiny_registry
 
-from convert.checkpoint import inspect_checkpoint, load_checkpoint
+from convert.checkpoint import Deferred, inspect_checkpoint, load_checkpoint, open_deferred
 from convert.errors import CheckpointError
 from convert.model.architecture import Architecture, checkpoint_layout, infer_architecture
 from convert.synthetic import synthetic_arrays, write_npz_atomic, write_synthetic_checkpoint
@@ -44,6 +44,28 @@ def test_valid_checkpoint_loads_every_array(tmp_path, tiny_arrays):
         np.testing.assert_array_equal(ck.arrays[key], arr)
         assert ck.arrays[key].dtype == np.float32
     assert ck.parameters == sum(a.size for a in tiny_arrays.values())
+
+
+def test_a_deferred_checkpoint_reads_each_array_when_it_is_used(tmp_path, tiny_arrays):
+    """open_deferred (the reference's worker): headers now, each array's data at each use, checked as load_checkpoint checks it."""
+    path = _write(tmp_path, tiny_arrays)
+    ck = open_deferred(path, TINY)
+    assert list(ck.arrays) == list(checkpoint_layout(TINY))
+    assert all(isinstance(a, Deferred) for a in ck.arrays.values())
+    assert ck.parameters == load_checkpoint(path, TINY).parameters
+    for key, arr in tiny_arrays.items():
+        assert ck.arrays[key].shape == arr.shape
+        got = np.asarray(ck.arrays[key])
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, arr)
+    # Nothing was read up front: a value that turns non-finite afterwards is refused at its use.
+    tiny_arrays[ROOT][0, 0, 0, 0] = np.nan
+    ck = open_deferred(_write(tmp_path, tiny_arrays, "later.npz"), TINY)
+    np.testing.assert_array_equal(np.asarray(ck.arrays[BIAS]), tiny_arrays[BIAS])
+    with pytest.raises(CheckpointError, match=f"non-finite values in {ROOT}"):
+        np.asarray(ck.arrays[ROOT])
+    with pytest.raises(CheckpointError, match="missing"):
+        open_deferred(_write(tmp_path, {k: v for k, v in tiny_arrays.items() if k != BIAS}, "short.npz"), TINY)
 
 
 def test_synthetic_arrays_are_not_trivial(tiny_arrays):

@@ -335,6 +335,7 @@ def flax_params(
     ``put`` (e.g. ``jax.device_put``) is applied leaf by leaf, so the host
     copies in ``dtype`` never all exist at once (R152x2 in float64: 1.9 GB).
     """
+    from ..checkpoint import Deferred
     from .flax_model import param_shapes
 
     rows = tuple(mapping_rows(arch) if rows is None else rows)
@@ -345,8 +346,12 @@ def flax_params(
         *parents, leaf = r.flax_path.split("/")
         for p in parents:
             node = node.setdefault(p, {})
-        value = np.asarray(TRANSFORMS[r.transform].apply(np.asarray(arrays[r.checkpoint_key])), dtype=dtype)
-        node[leaf] = put(value) if put is not None else value
+        source, transform = arrays[r.checkpoint_key], TRANSFORMS[r.transform].apply
+        if isinstance(source, Deferred):  # read when the reference casts it (convert.checkpoint.open_deferred)
+            value = source.then(lambda a, t=transform: np.asarray(t(a), dtype=dtype), r.flax_shape)
+        else:
+            value = np.asarray(transform(np.asarray(source)), dtype=dtype)
+        node[leaf] = put(np.asarray(value)) if put is not None else value
     return {"params": tree}
 
 

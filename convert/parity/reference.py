@@ -92,7 +92,11 @@ def _run(checkpoint, images, input_names, float32: bool, pool_padding: str) -> R
 def reference_from_file(
     path: str, arch: Architecture, images: np.ndarray, names: list[str], float32: bool, pool_padding: str = "zero"
 ) -> Reference:
-    """Load (and validate) the checkpoint at ``path``, then :func:`reference_outputs`."""
-    from ..checkpoint import load_checkpoint
+    """:func:`reference_outputs` of the checkpoint at ``path``, each array read (and checked) as its unit runs.
 
-    return reference_outputs(load_checkpoint(path, arch), images, names, float32=float32, pool_padding=pool_padding)
+    The worker's way: its caller has loaded and checked the same file already, and holding a
+    second whole copy of it would add the checkpoint's size to the export's peak (docs/performance.md).
+    """
+    from ..checkpoint import open_deferred
+
+    return reference_outputs(open_deferred(path, arch), images, names, float32=float32, pool_padding=pool_padding)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import jax
 import numpy as np
 import pytest
 from conftest import R50X1, R152X2, TINY
@@ -238,6 +239,28 @@ def test_flax_params_tree(tiny_arrays):
     assert params["block1"]["unit01"]["conv_proj"]["kernel"].dtype == np.float32
     p64 = flax_params(tiny_arrays, TINY, dtype=np.float64)["params"]
     assert p64["root_block"]["conv_root"]["kernel"].dtype == np.float64
+
+
+def test_flax_params_keeps_deferred_arrays_deferred(tiny_arrays):
+    """The reference's worker builds the tree without reading a byte; each leaf reads, transforms and casts at its use."""
+    from convert.checkpoint import Deferred
+
+    reads = []
+
+    def deferred(key):
+        return Deferred(lambda: reads.append(key) or tiny_arrays[key], tiny_arrays[key].shape)
+
+    lazy = flax_params({k: deferred(k) for k in tiny_arrays}, TINY, dtype=np.float64)
+    assert not reads
+    eager = flax_params(tiny_arrays, TINY, dtype=np.float64)
+    lazy_leaves, eager_leaves = jax.tree.leaves(lazy), jax.tree.leaves(eager)
+    assert all(isinstance(leaf, Deferred) for leaf in lazy_leaves)
+    for got, want in zip(lazy_leaves, eager_leaves, strict=True):
+        assert got.shape == want.shape
+        value = np.asarray(got)
+        assert value.dtype == np.float64
+        np.testing.assert_array_equal(value, want)
+    assert sorted(reads) == sorted(tiny_arrays)
 
 
 def test_flax_side_rejects_a_path_the_model_lacks(tiny_arrays):

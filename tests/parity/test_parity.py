@@ -225,3 +225,15 @@ def test_r152x2_swapped_mapping_fails(r152):
     report = compare(ref, tf_stages(ckpt, images, rows=swapped_rows(R152X2, a, a.replace("unit35", "unit36"))))
     assert not report.passed
     assert report.stages["logits"].tf_rel_l2_f64 > MARGIN * report.tolerance, report.render()
+
+
+def test_the_worker_s_reference_reads_the_file_as_it_runs_and_computes_the_same(tiny_npz):
+    """reference_from_file (the worker's) reads each array as its unit runs: the same bits as from the loaded checkpoint."""
+    from convert.parity.reference import reference_from_file
+
+    images, names = make_inputs(40, 1)
+    loaded = reference_outputs(load_checkpoint(tiny_npz, TINY), images, names, pool_padding="neg_inf")
+    from_file = reference_from_file(str(tiny_npz), TINY, images, names, float32=True, pool_padding="neg_inf")
+    for stage, want in loaded.f64.items():
+        np.testing.assert_array_equal(from_file.f64[stage], want, err_msg=stage)
+        np.testing.assert_array_equal(from_file.f32[stage], loaded.f32[stage], err_msg=stage)
