@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 #: Peak memory of the worker and the main process together, per byte of
 #: checkpoint, plus a fixed part (two Python processes with TF and JAX loaded): an
 #: upper bound of every CPU measured (docs/performance.md, "The memory estimate").
-ALONGSIDE_BYTES_PER_CHECKPOINT_BYTE = 3.5
+ALONGSIDE_BYTES_PER_CHECKPOINT_BYTE = 2.5
 ALONGSIDE_FIXED_BYTES = 1.6e9
 #: While the worker runs first: the worker's peak plus this process holding the
 #: checkpoint and TensorFlow's runtime (an upper bound of every peak measured, like the above).
-WORKER_FIRST_BYTES_PER_CHECKPOINT_BYTE = 3.0
-WORKER_FIRST_FIXED_BYTES = 1.4e9
+WORKER_FIRST_BYTES_PER_CHECKPOINT_BYTE = 2.0
+WORKER_FIRST_FIXED_BYTES = 1.45e9
 #: Share of the available memory a placement may plan to use: the rest is the
 #: safety margin for the estimate's error and for the other processes' growth.
 MEMORY_SHARE = 0.75
