@@ -334,6 +334,8 @@ def flax_params(
     array is copied. Arrays are cast to ``dtype`` (float64 for the reference run);
     ``put`` (e.g. ``jax.device_put``) is applied leaf by leaf, so the host
     copies in ``dtype`` never all exist at once (R152x2 in float64: 1.9 GB).
+    A :class:`convert.checkpoint.Deferred` array gives a deferred leaf: transformed
+    and cast when numpy asks for it, nothing read here.
     """
     from ..checkpoint import Deferred
     from .flax_model import param_shapes
