@@ -331,18 +331,22 @@ def _iter_data(inspection: Inspection):
     """Yield (key, array or None, problem or None) in layout order."""
     with _open_zip(inspection.path) as zf:
         for key in checkpoint_layout(inspection.architecture):
-            try:
-                arr = _read_member(zf, inspection.infos[key])
-            except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
-                yield key, None, Problem("truncated", key, f"unreadable data for {key}: {exc}")
-                continue
-            finite = np.isfinite(arr)
-            if finite.all():
-                yield key, arr, None
-            else:
-                nan = int(np.isnan(arr).sum())
-                inf = int(arr.size - finite.sum() - nan)
-                yield key, arr, Problem("nonfinite", key, f"non-finite values in {key}: {nan} NaN, {inf} Inf")
+            yield key, *_checked_member(zf, inspection.infos[key])
+
+
+def _checked_member(zf: zipfile.ZipFile, info: ArrayInfo) -> tuple[np.ndarray | None, Problem | None]:
+    """One array's data and what is wrong with it (unreadable: no array; NaN or Inf), if anything."""
+    key = info.key
+    try:
+        arr = _read_member(zf, info)
+    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        return None, Problem("truncated", key, f"unreadable data for {key}: {exc}")
+    finite = np.isfinite(arr)
+    if finite.all():
+        return arr, None
+    nan = int(np.isnan(arr).sum())
+    inf = int(arr.size - finite.sum() - nan)
+    return arr, Problem("nonfinite", key, f"non-finite values in {key}: {nan} NaN, {inf} Inf")
 
 
 def open_deferred(path: str | os.PathLike, arch: Architecture) -> Checkpoint:
@@ -364,14 +368,9 @@ def open_deferred(path: str | os.PathLike, arch: Architecture) -> Checkpoint:
 
 def _read_checked(path: Path, info: ArrayInfo) -> np.ndarray:
     """One array's data, refused as :func:`load_checkpoint` refuses it (the file may have changed since)."""
-    try:
-        with _open_zip(path) as zf:
-            arr = _read_member(zf, info)
-    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        problem = Problem("truncated", info.key, f"unreadable data for {info.key}: {exc}")
-        raise CheckpointError(summarise(path, None, [problem]), [problem]) from exc
-    if not np.isfinite(arr).all():
-        problem = Problem("nonfinite", info.key, f"non-finite values in {info.key}")
+    with _open_zip(path) as zf:
+        arr, problem = _checked_member(zf, info)
+    if problem:
         raise CheckpointError(summarise(path, None, [problem]), [problem])
     return arr
 

@@ -244,22 +244,6 @@ def _require_match(
     raise_on_diffs(diffs, f"checkpoint -> {label.split()[0]} mapping for {model} does not match")
 
 
-def assign_tf(model, arrays: Mapping[str, np.ndarray], rows: Iterable[MappingRow] | None = None) -> None:
-    """Assign checkpoint ``arrays`` to ``model``'s variables (a :class:`BiTResNetV2`) through ``rows``.
-
-    Both sides are checked first; nothing is assigned unless every array is
-    used exactly once and every variable is set exactly once, with equal shapes.
-    """
-    rows = tuple(mapping_rows(model.arch) if rows is None else rows)
-    # Keyed by the name each variable was created with (its key in variables_by_key;
-    # ``.name`` minus ":0" unless the model was built inside a name scope).
-    variables = dict(model.variables_by_key)
-    shapes = {name: tuple(v.shape) for name, v in variables.items()}
-    _require_match(rows, arrays, shapes, "tf_variable", "shape", "TF variable", model.arch.name)
-    for r in rows:
-        variables[r.tf_variable].assign(np.asarray(arrays[r.checkpoint_key], dtype=np.float32))
-
-
 def tf_variables(
     arch: Architecture,
     arrays: MutableMapping[str, np.ndarray],
