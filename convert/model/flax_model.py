@@ -3,7 +3,7 @@
 Faithful to google-research/big_transfer ``bit_jax/models.py``: weight-standardised convolutions (eps
 ``WS_EPS``), ``flax.linen.GroupNorm`` (``GN_GROUPS`` groups, eps ``GN_EPS``,
 Flax's own statistics, two-pass variance), explicit symmetric zero padding with VALID
-convolutions, a root max-pool padded as the checkpoint's code pads it
+convolutions (the 1x1 ones as matrix products over the channels: the same sums), a root max-pool padded as the checkpoint's code pads it
 (``pool_padding``: zeros in big_transfer, -inf in big_vision's ``bit_paper.py``;
 :data:`convert.model.numerics.CODE_POOL_PADDING`), the stride on the 3x3 conv and on the
 projection. Every constant comes from :mod:`convert.model.numerics`, like the TF graph.
@@ -80,6 +80,12 @@ class StdConv(nn.Module):
     def __call__(self, x):
         k = self.param("kernel", nn.initializers.lecun_normal(), (self.kernel, self.kernel, x.shape[-1], self.features))
         w = standardize(jnp.asarray(k, x.dtype))
+        if self.kernel == 1 and not self.pad:
+            # A matrix product over the channels (a strided 1x1 convolution reads every stride-th
+            # pixel), the same bits here: XLA:CPU ran block1's 1x1 convolutions on one thread, in
+            # float64 at about a third of numpy's dgemm speed (docs/performance.md, session 23).
+            s = self.stride
+            return lax.dot_general(x[:, ::s, ::s, :] if s > 1 else x, w[0, 0], (((3,), (0,)), ((), ())), precision=PRECISION)
         if self.pad:
             x = pad_hw(x, self.pad)
         return lax.conv_general_dilated(

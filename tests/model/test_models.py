@@ -382,6 +382,29 @@ def compilations():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("side", [7, 8])
+def test_a_1x1_std_conv_is_the_valid_convolution(stride, side):
+    """StdConv runs 1x1 kernels as a matrix product: the same values as the convolution it stands for."""
+    from jax import lax
+
+    from convert.model.flax_model import StdConv, standardize
+
+    rng = np.random.default_rng(side + stride)
+    x = rng.standard_normal((2, side, side + 1, 5))
+    conv = StdConv(3, 1, stride)
+    with jax.enable_x64(True):
+        params = {"params": {"kernel": rng.standard_normal((1, 1, 5, 3))}}
+        got = np.asarray(conv.apply(params, x))
+        want = np.asarray(
+            lax.conv_general_dilated(
+                x, standardize(params["params"]["kernel"]), (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+        )
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_jax_compiles_once_per_input_shape(tiny_ckpt):
     arch = Architecture((1, 1, 1, 1), 1, 7)  # a fresh jit cache
     arrays = synthetic_arrays(arch, 0)
