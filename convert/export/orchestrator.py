@@ -163,11 +163,13 @@ def run_live_model(state: ExportState) -> None:
     import tensorflow as tf
 
     t = time.perf_counter()
+    # In the SavedModels' form (their group norm and block 4), so what is judged before writing is
+    # what they compute; eagerly it is also the cheaper form (docs/performance.md, session 23).
     # Eagerly and in this thread: the same kernels and values as a traced graph (tested) without the
     # trace and graph optimisation a single call would pay for (docs/performance.md). Every eager
     # tensor takes a number from TF's process-wide counter, which also names the targets' traced
     # functions: run beside them, it would make re-exports differ; run here, first, it cannot.
-    stages = state.job.net.stages(tf.constant(state.inputs.images))
+    stages = state.job.net.as_saved().stages(tf.constant(state.inputs.images))
     state.live = {name: value.numpy() for name, value in stages.items()}
     del stages
     state.log(f"{state.model_id}: TF model run on the parity images in {time.perf_counter() - t:.1f}s")

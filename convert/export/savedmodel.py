@@ -60,16 +60,7 @@ def trace_features(net, input_range: str):
     """
     import tensorflow as tf
 
-    from ..model.tf_model import OUTPUT_SIDE_BLOCKS, BiTResNetV2
-
-    graph = BiTResNetV2(
-        net.arch,
-        strided_padding=net.strided_padding,
-        pool_pad=net.pool_pad,
-        channel_stats=True,
-        output_side_blocks=OUTPUT_SIDE_BLOCKS,
-        weights=net.variables_by_key,
-    )
+    graph = net.as_saved()
 
     def features(images):
         return graph.features(to_model_range(images, input_range))

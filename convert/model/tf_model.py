@@ -251,6 +251,18 @@ class BiTResNetV2(tf.Module):
         """Pre-logits feature vector (batch, 2048*width) for ``images`` in [-1, 1]."""
         return self._forward(images, logits=False)["pre_logits"]
 
+    def as_saved(self) -> BiTResNetV2:
+        """The same variables and build options in the SavedModels' form: group norm per channel,
+        :data:`OUTPUT_SIDE_BLOCKS` standardising their outputs (the same values in arithmetic)."""
+        return BiTResNetV2(
+            self.arch,
+            strided_padding=self.strided_padding,
+            pool_pad=self.pool_pad,
+            channel_stats=True,
+            output_side_blocks=OUTPUT_SIDE_BLOCKS,
+            weights=self.variables_by_key,
+        )
+
 
 def build_tf_model(checkpoint, rows=None, *, release: bool = False, **knobs) -> BiTResNetV2:
     """A :class:`BiTResNetV2` for ``checkpoint`` (a :class:`convert.checkpoint.Checkpoint`).

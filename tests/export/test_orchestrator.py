@@ -112,6 +112,21 @@ def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_the_graph_judged_before_export_is_the_savedmodels_form(tmp_path, monkeypatch):
+    """A fault only in the SavedModels' form of the network (its per-channel group norm) is refused before writing."""
+    import convert.model.tf_model as tf_model
+    from convert.errors import ParityError
+
+    def unnormalised(self, x, gamma, beta):
+        return x * gamma + beta
+
+    monkeypatch.setattr(tf_model.BiTResNetV2, "_group_norm_per_channel", unnormalised)
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match="before export"):
+        tiny_export(tmp_path, out, reference="inline")
+    assert not out.exists()
+
+
 def test_worker_first_placement_exports_the_same(tmp_path, inline):
     """With memory for the worker but not for both at once, the reference runs first in a worker: same figures."""
     from convert.parity import MachineFacts
