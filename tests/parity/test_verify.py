@@ -82,6 +82,19 @@ def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeyp
     assert f"{MODEL}: parity failed at " in line and "exceeds the R50x1 tolerance" in line
 
 
+def test_verify_judges_the_form_the_savedmodels_hold(invoke, r50x1_npz, monkeypatch):
+    """A fault only in the exported form of the graph (its per-channel group norm) fails verify."""
+    import convert.model.tf_model as tf_model
+
+    def unnormalised(self, x, gamma, beta):
+        return x * gamma + beta
+
+    monkeypatch.setattr(tf_model.BiTResNetV2, "_group_norm_per_channel", unnormalised)
+    res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--json", "--quiet")
+    assert res.exit_code == 1
+    assert "block1" in json.loads(res.stdout)["summary"]["failed_stages"]
+
+
 def test_conv_suffix_names_are_accepted(invoke, tmp_path):
     path = write_synthetic_checkpoint(tmp_path / "suffix.npz", R50X1, seed=4, conv_suffix=True)
     with zipfile.ZipFile(path) as zf:
