@@ -33,7 +33,8 @@ MARGIN = 20
 
 
 def tf_stages(ckpt, images, **knobs) -> dict[str, np.ndarray]:
-    fn = tf_stage_function(build_tf_model(ckpt, **knobs))
+    """The TF graph's stages in the form the SavedModels hold and ``verify`` judges."""
+    fn = tf_stage_function(build_tf_model(ckpt, **knobs).as_saved())
     return {k: v.numpy() for k, v in fn(images).items()}
 
 
