@@ -60,17 +60,7 @@ def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False):
     and its build options (the padding knobs, so a mutated net stays mutated).
     ``finite_pool_pad``: BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
     """
-    from ..model.tf_model import BiTResNetV2
-
-    folded = BiTResNetV2(
-        net.arch,
-        strided_padding=net.strided_padding,
-        pool_pad=net.pool_pad,
-        standardized_kernels=True,
-        channel_stats=True,
-        finite_pool_pad=finite_pool_pad,
-        weights=weights,
-    )
+    folded = net.rebuilt(weights, standardized_kernels=True, channel_stats=True, finite_pool_pad=finite_pool_pad)
 
     def model_fn(images):
         stages = folded.stages(to_model_range(images, input_range))

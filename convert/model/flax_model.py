@@ -3,7 +3,8 @@
 Faithful to google-research/big_transfer ``bit_jax/models.py``: weight-standardised convolutions (eps
 ``WS_EPS``), ``flax.linen.GroupNorm`` (``GN_GROUPS`` groups, eps ``GN_EPS``,
 Flax's own statistics, two-pass variance), explicit symmetric zero padding with VALID
-convolutions (the 1x1 ones as matrix products over the channels: the same sums), a root max-pool padded as the checkpoint's code pads it
+convolutions (the 1x1 ones as matrix products over the channels: the same sums), a root
+max-pool padded as the checkpoint's code pads it
 (``pool_padding``: zeros in big_transfer, -inf in big_vision's ``bit_paper.py``;
 :data:`convert.model.numerics.CODE_POOL_PADDING`), the stride on the 3x3 conv and on the
 projection. Every constant comes from :mod:`convert.model.numerics`, like the TF graph.

@@ -251,17 +251,16 @@ class BiTResNetV2(tf.Module):
         """Pre-logits feature vector (batch, 2048*width) for ``images`` in [-1, 1]."""
         return self._forward(images, logits=False)["pre_logits"]
 
+    def rebuilt(self, weights=None, **form) -> BiTResNetV2:
+        """The same architecture and padding knobs (a mutated net stays mutated) over ``weights``
+        (default: these variables), computed in ``form`` (the other build options)."""
+        weights = self.variables_by_key if weights is None else weights
+        return BiTResNetV2(self.arch, strided_padding=self.strided_padding, pool_pad=self.pool_pad, weights=weights, **form)
+
     def as_saved(self) -> BiTResNetV2:
-        """The same variables and build options in the SavedModels' form: group norm per channel,
+        """The same variables in the SavedModels' form: group norm per channel,
         :data:`OUTPUT_SIDE_BLOCKS` standardising their outputs (the same values in arithmetic)."""
-        return BiTResNetV2(
-            self.arch,
-            strided_padding=self.strided_padding,
-            pool_pad=self.pool_pad,
-            channel_stats=True,
-            output_side_blocks=OUTPUT_SIDE_BLOCKS,
-            weights=self.variables_by_key,
-        )
+        return self.rebuilt(channel_stats=True, output_side_blocks=OUTPUT_SIDE_BLOCKS)
 
 
 def build_tf_model(checkpoint, rows=None, *, release: bool = False, **knobs) -> BiTResNetV2:
