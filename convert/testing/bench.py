@@ -208,6 +208,17 @@ class SpeedVerdict:
         (an unmeasured floor, NaN, rules nothing out)."""
         return not self.asks[batch] < self.floor[batch]
 
+    def missed(self, best: bool = True) -> list[str]:
+        """Target 1's misses in this run, one short phrase each (none when it holds). ``best=False``:
+        only the runtimes below timm (a run of some runtimes cannot say which is the best)."""
+        out = [f"{name} batch {b}: {r:.2f}x timm, below 1x" for name, b, r in self.below]
+        out += [
+            f"best at batch {b}: {name} {ratio:.2f}x timm, {self.wanted[b]:.1f}x asked"
+            for b, (name, ratio) in sorted(self.best.items())
+            if best and ratio < self.wanted[b]
+        ]
+        return out
+
     def lines(self) -> list[str]:
         below = ", ".join(f"{name} batch {b} ({r:.2f}x)" for name, b, r in self.below) or "none"
         out = [f"Issue 19, target 1: every runtime at least 1.00x timm; below it in this run: {below}."]

@@ -72,6 +72,22 @@ def test_speed_verdict_names_what_is_below_timm_and_the_best_runtime():
     lines = v.lines()
     assert "LiteRT batch 8 (0.93x)" in lines[0]
     assert "1.60x timm (target 2.0x: missed" in lines[1]
+    assert v.missed() == [
+        "LiteRT batch 8: 0.93x timm, below 1x",
+        "best at batch 1: onnxruntime 1.60x timm, 2.0x asked",
+        "best at batch 8: onnxruntime 1.02x timm, 1.5x asked",
+    ]
+    assert v.missed(best=False) == ["LiteRT batch 8: 0.93x timm, below 1x"]
+
+
+def test_speed_verdict_misses_nothing_when_target_one_holds():
+    times = {"LiteRT": {1: (0.040, 0.085), 8: (0.20, 0.31)}, "SavedModel": {1: (0.08, 0.085), 8: (0.30, 0.31)}}
+    v = judge_speed(times, {1: 0.020, 8: 0.162})
+    assert v.missed() == [] and v.best[8] == ("LiteRT", 0.31 / 0.20)
+    # One runtime falling to 0.99x timm is a miss, whatever the best one does.
+    assert judge_speed({**times, "ONNX": {1: (0.0859, 0.085), 8: (0.2, 0.31)}}, {1: 0.02, 8: 0.162}).missed() == [
+        "ONNX batch 1: 0.99x timm, below 1x"
+    ]
 
 
 def test_speed_verdict_tells_a_speed_up_below_the_floor_from_one_above_it():
