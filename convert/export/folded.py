@@ -9,10 +9,7 @@ kernels up to about 128 MiB (R152x4's 3x3x2048x2048 kernels would stay
 computed at run time).
 
 The graph itself is :class:`convert.model.tf_model.BiTResNetV2` built with
-``weights=``, ``standardized_kernels=True`` and ``channel_stats=True`` (group
-norm without run-time reshapes of the activations, which LiteRT's XNNPACK
-delegate and onnxruntime run faster: docs/inference.md): no copy of the
-forward pass.
+``weights=`` and ``standardized_kernels=True``: no copy of the forward pass.
 """
 
 from __future__ import annotations
@@ -60,7 +57,7 @@ def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False):
     and its build options (the padding knobs, so a mutated net stays mutated).
     ``finite_pool_pad``: BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
     """
-    folded = net.rebuilt(weights, standardized_kernels=True, channel_stats=True, finite_pool_pad=finite_pool_pad)
+    folded = net.rebuilt(weights, standardized_kernels=True, finite_pool_pad=finite_pool_pad)
 
     def model_fn(images):
         stages = folded.stages(to_model_range(images, input_range))

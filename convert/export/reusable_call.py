@@ -5,7 +5,7 @@ argument (``hub.KerasLayer(trainable=True)`` passes ``training=True`` during
 ``fit``). BiT has no batch norm or dropout, so both values run the same traced
 graph: weight standardisation on every call from the current variables (a
 fine-tuned kernel is always the one used), and group norm in its per-channel
-form (:meth:`convert.model.tf_model.BiTResNetV2._group_norm_per_channel`).
+form (:meth:`convert.model.tf_model.BiTResNetV2._group_norm`).
 
 Why not XLA (``jit_compile=True``, which the exports of issue 11 used for
 inference): every loader then compiles the network at each new input shape,

@@ -138,7 +138,7 @@ def _group_mean(t, groups: int):
     at 160 px sums 12,800 values: R50x1 at 160 had a block4 error of 5.3e-4 on
     the JAX backend, over the 4.0e-4 tolerance; axis by axis, 4.2e-5). Only the
     (N, C) statistics are reshaped, never the activations (the per-channel form
-    of :meth:`convert.model.tf_model.BiTResNetV2._group_norm_per_channel`).
+    of :meth:`convert.model.tf_model.BiTResNetV2._group_norm`).
     """
     channels = t.shape[-1]
     s = ops.mean(ops.mean(t, axis=2, keepdims=True), axis=1, keepdims=True)

@@ -32,12 +32,13 @@ correct model):
 Inference-only exports (LiteRT, ONNX) fold weight standardisation into the
 stored kernels: :func:`standardize_kernel` once per kernel, then a module
 built with ``weights=`` (those tensors instead of new variables) and
-``standardized_kernels=True`` (the convs use their kernels as given), and
-``channel_stats=True``: group norm with its statistics broadcast per channel,
-the activations never reshaped (:meth:`BiTResNetV2._group_norm_per_channel`).
-The SavedModels use it too (convert.export.reusable_call), and standardise block 4's outputs
-rather than its kernels (``output_side_blocks``, :func:`conv_standardising_output`); the live
-parity graph keeps the grouped form and the kernels' side.
+``standardized_kernels=True`` (the convs use their kernels as given). The
+SavedModels standardise block 4's outputs rather than its kernels
+(``output_side_blocks``, :func:`conv_standardising_output`; :meth:`BiTResNetV2.as_saved`),
+and so does every graph that judges them before or after export (the live run, ``verify``).
+
+Group norm has one form everywhere: each group's statistics broadcast per channel,
+the activations never reshaped (:meth:`BiTResNetV2._group_norm`; why: docs/inference.md).
 """
 
 from __future__ import annotations
@@ -69,8 +70,6 @@ STRIDED_PADDING = STRIDED_PADDINGS
 #: (R50x1 at 224: up to batch 10), and where it is not, both are small. Block 4 holds 59% of
 #: R50x1's kernel weights. Figures: docs/inference.md, "Block 4 standardises its outputs".
 OUTPUT_SIDE_BLOCKS = (4,)
-#: Axes of the (N, H, W, groups, channels-in-group) view that group norm reduces.
-_GN_AXES = (1, 2, 4)
 
 
 def _pad(x, p: int, value: float = 0.0):
@@ -95,7 +94,6 @@ class BiTResNetV2(tf.Module):
         strided_padding: str = "explicit",
         pool_pad: str = "zero",
         standardized_kernels: bool = False,
-        channel_stats: bool = False,
         finite_pool_pad: bool = False,
         output_side_blocks: tuple[int, ...] = (),
         weights=None,
@@ -110,8 +108,6 @@ class BiTResNetV2(tf.Module):
         self.pool_pad = pool_pad
         #: The conv kernels are standardised already (folded exports): use them as given.
         self.standardized_kernels = standardized_kernels
-        #: Group norm as per-channel statistics (see :meth:`_group_norm_per_channel`; folded exports).
-        self.channel_stats = channel_stats
         #: The root pool padded with float32's lowest value instead of -inf: the same pooled
         #: values (every window holds finite ones), and no infinite constant (the LiteRT export).
         self.finite_pool_pad = finite_pool_pad
@@ -154,32 +150,18 @@ class BiTResNetV2(tf.Module):
         return tf.nn.conv2d(x, w, strides=stride, padding="VALID")
 
     def _group_norm(self, x, prefix: str):
-        """GN_GROUPS groups, stats over (H, W, channels-in-group), eps GN_EPS, then gamma/beta."""
+        """GN_GROUPS groups, stats over (H, W, channels-in-group), eps GN_EPS, then gamma/beta.
+
+        The activations are kept 4-D: each group's mean and variance are broadcast per channel,
+        and only the (batch, channels) statistics are reshaped, to shapes fixed but for the batch.
+        A reshape of the activations to a shape computed at run time (``tf.shape``) is what
+        LiteRT's XNNPACK delegate cannot take, and what kept onnxruntime's layout changes around
+        every group norm; TensorFlow's graph runs this form faster too (docs/inference.md).
+        Means in steps as in :func:`_mean_in_steps` (W, H, then the group), the variance from
+        the centred values (two passes, as the reference).
+        """
         gamma = self.variables_by_key[prefix + "gamma"]
         beta = self.variables_by_key[prefix + "beta"]
-        if self.channel_stats:
-            return self._group_norm_per_channel(x, gamma, beta)
-        channels = gamma.shape[0]
-        dims = tf.shape(x)
-        leading = tf.slice(dims, _const([0]), _const([3]))
-        g = tf.reshape(x, tf.concat([leading, _const([GN_GROUPS, channels // GN_GROUPS])], _const(0)))
-        # tf.nn.moments' two-pass arithmetic, spelled out (fewer graph nodes and a
-        # third of the Python time per trace than tf.nn.moments; a group norm is
-        # ~2/3 of the network's tracing, saving and loading time), with each mean
-        # taken in steps (see _mean_in_steps).
-        mean = _mean_in_steps(g, _GN_AXES)
-        var = _mean_in_steps(tf.math.squared_difference(g, tf.stop_gradient(mean)), _GN_AXES)
-        g = (g - mean) * tf.math.rsqrt(var + _const(GN_EPS, tf.float32))
-        return tf.reshape(g, dims) * gamma + beta
-
-    def _group_norm_per_channel(self, x, gamma, beta):
-        """The same group norm, the activations kept 4-D: each group's mean and variance broadcast per channel.
-
-        Only the (batch, channels) statistics are reshaped, to shapes fixed but for the batch; the
-        activations never are. A reshape to a shape computed at run time (``tf.shape``) is what
-        LiteRT's XNNPACK delegate cannot take, and what keeps onnxruntime's layout changes around
-        every group norm. Means in steps as in :func:`_mean_in_steps` (W, H, then the group).
-        """
         channels = gamma.shape[0]
         per_group = channels // GN_GROUPS
 
@@ -258,9 +240,9 @@ class BiTResNetV2(tf.Module):
         return BiTResNetV2(self.arch, strided_padding=self.strided_padding, pool_pad=self.pool_pad, weights=weights, **form)
 
     def as_saved(self) -> BiTResNetV2:
-        """The same variables in the SavedModels' form: group norm per channel,
-        :data:`OUTPUT_SIDE_BLOCKS` standardising their outputs (the same values in arithmetic)."""
-        return self.rebuilt(channel_stats=True, output_side_blocks=OUTPUT_SIDE_BLOCKS)
+        """The same variables in the SavedModels' form: :data:`OUTPUT_SIDE_BLOCKS` standardising
+        their outputs (the same values in arithmetic)."""
+        return self.rebuilt(output_side_blocks=OUTPUT_SIDE_BLOCKS)
 
 
 def build_tf_model(checkpoint, rows=None, *, release: bool = False, **knobs) -> BiTResNetV2:

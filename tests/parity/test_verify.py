@@ -83,16 +83,16 @@ def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeyp
 
 
 def test_verify_judges_the_form_the_savedmodels_hold(invoke, r50x1_npz, monkeypatch):
-    """A fault only in the exported form of the graph (its per-channel group norm) fails verify."""
+    """A fault only in the exported form of the graph (block 4 standardising its outputs) fails verify."""
     import convert.model.tf_model as tf_model
 
-    def unnormalised(self, x, gamma, beta):
-        return x * gamma + beta
+    def unstandardised(x, kernel, strides):  # the raw kernel: as if the output's side forgot its statistics
+        return tf_model.tf.nn.conv2d(x, kernel, strides, "VALID")
 
-    monkeypatch.setattr(tf_model.BiTResNetV2, "_group_norm_per_channel", unnormalised)
+    monkeypatch.setattr(tf_model, "conv_standardising_output", unstandardised)
     res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--json", "--quiet")
     assert res.exit_code == 1
-    assert "block1" in json.loads(res.stdout)["summary"]["failed_stages"]
+    assert "block4" in json.loads(res.stdout)["summary"]["failed_stages"]
 
 
 def test_conv_suffix_names_are_accepted(invoke, tmp_path):
