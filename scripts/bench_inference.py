@@ -28,7 +28,7 @@ R50x1 at 224: 8.2 GFLOP); seconds per batch = FLOPs x batch / peak.
 Prints a Markdown table on stdout, then issue 19's target 1 judged on it
 (``convert.testing.bench.judge_speed``: every runtime below timm, the best one
 per batch against 2x / 1.5x, and whether that speed-up asks less time than the
-fp32 floor, i.e. is out of reach on this CPU); progress on stderr. Exits 1 when
+fp32 floor, i.e. is out of reach of direct convolutions on this CPU); progress on stderr. Exits 1 when
 a target is missed: the SavedModel slower than timm at any batch or its first
 call at a new shape taking 3 s or more (issue 11), or issue 19's target 1 (a
 runtime below timm, or the best one under 2x / 1.5x).

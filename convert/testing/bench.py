@@ -191,7 +191,8 @@ BEST_RUNTIME_SPEEDUP = {1: 2.0, 8: 1.5}
 class SpeedVerdict:
     """Issue 19's target 1 judged on one run, as data: what fell below timm, the best runtime per batch,
     and whether the best-runtime speed-up is reachable at all on this CPU (the time it asks against
-    the fp32 floor, the convolutions at the machine's matmul peak)."""
+    the fp32 floor, the model's direct-convolution FLOPs at numpy's matmul rate: a bound for direct
+    convolutions only, since Winograd's computes fewer products: docs/inference.md)."""
 
     #: (runtime, batch, ratio to timm) for every ratio below 1, in the order given.
     below: tuple[tuple[str, int, float], ...]
@@ -227,9 +228,7 @@ class SpeedVerdict:
             if self.reachable(b):
                 reach = f"it asks {self.asks[b]:.4f} s, the fp32 floor is {self.floor[b]:.4f} s"
             else:
-                reach = (
-                    f"it asks {self.asks[b]:.4f} s, less than the fp32 floor's {self.floor[b]:.4f} s: out of reach on this CPU"
-                )
+                reach = f"it asks {self.asks[b]:.4f} s, less than the fp32 floor's {self.floor[b]:.4f} s: out of reach of direct convolutions on this CPU"
             out.append(f"Best at batch {b}: {name}, {ratio:.2f}x timm (target {self.wanted[b]:.1f}x: {verdict}; {reach}).")
         return out
 

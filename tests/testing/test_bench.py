@@ -99,7 +99,9 @@ def test_speed_verdict_tells_a_speed_up_below_the_floor_from_one_above_it():
     # A slow one: 1.5x timm asks less time than the convolutions take at the matmul peak.
     slow = judge_speed(times, {1: 0.020, 8: 0.25})
     assert slow.reachable(1) and not slow.reachable(8)
-    assert slow.lines()[2].endswith("it asks 0.2267 s, less than the fp32 floor's 0.2500 s: out of reach on this CPU).")
+    assert slow.lines()[2].endswith(
+        "it asks 0.2267 s, less than the fp32 floor's 0.2500 s: out of reach of direct convolutions on this CPU)."
+    )
     assert judge_speed(times, {1: float("nan"), 8: float("nan")}).reachable(8)  # no floor measured: nothing ruled out
     assert judge_speed(times, {1: 0.02, 8: 0.16}).below == ()
 
