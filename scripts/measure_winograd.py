@@ -171,6 +171,7 @@ def network(rounds: int, blocks: set[int]) -> list[tuple]:
 
     from convert.checkpoint import load_checkpoint
     from convert.export.folded import folded_arrays
+    from convert.model.architecture import PREFIX
     from convert.model.tf_model import BiTResNetV2, build_tf_model
     from convert.registry import load_registry
     from convert.synthetic import write_synthetic_checkpoint
@@ -186,7 +187,7 @@ def network(rounds: int, blocks: set[int]) -> list[tuple]:
     class Winograd(BiTResNetV2):
         def _conv(self, x, key, stride=1, pad=0, gate=None, on_output=False):
             u = self.variables_by_key.get(f"{key}#winograd")
-            if u is not None and (stride, pad) == (1, 1) and int(key.split("/")[1][len("block") :]) in blocks:
+            if u is not None and (stride, pad) == (1, 1) and key.startswith(tuple(f"{PREFIX}block{b}/" for b in blocks)):
                 return winograd_conv(x, u)
             return super()._conv(x, key, stride, pad, gate, on_output)
 

@@ -70,6 +70,18 @@ def once_per_run(tmp_path_factory, name: str, make: Callable[[], object]) -> obj
         return value
 
 
+@pytest.fixture
+def output_side_unstandardised(monkeypatch):
+    """A fault that only the SavedModels' form of the TF graph holds (``BiTResNetV2.as_saved``):
+    block 4's output-side weight standardisation convolves with the raw kernel instead."""
+    import convert.model.tf_model as tf_model
+
+    def unstandardised(x, kernel, strides):
+        return tf_model.tf.nn.conv2d(x, kernel, strides, "VALID")
+
+    monkeypatch.setattr(tf_model, "conv_standardising_output", unstandardised)
+
+
 @pytest.fixture(scope="session")
 def r50x1_npz(tmp_path_factory):
     """A full-size synthetic R50x1 checkpoint (1000 classes), written once per session."""

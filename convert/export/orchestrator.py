@@ -163,7 +163,7 @@ def run_live_model(state: ExportState) -> None:
     import tensorflow as tf
 
     t = time.perf_counter()
-    # In the SavedModels' form (their group norm and block 4), so what is judged before writing is
+    # In the SavedModels' form (block 4 standardising its outputs), so what is judged before writing is
     # what they compute; eagerly it is also the cheaper form (docs/performance.md, session 23).
     # Eagerly and in this thread: the same kernels and values as a traced graph (tested) without the
     # trace and graph optimisation a single call would pay for (docs/performance.md). Every eager

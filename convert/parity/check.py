@@ -81,7 +81,7 @@ def _run_tf(checkpoint, images, info: dict, log, pool_padding: str) -> dict:
     from ..model.tf_model import build_tf_model
 
     t = time.perf_counter()
-    # The form the SavedModels hold (group norm per channel, block 4 standardising its outputs):
+    # The form the SavedModels hold (block 4 standardising its outputs):
     # the graph verified is the graph exported.
     model = build_tf_model(checkpoint, pool_pad=pool_padding).as_saved()
     info["tf_build_s"] = time.perf_counter() - t

@@ -112,15 +112,10 @@ def test_parity_failure_before_export_writes_nothing(tmp_path, monkeypatch):
     assert not out.exists()
 
 
-def test_the_graph_judged_before_export_is_the_savedmodels_form(tmp_path, monkeypatch):
+def test_the_graph_judged_before_export_is_the_savedmodels_form(tmp_path, output_side_unstandardised):
     """A fault only in the SavedModels' form of the network (block 4 standardising its outputs) is refused before writing."""
-    import convert.model.tf_model as tf_model
     from convert.errors import ParityError
 
-    def unstandardised(x, kernel, strides):  # the raw kernel: as if the output's side forgot its statistics
-        return tf_model.tf.nn.conv2d(x, kernel, strides, "VALID")
-
-    monkeypatch.setattr(tf_model, "conv_standardising_output", unstandardised)
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="before export"):
         tiny_export(tmp_path, out, reference="inline")

@@ -82,14 +82,8 @@ def test_verify_failure_prints_the_report_and_exits_1(invoke, r50x1_npz, monkeyp
     assert f"{MODEL}: parity failed at " in line and "exceeds the R50x1 tolerance" in line
 
 
-def test_verify_judges_the_form_the_savedmodels_hold(invoke, r50x1_npz, monkeypatch):
+def test_verify_judges_the_form_the_savedmodels_hold(invoke, r50x1_npz, output_side_unstandardised):
     """A fault only in the exported form of the graph (block 4 standardising its outputs) fails verify."""
-    import convert.model.tf_model as tf_model
-
-    def unstandardised(x, kernel, strides):  # the raw kernel: as if the output's side forgot its statistics
-        return tf_model.tf.nn.conv2d(x, kernel, strides, "VALID")
-
-    monkeypatch.setattr(tf_model, "conv_standardising_output", unstandardised)
     res = invoke("verify", "--model", MODEL, "--checkpoint", r50x1_npz, *FAST, "--json", "--quiet")
     assert res.exit_code == 1
     assert "block4" in json.loads(res.stdout)["summary"]["failed_stages"]
