@@ -48,7 +48,20 @@ def folded_arrays(net) -> dict[str, np.ndarray]:
     return out
 
 
-def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False):
+def winograd_arrays(net, keys) -> dict[str, np.ndarray]:
+    """Checkpoint key -> the :func:`~convert.model.winograd.transformed_kernel` of its standardised kernel.
+
+    From the kernel standardised in float64 (as :func:`folded_arrays`), transformed, then rounded once.
+    """
+    import tensorflow as tf
+
+    from ..model.tf_ops import standardize_kernel
+    from ..model.winograd import transformed_kernel
+
+    return {k: transformed_kernel(standardize_kernel(tf.cast(net.variables_by_key[k], tf.float64)).numpy()) for k in keys}
+
+
+def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False, winograd=None):
     """``images -> {"logits": ..., "feature_vector": ...}`` over ``weights`` (key -> tensor), standardisation folded.
 
     Both variants' outputs (:data:`.target.OUTPUT_NAMES`) from one forward pass: LiteRT and ONNX
@@ -56,8 +69,9 @@ def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False):
     ``input_range`` ("unit" or "symmetric"), rescaled inside; ``net`` lends its architecture
     and its build options (the padding knobs, so a mutated net stays mutated).
     ``finite_pool_pad``: BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
+    ``winograd``: key -> transformed kernel, the layers convolved by Winograd's algorithm (LiteRT's graph).
     """
-    folded = net.rebuilt(weights, standardized_kernels=True, finite_pool_pad=finite_pool_pad)
+    folded = net.rebuilt(weights, standardized_kernels=True, finite_pool_pad=finite_pool_pad, winograd=winograd)
 
     def model_fn(images):
         stages = folded.stages(to_model_range(images, input_range))
@@ -66,20 +80,23 @@ def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False):
     return model_fn
 
 
-def concrete_with_constants(net, input_range: str, arrays: dict[str, np.ndarray]):
+def concrete_with_constants(net, input_range: str, arrays: dict[str, np.ndarray], winograd=None):
     """A concrete function ``images -> {output: tensor}`` (both variants) whose folded weights are captured variables.
 
     Returns ``(concrete_function, holder)``; ``holder`` owns the variables
     (the LiteRT converter freezes them into constants). The graph holds no
     infinite constant (``finite_pool_pad``): the value the LiteRT converter would
     clamp -inf to is written directly, so the converter need not scan every
-    weight for infinities (convert.export.tflite).
+    weight for infinities (convert.export.tflite). ``winograd``: key -> transformed kernel
+    (:func:`winograd_arrays`), captured the same way.
     """
     import tensorflow as tf
 
     holder = tf.Module(name="folded")
     holder.weights = {k: tf.Variable(a, trainable=False, name=f"w{i}") for i, (k, a) in enumerate(arrays.items())}
-    forward = forward_fn(net, input_range, holder.weights, finite_pool_pad=True)
+    n = len(arrays)
+    holder.winograd = {k: tf.Variable(a, trainable=False, name=f"w{n + i}") for i, (k, a) in enumerate((winograd or {}).items())}
+    forward = forward_fn(net, input_range, holder.weights, finite_pool_pad=True, winograd=holder.winograd)
     fn = tf.function(forward, input_signature=[images_spec()], autograph=False)
     return fn.get_concrete_function(), holder
 

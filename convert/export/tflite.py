@@ -1,7 +1,8 @@
 """``--format tflite``: LiteRT FlatBuffers, run by ``ai_edge_litert``'s interpreter.
 
 Writes ``tflite/classification.tflite`` and ``tflite/feature_extraction.tflite``:
-float32 weights with weight standardisation folded in (:mod:`.folded`), one
+float32 weights with weight standardisation folded in (:mod:`.folded`), the wider
+stride-1 3x3 convolutions by Winograd's algorithm (:mod:`convert.model.winograd`), one
 float32 input ``images`` of shape ``[-1, -1, -1, 3]`` (any batch and size
 through ``resize_tensor_input``) in the export's input range, one output
 ``logits`` or ``feature_vector``; the ``serving_default`` signature uses the
@@ -32,8 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ExportError, LocalIOError, one_line
+from ..model.architecture import checkpoint_layout
+from ..model.winograd import winograd_layers
 from ..nativelog import native_stderr_filtered
-from .folded import concrete_with_constants, folded_arrays, variant_bytes
+from .folded import concrete_with_constants, folded_arrays, variant_bytes, winograd_arrays
 from .manifest import package_version as _version
 from .target import INPUT_NAME, OUTPUT_NAMES, VARIANTS, Artifact, ExportJob, ExportTarget, Run, check_in_process
 from .tflite_graph import single_outputs
@@ -74,11 +77,15 @@ class TFLiteTarget(ExportTarget):
         if why is not None:
             raise ExportError(f"{job.model_id}: {why}")
         arrays = folded_arrays(job.net)
+        keys = self.winograd_plan(job.arch)
+        transformed = winograd_arrays(job.net, keys)
+        for key in keys:  # the graph convolves these by their transformed kernels only
+            del arrays[key]
         out_dir = Path(job.export_dir) / "tflite"
         out_dir.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        flat = self._convert(job, arrays)
-        del arrays
+        flat = self._convert(job, arrays, transformed)
+        del arrays, transformed
         seconds = time.perf_counter() - t
         job.log(f"{job.model_id}: converted both variants to LiteRT in {seconds:.1f}s")
         artifacts, t = [], time.perf_counter()
@@ -97,6 +104,7 @@ class TFLiteTarget(ExportTarget):
                 "runtime_version": {"ai-edge-litert": _version("ai-edge-litert")},
                 "weight_dtype": "float32",
                 "weight_standardization": "folded into the kernels",
+                "winograd_layers": len(keys),
                 "input": {"name": INPUT_NAME, "shape_signature": [-1, -1, -1, 3], "range": job.input_range},
                 "output": OUTPUT_NAMES[variant],
                 "bytes": len(data),
@@ -107,11 +115,23 @@ class TFLiteTarget(ExportTarget):
             t = time.perf_counter()
         return artifacts
 
-    def _convert(self, job: ExportJob, arrays: dict[str, np.ndarray]) -> bytes:
+    def winograd_plan(self, arch) -> list[str]:
+        """The layers the graph convolves by Winograd's algorithm (:func:`convert.model.winograd.winograd_layers`).
+
+        None when their transformed kernels (16 weights for every 9) would not fit in the file:
+        then every layer convolves directly, as the refusal's estimate assumes.
+        """
+        layout = checkpoint_layout(arch)
+        keys = winograd_layers(layout)
+        extra = sum(int(np.prod(layout[k])) * 7 // 9 for k in keys) * 4
+        weights = max(variant_bytes(arch, v) for v in VARIANTS)
+        return keys if weights + extra + GRAPH_MARGIN <= self.size_limit else []
+
+    def _convert(self, job: ExportJob, arrays: dict[str, np.ndarray], winograd: dict[str, np.ndarray]) -> bytes:
         """Both variants' outputs in one FlatBuffer (:mod:`.tflite_graph` writes each variant's file from it)."""
         import tensorflow as tf
 
-        concrete, holder = concrete_with_constants(job.net, job.input_range, arrays)
+        concrete, holder = concrete_with_constants(job.net, job.input_range, arrays, winograd)
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
         # The converter would replace every infinite constant by the largest finite float
         # (its default), reading every weight to find them (docs/performance.md).

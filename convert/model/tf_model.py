@@ -36,6 +36,8 @@ built with ``weights=`` (those tensors instead of new variables) and
 SavedModels standardise block 4's outputs rather than its kernels
 (``output_side_blocks``, :func:`conv_standardising_output`; :meth:`BiTResNetV2.as_saved`),
 and so does every graph that judges them before or after export (the live run, ``verify``).
+The LiteRT graph convolves its wider stride-1 3x3 layers by Winograd's algorithm
+(``winograd=``, :mod:`.winograd`).
 
 Group norm has one form everywhere: each group's statistics broadcast per channel,
 the activations never reshaped (:meth:`BiTResNetV2._group_norm`; why: docs/inference.md).
@@ -62,6 +64,7 @@ from .numerics import (
     STRIDED_PADDINGS,
 )
 from .tf_ops import _const, _mean_in_steps, conv_standardising_output, standardize_kernel_fused
+from .winograd import winograd_conv
 
 STRIDED_PADDING = STRIDED_PADDINGS
 #: The blocks whose convolutions the SavedModels standardise on the output's side: block 4's
@@ -97,6 +100,7 @@ class BiTResNetV2(tf.Module):
         finite_pool_pad: bool = False,
         output_side_blocks: tuple[int, ...] = (),
         weights=None,
+        winograd=None,
     ):
         super().__init__(name=name)
         if strided_padding not in STRIDED_PADDING:
@@ -114,6 +118,11 @@ class BiTResNetV2(tf.Module):
         #: Blocks whose convolutions standardise their outputs rather than their kernels
         #: (:func:`conv_standardising_output`; the SavedModels: :data:`OUTPUT_SIDE_BLOCKS`).
         self.output_side_blocks = tuple(output_side_blocks)
+        #: Checkpoint key -> transformed kernel (:mod:`.winograd`): those stride-1 3x3
+        #: convolutions go by Winograd's algorithm (the LiteRT graph; kernels standardised).
+        self.winograd = dict(winograd or {})
+        if self.winograd and not standardized_kernels:
+            raise ValueError("winograd kernels are transformed standardised kernels: standardized_kernels=True")
         if weights is not None:  # key -> variable (build_tf_model) or tensor (folded kernels, function arguments)
             self.variables_by_key = dict(weights)
             return
@@ -135,6 +144,8 @@ class BiTResNetV2(tf.Module):
         # computes them all at the start and holds them: a second copy of the weights
         # (docs/performance.md). Gated on the unit's input, a unit's kernels are standardised
         # while its first layers run, and at most one unit's copies are held.
+        if key in self.winograd and (stride, pad) == (1, MID_PAD):
+            return winograd_conv(x, self.winograd[key])
         w = self.variables_by_key[key]
         same = pad and stride > 1 and self.strided_padding == "same"
         on_output = on_output and not self.standardized_kernels and not same

@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import pytest
 from conftest import R50X1, R152X2, R152X4, TINY
-from deploy_support import entries, load_with_reference, make_job
+from deploy_support import MODEL, entries, load_with_reference, make_job, write_and_check
 
-from convert.errors import ExportError
+from convert.errors import ExportError, ParityError
+from convert.export import judge
 from convert.export.target import INPUT_NAME, OUTPUT_NAMES
 from convert.export.tflite import TARGET, TFLiteTarget
+from convert.model.architecture import Architecture
+from convert.testing.mutations import Mutation
+
+#: Block 2's units 2 and 3 are stride-1 3x3 convolutions over 128 channels: Winograd layers
+#: (convert.model.winograd); at 40 px block 2 is 5x5 and block 3 3x3, odd sides, so the crop runs.
+WINOGRAD_ARCH, WINOGRAD_PX = Architecture((1, 3, 1, 1), width=1, classes=10), 40
+WINOGRAD_KERNELS = tuple(f"resnet/block2/unit0{u}/b/standardized_conv2d/kernel" for u in (2, 3))
 
 
 def test_names_signature_and_facts(tiny_export):
@@ -88,3 +96,68 @@ def test_each_file_holds_only_what_its_output_uses(tiny_export):
     for variant, size in sizes.items():
         # The weights, plus a few small constants (shapes, the pool's padding value, the input rescaling).
         assert variant_bytes(TINY, variant) <= size < variant_bytes(TINY, variant) + 64 * 1024, (variant, size)
+
+
+def _op_names(path) -> list[str]:
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model(str(path))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators]
+
+
+@pytest.fixture(scope="module")
+def winograd(tmp_path_factory):
+    from convert.synthetic import write_synthetic_checkpoint
+
+    path = write_synthetic_checkpoint(tmp_path_factory.mktemp("ckpt") / "winograd.npz", WINOGRAD_ARCH, seed=5)
+    return load_with_reference(path, WINOGRAD_ARCH, WINOGRAD_PX)
+
+
+def test_winograd_layers_pass_parity_from_disk_at_odd_sides(winograd, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    ckpt, images, reference = winograd
+    artifacts, runs = write_and_check(TARGET, make_job(ckpt, tmp_path), images)
+    for artifact in artifacts:
+        assert artifact.facts["winograd_layers"] == len(WINOGRAD_KERNELS)
+        path = tmp_path / artifact.path
+        ops = _op_names(path)
+        # Each Winograd layer: 20 depthwise transforms, and its crop to the input's size, the one
+        # shape computed at run time, where XNNPACK's partition ends: one more partition per layer.
+        # (The distill entries' root pool pads with float32's lowest value, a PADV2 XNNPACK leaves out.)
+        assert ops.count("DEPTHWISE_CONV_2D") == 20 * len(WINOGRAD_KERNELS) and ops.count("SHAPE") == len(WINOGRAD_KERNELS)
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.resize_tensor_input(0, images.shape)
+        interpreter.allocate_tensors()
+        delegated = [op for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE"]
+        assert len(delegated) == 1 + len(WINOGRAD_KERNELS) + ops.count("PADV2")
+    for run in runs:
+        judge.judge_run(reference, TARGET, run, WINOGRAD_ARCH, MODEL, lambda m: None)
+
+
+def test_a_swapped_winograd_kernel_fails_parity(winograd, tmp_path):
+    # The transformed kernels come from the net's (mutated) variables, not from the checkpoint beside it.
+    ckpt, images, reference = winograd
+    _, runs = write_and_check(TARGET, make_job(ckpt, tmp_path, Mutation("swapped", swap=WINOGRAD_KERNELS)), images)
+    for run in runs:
+        with pytest.raises(ParityError) as failed:
+            judge.judge_run(reference, TARGET, run, WINOGRAD_ARCH, MODEL, lambda m: None)
+        report = failed.value.report
+        assert max(s.tf_rel_l2_f64 for s in report.stages.values()) > 20 * report.tolerance, report.render()
+
+
+def test_winograd_gives_way_to_the_size_limit():
+    # R50x1's transformed kernels add 7/9 of ten 3x3 kernels' weights (about 25 MB): under a limit
+    # that the direct graph fits and the Winograd one would not, every layer convolves directly.
+    direct = TFLiteTarget().winograd_plan(R50X1)
+    assert len(direct) == 10
+    from convert.export.folded import variant_bytes
+    from convert.export.tflite import GRAPH_MARGIN
+
+    fits_direct = max(variant_bytes(R50X1, v) for v in ("classification", "feature_extraction")) + GRAPH_MARGIN
+    assert TFLiteTarget(size_limit=fits_direct + 10_000_000).winograd_plan(R50X1) == []
+    assert TFLiteTarget(size_limit=fits_direct + 30_000_000).winograd_plan(R50X1) == direct
+    assert TFLiteTarget(size_limit=fits_direct).refusal(R50X1) is None
