@@ -61,17 +61,17 @@ def winograd_arrays(net, keys) -> dict[str, np.ndarray]:
     return {k: transformed_kernel(standardize_kernel(tf.cast(net.variables_by_key[k], tf.float64)).numpy()) for k in keys}
 
 
-def forward_fn(net, input_range: str, weights, finite_pool_pad: bool = False, winograd=None):
+def forward_fn(net, input_range: str, weights, edge_pool_pad: bool = False, winograd=None):
     """``images -> {"logits": ..., "feature_vector": ...}`` over ``weights`` (key -> tensor), standardisation folded.
 
     Both variants' outputs (:data:`.target.OUTPUT_NAMES`) from one forward pass: LiteRT and ONNX
     convert it once and write each variant's file from it. ``images`` are float32 NHWC in
     ``input_range`` ("unit" or "symmetric"), rescaled inside; ``net`` lends its architecture
     and its build options (the padding knobs, so a mutated net stays mutated).
-    ``finite_pool_pad``: BiTResNetV2's knob (a -inf root pool padding written as float32's lowest value).
+    ``edge_pool_pad``: BiTResNetV2's knob (a -inf root pool padding as copies of the edge rows and columns).
     ``winograd``: key -> transformed kernel, the layers convolved by Winograd's algorithm (LiteRT's graph).
     """
-    folded = net.rebuilt(weights, standardized_kernels=True, finite_pool_pad=finite_pool_pad, winograd=winograd)
+    folded = net.rebuilt(weights, standardized_kernels=True, edge_pool_pad=edge_pool_pad, winograd=winograd)
 
     def model_fn(images):
         stages = folded.stages(to_model_range(images, input_range))
@@ -85,9 +85,9 @@ def concrete_with_constants(net, input_range: str, arrays: dict[str, np.ndarray]
 
     Returns ``(concrete_function, holder)``; ``holder`` owns the variables
     (the LiteRT converter freezes them into constants). The graph holds no
-    infinite constant (``finite_pool_pad``): the value the LiteRT converter would
-    clamp -inf to is written directly, so the converter need not scan every
-    weight for infinities (convert.export.tflite). ``winograd``: key -> transformed kernel
+    infinite constant (``edge_pool_pad``: a -inf root pool padding is copies of
+    the edge rows and columns), so the converter need not scan every weight for
+    infinities (convert.export.tflite). ``winograd``: key -> transformed kernel
     (:func:`winograd_arrays`), captured the same way.
     """
     import tensorflow as tf
@@ -96,7 +96,7 @@ def concrete_with_constants(net, input_range: str, arrays: dict[str, np.ndarray]
     holder.weights = {k: tf.Variable(a, trainable=False, name=f"w{i}") for i, (k, a) in enumerate(arrays.items())}
     n = len(arrays)
     holder.winograd = {k: tf.Variable(a, trainable=False, name=f"w{n + i}") for i, (k, a) in enumerate((winograd or {}).items())}
-    forward = forward_fn(net, input_range, holder.weights, finite_pool_pad=True, winograd=holder.winograd)
+    forward = forward_fn(net, input_range, holder.weights, edge_pool_pad=True, winograd=holder.winograd)
     fn = tf.function(forward, input_signature=[images_spec()], autograph=False)
     return fn.get_concrete_function(), holder
 

@@ -135,8 +135,8 @@ class TFLiteTarget(ExportTarget):
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
         # The converter would replace every infinite constant by the largest finite float
         # (its default), reading every weight to find them (docs/performance.md).
-        # The graph has none: its one candidate, a -inf root pool padding, is written as
-        # that finite value already (folded.concrete_with_constants): the same bytes.
+        # The graph has none: its one candidate, a -inf root pool padding, is copies of the
+        # edge rows and columns (folded.concrete_with_constants).
         converter.canonicalizing_inf_as_min_max_float = False
         try:
             return converter.convert()

@@ -40,10 +40,12 @@ POOL_PAD = 1
 POOL_PAD_VALUES = {"zero": 0.0, "neg_inf": float("-inf")}
 #: The root pool paddings, by name (``zero`` first: the original release's).
 POOL_PADS = tuple(POOL_PAD_VALUES)
-#: float32's lowest finite value: what the LiteRT converter writes for a -inf constant, and what
-#: the LiteRT graph pads the root pool with instead (the same pooled values: every window holds
-#: a real pixel).
-FLOAT32_LOWEST = -3.4028234663852886e38
+#: The LiteRT graph pads the root pool by copies of its edge rows and columns where the model pads
+#: with -inf: the same pooled values, bit for bit, because every window that holds a padded row
+#: (column) also holds the one it copies, which needs POOL_PAD <= POOL_WINDOW - 1. A -inf constant
+#: would be a PADV2 (the converter writes float32's lowest value), which XNNPACK leaves out of its
+#: partitions; the copies are slices and a concatenation, which it takes at any input size.
+NEG_INF_POOL_PAD_AS_EDGE_COPIES = POOL_PAD <= POOL_WINDOW - 1
 
 #: The code that defines a checkpoint's forward pass -> its root pool padding.
 #: - ``big_transfer`` (google-research/big_transfer, the original BiT release:

@@ -50,10 +50,10 @@ import tensorflow as tf
 from .architecture import CONV, PREFIX, Architecture, checkpoint_layout, unit_prefix
 from .numerics import (
     BLOCK_STRIDES,
-    FLOAT32_LOWEST,
     GN_EPS,
     GN_GROUPS,
     MID_PAD,
+    NEG_INF_POOL_PAD_AS_EDGE_COPIES,
     POOL_PAD,
     POOL_PAD_VALUES,
     POOL_PADS,
@@ -80,6 +80,14 @@ def _pad(x, p: int, value: float = 0.0):
     return tf.pad(x, _const([[0, 0], [p, p], [p, p], [0, 0]]), constant_values=value)
 
 
+def _pad_with_edges(x, p: int):
+    """``x`` padded by ``p`` copies of its first and last rows, then of its first and last columns."""
+    for axis in (1, 2):
+        first, last = (x[:, :1], x[:, -1:]) if axis == 1 else (x[:, :, :1], x[:, :, -1:])
+        x = tf.concat([first] * p + [x] + [last] * p, axis)
+    return x
+
+
 class BiTResNetV2(tf.Module):
     """BiT ResNetV2 forward pass over variables named after the checkpoint keys.
 
@@ -97,7 +105,7 @@ class BiTResNetV2(tf.Module):
         strided_padding: str = "explicit",
         pool_pad: str = "zero",
         standardized_kernels: bool = False,
-        finite_pool_pad: bool = False,
+        edge_pool_pad: bool = False,
         output_side_blocks: tuple[int, ...] = (),
         weights=None,
         winograd=None,
@@ -112,9 +120,9 @@ class BiTResNetV2(tf.Module):
         self.pool_pad = pool_pad
         #: The conv kernels are standardised already (folded exports): use them as given.
         self.standardized_kernels = standardized_kernels
-        #: The root pool padded with float32's lowest value instead of -inf: the same pooled
-        #: values (every window holds finite ones), and no infinite constant (the LiteRT export).
-        self.finite_pool_pad = finite_pool_pad
+        #: A -inf root pool padding as copies of the edge rows and columns: the same pooled values
+        #: and no infinite constant (the LiteRT graph; numerics.NEG_INF_POOL_PAD_AS_EDGE_COPIES).
+        self.edge_pool_pad = edge_pool_pad
         #: Blocks whose convolutions standardise their outputs rather than their kernels
         #: (:func:`conv_standardising_output`; the SavedModels: :data:`OUTPUT_SIDE_BLOCKS`).
         self.output_side_blocks = tuple(output_side_blocks)
@@ -213,9 +221,10 @@ class BiTResNetV2(tf.Module):
         out: dict[str, tf.Tensor] = {}
         x = self._conv(x, f"{PREFIX}root_block/{CONV}/kernel", stride=ROOT_STRIDE, pad=ROOT_PAD)
         pad_value = POOL_PAD_VALUES[self.pool_pad]
-        if self.finite_pool_pad:
-            pad_value = max(pad_value, FLOAT32_LOWEST)
-        x = _pad(x, POOL_PAD, pad_value)
+        if self.edge_pool_pad and pad_value == float("-inf") and NEG_INF_POOL_PAD_AS_EDGE_COPIES:
+            x = _pad_with_edges(x, POOL_PAD)
+        else:
+            x = _pad(x, POOL_PAD, pad_value)
         x = tf.nn.max_pool2d(x, POOL_WINDOW, POOL_STRIDE, "VALID")
         out["stem"] = x
         for block, n in enumerate(self.arch.units, start=1):

@@ -20,7 +20,6 @@ from convert.model.architecture import CONV, Architecture, checkpoint_layout
 from convert.model.flax_model import make_apply, make_unitwise_apply, param_shapes
 from convert.model.mapping import flax_params, mapping_rows
 from convert.model.numerics import (
-    FLOAT32_LOWEST,
     GN_EPS,
     GN_GROUPS,
     POOL_PAD,
@@ -535,12 +534,13 @@ def test_group_norm_is_the_grouped_one_in_float64():
     assert np.abs(out - grouped((2, 9, 7, channels // GN_GROUPS, GN_GROUPS))).max() > 0.1
 
 
-def test_a_finite_root_pool_padding_pools_the_same_values_without_an_infinite_constant(tiny_ckpt):
-    # The LiteRT export's graph (convert.export.folded): the converter then needs no scan for infinities.
+def test_edge_copies_pool_the_same_values_as_minus_inf_without_an_infinite_constant(tiny_ckpt):
+    # The LiteRT export's graph (convert.export.folded): no PADV2 for XNNPACK to leave out, and the
+    # converter needs no scan for infinities. 35x41 px: the pool's input is 18x21, an even and an odd side.
     graphs = {}
-    for finite in (False, True):
-        net = build_tf_model(tiny_ckpt, pool_pad="neg_inf", finite_pool_pad=finite)
-        graphs[finite] = tf.function(net.stages, input_signature=SPEC).get_concrete_function()
+    for edges in (False, True):
+        net = build_tf_model(tiny_ckpt, pool_pad="neg_inf", edge_pool_pad=edges)
+        graphs[edges] = tf.function(net.stages, input_signature=SPEC).get_concrete_function()
     x, _ = make_inputs((35, 41), 2)
     for stage in STAGES:
         np.testing.assert_array_equal(graphs[True](x)[stage].numpy(), graphs[False](x)[stage].numpy(), err_msg=stage)
@@ -550,4 +550,3 @@ def test_a_finite_root_pool_padding_pools_the_same_values_without_an_infinite_co
         return sum(int(np.isinf(v).sum()) for v in values if v.dtype.kind == "f")
 
     assert infinite_constants(graphs[False].graph) == 1 and infinite_constants(graphs[True].graph) == 0
-    assert FLOAT32_LOWEST == float(np.finfo(np.float32).min)  # what the LiteRT converter writes for -inf
