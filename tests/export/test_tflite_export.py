@@ -137,6 +137,8 @@ def test_winograd_layers_pass_parity_from_disk_at_odd_sides(winograd, tmp_path):
         assert len(delegated) == 1 + len(WINOGRAD_KERNELS)
     for run in runs:
         judge.judge_run(reference, TARGET, run, WINOGRAD_ARCH, MODEL, lambda m: None)
+    card = TARGET.card(make_job(ckpt, tmp_path), artifacts[0], None)
+    assert f"- {len(WINOGRAD_KERNELS)} stride-1 3x3 convolutions by Winograd's F(2x2, 3x3)" in card
 
 
 def test_a_swapped_winograd_kernel_fails_parity(winograd, tmp_path):

@@ -55,6 +55,11 @@ def render_deploy_card(job, artifact, figures: Mapping[str, ParityFigures] | Non
         lines.append(f"- ONNX opset {facts['opset']}")
     if facts.get("weight_dtype"):
         lines.append(f"- weights: {facts['weight_dtype']}")
+    if facts.get("winograd_layers"):
+        lines.append(
+            f"- {facts['winograd_layers']} stride-1 3x3 convolutions by Winograd's F(2x2, 3x3) "
+            "(transformed kernels stored; the same values within float32 rounding)"
+        )
     if job.forward is not None:
         lines.append(f"- {forward_text(job.forward)}")
     lines += ["", "## Usage", "", usage, "", "## Parity", "", *parity_lines(figures, artifact.variant), ""]
