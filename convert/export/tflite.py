@@ -118,7 +118,7 @@ class TFLiteTarget(ExportTarget):
     def winograd_plan(self, arch) -> list[str]:
         """The layers the graph convolves by Winograd's algorithm (:func:`convert.model.winograd.winograd_layers`).
 
-        None when their transformed kernels (16 weights for every 9) would not fit in the file:
+        Empty when their transformed kernels (16 weights for every 9) would not fit in the file:
         then every layer convolves directly, as the refusal's estimate assumes.
         """
         layout = checkpoint_layout(arch)
