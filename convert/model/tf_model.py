@@ -177,7 +177,11 @@ class BiTResNetV2(tf.Module):
         LiteRT's XNNPACK delegate cannot take, and what kept onnxruntime's layout changes around
         every group norm; TensorFlow's graph runs this form faster too (docs/inference.md).
         Means in steps as in :func:`_mean_in_steps` (W, H, then the group), the variance from
-        the centred values (two passes, as the reference).
+        the centred values (two passes, as the reference). Normalised as ``x * scale + (beta -
+        mean * scale)``: one pass over the activations fewer than centring them first (LiteRT
+        1.06x faster at batch 8). Where a group's mean is 100x its spread it is 1.8e-5 off
+        against centring's 8.9e-6 (a one-pass variance: 3e-3); at 1000x, the statistics' own
+        float32 rounding dominates both (docs/inference.md).
         """
         gamma = self.variables_by_key[prefix + "gamma"]
         beta = self.variables_by_key[prefix + "beta"]
@@ -189,8 +193,9 @@ class BiTResNetV2(tf.Module):
             s = tf.reduce_mean(tf.reshape(s, _const([-1, GN_GROUPS, per_group])), axis=_const(2), keepdims=True)
             return tf.reshape(s * _const([1.0] * per_group, tf.float32), _const([-1, 1, 1, channels]))
 
-        x = x - group_mean(x)
-        return x * (gamma * tf.math.rsqrt(group_mean(tf.square(x)) + _const(GN_EPS, tf.float32))) + beta
+        mean = group_mean(x)
+        scale = gamma * tf.math.rsqrt(group_mean(tf.math.squared_difference(x, mean)) + _const(GN_EPS, tf.float32))
+        return x * scale + (beta - mean * scale)
 
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)
