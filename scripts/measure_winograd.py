@@ -122,7 +122,6 @@ def network(rounds: int, min_channels: int) -> list[tuple]:
 
     from convert.checkpoint import load_checkpoint
     from convert.export.folded import concrete_with_constants, folded_arrays, winograd_arrays
-    from convert.model.architecture import checkpoint_layout
     from convert.model.tf_model import build_tf_model
     from convert.model.winograd import winograd_layers
     from convert.registry import load_registry
@@ -134,7 +133,7 @@ def network(rounds: int, min_channels: int) -> list[tuple]:
         write_synthetic_checkpoint(CHECKPOINT, arch, seed=0)
     net = build_tf_model(load_checkpoint(CHECKPOINT, arch))
     arrays = folded_arrays(net)
-    keys = winograd_layers(checkpoint_layout(arch), min_channels)
+    keys = winograd_layers(arch, min_channels)
     print(f"measure: {len(keys)} Winograd layers", file=sys.stderr, flush=True)
 
     def convert(winograd):

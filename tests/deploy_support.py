@@ -91,3 +91,24 @@ def chdir(path: Path):
         yield
     finally:
         os.chdir(old)
+
+
+def tflite_operators(path) -> list[tuple[str, object]]:
+    """(builtin operator name, operator) for each operator of a .tflite file's graph, in order."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model(str(path))
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return [(names[codes[op.opcodeIndex]], op) for op in model.subgraphs[0].operators]
+
+
+def xnnpack_partitions(path, shape) -> int:
+    """How many XNNPACK partitions ai_edge_litert's interpreter runs a .tflite file in, resized to ``shape``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.resize_tensor_input(0, shape)
+    interpreter.allocate_tensors()
+    return [op["op_name"] for op in interpreter._get_ops_details()].count("DELEGATE")

@@ -33,18 +33,24 @@ def variant_bytes(arch: Architecture, variant: str, bytes_per_weight: int = 4) -
     return n * bytes_per_weight
 
 
-def folded_arrays(net) -> dict[str, np.ndarray]:
-    """Checkpoint key -> float32 array, conv kernels standardised (computed in float64, then rounded once)."""
+def _standardized64(var) -> np.ndarray:
     import tensorflow as tf
 
     from ..model.tf_ops import standardize_kernel
 
+    return standardize_kernel(tf.cast(var, tf.float64)).numpy()
+
+
+def folded_arrays(net, exclude=()) -> dict[str, np.ndarray]:
+    """Checkpoint key -> float32 array, conv kernels standardised (computed in float64, then rounded once).
+
+    ``exclude``: keys left out (the kernels :func:`winograd_arrays` holds instead).
+    """
     out = {}
     for key, var in net.variables_by_key.items():
-        if is_standardized_kernel(key):
-            out[key] = standardize_kernel(tf.cast(var, tf.float64)).numpy().astype(np.float32)
-        else:
-            out[key] = var.numpy()
+        if key in exclude:
+            continue
+        out[key] = _standardized64(var).astype(np.float32) if is_standardized_kernel(key) else var.numpy()
     return out
 
 
@@ -53,12 +59,9 @@ def winograd_arrays(net, keys) -> dict[str, np.ndarray]:
 
     From the kernel standardised in float64 (as :func:`folded_arrays`), transformed, then rounded once.
     """
-    import tensorflow as tf
-
-    from ..model.tf_ops import standardize_kernel
     from ..model.winograd import transformed_kernel
 
-    return {k: transformed_kernel(standardize_kernel(tf.cast(net.variables_by_key[k], tf.float64)).numpy()) for k in keys}
+    return {k: transformed_kernel(_standardized64(net.variables_by_key[k])) for k in keys}
 
 
 def forward_fn(net, input_range: str, weights, edge_pool_pad: bool = False, winograd=None):

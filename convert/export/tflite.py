@@ -63,7 +63,7 @@ class TFLiteTarget(ExportTarget):
 
     def refusal(self, arch) -> str | None:
         """Why ``arch`` cannot be written as .tflite files (None when it can): decided from its parameter count."""
-        weights = max(variant_bytes(arch, v) for v in VARIANTS)
+        weights = _weight_bytes(arch)
         if weights + GRAPH_MARGIN <= self.size_limit:
             return None
         return (
@@ -76,11 +76,9 @@ class TFLiteTarget(ExportTarget):
         why = self.refusal(job.arch)
         if why is not None:
             raise ExportError(f"{job.model_id}: {why}")
-        arrays = folded_arrays(job.net)
         keys = self.winograd_plan(job.arch)
-        transformed = winograd_arrays(job.net, keys)
-        for key in keys:  # the graph convolves these by their transformed kernels only
-            del arrays[key]
+        # The graph convolves these by their transformed kernels only.
+        arrays, transformed = folded_arrays(job.net, exclude=set(keys)), winograd_arrays(job.net, keys)
         out_dir = Path(job.export_dir) / "tflite"
         out_dir.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
@@ -122,10 +120,9 @@ class TFLiteTarget(ExportTarget):
         then every layer convolves directly, as the refusal's estimate assumes.
         """
         layout = checkpoint_layout(arch)
-        keys = winograd_layers(layout)
+        keys = winograd_layers(arch)
         extra = sum(int(np.prod(layout[k])) * 7 // 9 for k in keys) * 4
-        weights = max(variant_bytes(arch, v) for v in VARIANTS)
-        return keys if weights + extra + GRAPH_MARGIN <= self.size_limit else []
+        return keys if _weight_bytes(arch) + extra + GRAPH_MARGIN <= self.size_limit else []
 
     def _convert(self, job: ExportJob, arrays: dict[str, np.ndarray], winograd: dict[str, np.ndarray]) -> bytes:
         """Both variants' outputs in one FlatBuffer (:mod:`.tflite_graph` writes each variant's file from it)."""
@@ -177,6 +174,11 @@ class TFLiteTarget(ExportTarget):
             "runner = interpreter.get_signature_runner()",
             "outputs = runner(images=images)",
         ]
+
+
+def _weight_bytes(arch) -> int:
+    """The float32 weights of the larger variant's file (the classifier's), from the parameter count."""
+    return max(variant_bytes(arch, v) for v in VARIANTS)
 
 
 def _usage(job: ExportJob, artifact: Artifact) -> str:

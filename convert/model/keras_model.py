@@ -76,7 +76,7 @@ class _Builder:
 
     def unit(self, x, arch: Architecture, block: int, unit: int):
         p = f"block{block}_unit{unit:02d}_"
-        stride = nx.BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        stride = nx.unit_stride(block, unit)
         mid, out = arch.mid_width(block), arch.out_width(block)
         y = self.gn_relu(x, f"{p}a_gn")
         shortcut = self.conv(y, f"{p}a_proj", out, 1, stride) if unit == 1 else x
@@ -143,7 +143,7 @@ def layer_output_elements(arch: Architecture, height: int, width: int) -> int:
     h, w = conv(h, nx.POOL_WINDOW, nx.POOL_STRIDE, nx.POOL_PAD), conv(w, nx.POOL_WINDOW, nx.POOL_STRIDE, nx.POOL_PAD)
     total += arch.root_width * h * w  # root pool
     for block, unit in arch.iter_units():
-        stride = nx.BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        stride = nx.unit_stride(block, unit)
         mid, out = arch.mid_width(block), arch.out_width(block)
         total += arch.unit_in_width(block, unit) * h * w  # a_gn (with its relu)
         total += 2 * mid * h * w  # a_conv, b_gn

@@ -72,6 +72,12 @@ MID_PAD = 1
 #: projection (ResNet "v1.5"/v2 style), never on the first 1x1 conv.
 BLOCK_STRIDES = (1, 2, 2, 2)
 
+
+def unit_stride(block: int, unit: int) -> int:
+    """The stride of unit ``unit`` (from 1) of block ``block`` (from 1): the block's on its first unit, else 1."""
+    return BLOCK_STRIDES[block - 1] if unit == 1 else 1
+
+
 #: Pixels arrive in [-1, 1]: ``(pixel - 127.5) / 127.5``.
 INPUT_RANGE = (-1.0, 1.0)
 

@@ -49,7 +49,6 @@ import tensorflow as tf
 
 from .architecture import CONV, PREFIX, Architecture, checkpoint_layout, unit_prefix
 from .numerics import (
-    BLOCK_STRIDES,
     GN_EPS,
     GN_GROUPS,
     MID_PAD,
@@ -62,6 +61,7 @@ from .numerics import (
     ROOT_PAD,
     ROOT_STRIDE,
     STRIDED_PADDINGS,
+    unit_stride,
 )
 from .tf_ops import _const, _mean_in_steps, conv_standardising_output, standardize_kernel_fused
 from .winograd import winograd_conv
@@ -199,7 +199,7 @@ class BiTResNetV2(tf.Module):
 
     def _unit(self, x, block: int, unit: int):
         p = unit_prefix(block, unit)
-        stride = BLOCK_STRIDES[block - 1] if unit == 1 else 1
+        stride = unit_stride(block, unit)
         side = {"gate": x, "on_output": block in self.output_side_blocks}
         y = tf.nn.relu(self._group_norm(x, f"{p}a/group_norm/"))
         shortcut = self._conv(y, f"{p}a/proj/{CONV}/kernel", stride=stride, **side) if unit == 1 else x

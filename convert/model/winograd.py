@@ -45,20 +45,20 @@ def transformed_kernel(kernel) -> np.ndarray:
     return np.einsum("ai,ijck,bj->abck", g, np.asarray(kernel, np.float64), g).astype(np.float32)
 
 
-def winograd_layers(layout, min_channels: int = MIN_CHANNELS) -> list[str]:
-    """The keys of ``layout`` (checkpoint key -> shape) whose kernels the LiteRT graph convolves by Winograd.
+def winograd_layers(arch, min_channels: int = MIN_CHANNELS) -> list[str]:
+    """The checkpoint keys of ``arch``'s kernels that the LiteRT graph convolves by Winograd's algorithm.
 
-    Every stride-1 3x3 convolution with at least ``min_channels`` input channels: the
-    middle convolution of each unit but the first of a block (the first has the block's stride).
+    Every unit's middle (3x3) convolution whose stride is 1 (:func:`~.numerics.unit_stride`)
+    and whose input has at least ``min_channels`` channels.
     """
-    from .architecture import CONV
+    from .architecture import CONV, unit_prefix
+    from .numerics import unit_stride
 
-    keys = []
-    for key, shape in layout.items():
-        if key.endswith(f"b/{CONV}/kernel") and tuple(shape[:2]) == (3, 3) and shape[2] >= min_channels:
-            if not key.split("/")[-4].endswith("unit01"):
-                keys.append(key)
-    return keys
+    return [
+        f"{unit_prefix(block, unit)}b/{CONV}/kernel"
+        for block, unit in arch.iter_units()
+        if unit_stride(block, unit) == 1 and arch.mid_width(block) >= min_channels
+    ]
 
 
 def _combine(coefficients, terms):

@@ -16,7 +16,16 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import TINY, TINY_PX
-from deploy_support import FAMILY_MODELS, entries, load_with_reference, make_job, reports, write_and_check
+from deploy_support import (
+    FAMILY_MODELS,
+    entries,
+    load_with_reference,
+    make_job,
+    reports,
+    tflite_operators,
+    write_and_check,
+    xnnpack_partitions,
+)
 
 from convert.export import onnx, savedmodel, tflite
 from convert.export.keras import KerasTarget
@@ -89,24 +98,13 @@ def test_litert_pads_minus_inf_as_edge_copies_in_one_xnnpack_partition(distill_j
     # A -inf padding would be a PADV2, which XNNPACK leaves out of its partition; the copies of the edge
     # rows and columns pool to the same values (numerics.NEG_INF_POOL_PAD_AS_EDGE_COPIES; parity: the
     # contract's distill entry) and the whole graph (the tiny layout has no Winograd layer) is one partition.
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
     (artifact, _) = tflite.TARGET.write(distill_job)
     path = distill_job.export_dir / artifact.path
-    model = flatbuffer_utils.read_model(str(path))
-    graph = model.subgraphs[0]
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    ops = [(names[codes[op.opcodeIndex]], op) for op in graph.operators]
+    ops = tflite_operators(path)
     assert not [kind for kind, _ in ops if kind == "PADV2"]
     (pool,) = [op for kind, op in ops if kind == "MAX_POOL_2D"]
     assert [kind for kind, op in ops if pool.inputs[0] in op.outputs] == ["CONCATENATION"]
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.resize_tensor_input(0, (2, 35, 41, 3))
-    interpreter.allocate_tensors()
-    assert [op["op_name"] for op in interpreter._get_ops_details()].count("DELEGATE") == 1
+    assert xnnpack_partitions(path, (2, 35, 41, 3)) == 1
 
 
 def test_onnx_keeps_minus_inf(distill_job):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import R50X1, R152X2, R152X4, TINY
-from deploy_support import MODEL, entries, load_with_reference, make_job, write_and_check
+from deploy_support import MODEL, entries, load_with_reference, make_job, tflite_operators, write_and_check, xnnpack_partitions
 
 from convert.errors import ExportError, ParityError
 from convert.export import judge
@@ -63,14 +63,8 @@ def test_no_shape_is_computed_at_run_time(tiny_export):
     # delegated graph (100 partitions for R50x1, docs/inference.md). Group norm reshapes only fixed
     # shapes; the root pool's edge copies slice constant bounds. Only a Winograd layer's crop computes
     # a shape (test_winograd_layers_pass_parity_from_disk_at_odd_sides), and the tiny layout has none.
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     for e in entries(tiny_export.manifest, "tflite"):
-        model = flatbuffer_utils.read_model(str(tiny_export.path / e["path"]))
-        codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-        ops = {names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators}
+        ops = {kind for kind, _ in tflite_operators(tiny_export.path / e["path"])}
         assert "CONV_2D" in ops and "SHAPE" not in ops, sorted(ops)
 
 
@@ -100,16 +94,6 @@ def test_each_file_holds_only_what_its_output_uses(tiny_export):
         assert variant_bytes(TINY, variant) <= size < variant_bytes(TINY, variant) + 64 * 1024, (variant, size)
 
 
-def _op_names(path) -> list[str]:
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = flatbuffer_utils.read_model(str(path))
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    return [names[codes[op.opcodeIndex]] for op in model.subgraphs[0].operators]
-
-
 @pytest.fixture(scope="module")
 def winograd(tmp_path_factory):
     from convert.synthetic import write_synthetic_checkpoint
@@ -119,22 +103,16 @@ def winograd(tmp_path_factory):
 
 
 def test_winograd_layers_pass_parity_from_disk_at_odd_sides(winograd, tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-
     ckpt, images, reference = winograd
     artifacts, runs = write_and_check(TARGET, make_job(ckpt, tmp_path), images)
     for artifact in artifacts:
         assert artifact.facts["winograd_layers"] == len(WINOGRAD_KERNELS)
         path = tmp_path / artifact.path
-        ops = _op_names(path)
+        ops = [kind for kind, _ in tflite_operators(path)]
         # Each Winograd layer: 20 depthwise transforms, and its crop to the input's size, the one
         # shape computed at run time, where XNNPACK's partition ends: one more partition per layer.
         assert ops.count("DEPTHWISE_CONV_2D") == 20 * len(WINOGRAD_KERNELS) and ops.count("SHAPE") == len(WINOGRAD_KERNELS)
-        interpreter = Interpreter(model_path=str(path))
-        interpreter.resize_tensor_input(0, images.shape)
-        interpreter.allocate_tensors()
-        delegated = [op for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE"]
-        assert len(delegated) == 1 + len(WINOGRAD_KERNELS)
+        assert xnnpack_partitions(path, images.shape) == 1 + len(WINOGRAD_KERNELS)
     for run in runs:
         judge.judge_run(reference, TARGET, run, WINOGRAD_ARCH, MODEL, lambda m: None)
     card = TARGET.card(make_job(ckpt, tmp_path), artifacts[0], None)

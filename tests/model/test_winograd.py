@@ -55,9 +55,12 @@ def test_a_wrong_transform_is_caught(wrong):
 
 def test_winograd_layers_are_the_wide_stride_1_3x3_ones():
     layout = checkpoint_layout(R50X1)
-    keys = winograd_layers(layout)
+    keys = winograd_layers(R50X1)
     # R50x1: blocks 2-4 (128-512 channels), every unit but the first (which has the block's stride).
     assert len(keys) == 3 + 5 + 2
     assert all(layout[k][:2] == (3, 3) and layout[k][2] >= 128 and "/unit01/" not in k for k in keys)
     assert not [k for k in keys if "/block1/" in k]
-    assert len(winograd_layers(layout, min_channels=1)) == 2 + 3 + 5 + 2
+    # Every channel count: block 1's first unit too, whose stride is 1 (numerics.BLOCK_STRIDES).
+    narrow = winograd_layers(R50X1, min_channels=1)
+    assert len(narrow) == 3 + 3 + 5 + 2 and "resnet/block1/unit01/b/standardized_conv2d/kernel" in narrow
+    assert not [k for k in narrow if "/unit01/" in k and "/block1/" not in k]
