@@ -148,8 +148,9 @@ def _group_mean(t, groups: int):
 
 @_register
 class GroupNorm(keras.layers.Layer):
-    """Group norm over (H, W, channels-in-group) of NHWC inputs, two-pass variance, then ``* gamma + beta``
-    (then a ReLU with ``relu=True``: BiT's pre-activations, one layer instead of two).
+    """Group norm over (H, W, channels-in-group) of NHWC inputs, two-pass variance, as ``x * scale + (beta -
+    mean * scale)`` with ``scale = gamma / sqrt(var + eps)`` (then a ReLU with ``relu=True``: BiT's
+    pre-activations, one layer instead of two).
 
     Statistics are computed in float32 at least (float16/bfloat16 inputs are
     upcast, like Keras' own GroupNormalization); the output has the input's dtype.
@@ -179,9 +180,10 @@ class GroupNorm(keras.layers.Layer):
             return ops.cast(y, dtype)
         # Per-channel statistics, the activations never reshaped: XLA (JAX) and TensorFlow's graph
         # run this form 10-20% faster than the grouped 5-D reshape (docs/keras.md).
-        x = x - _group_mean(x, self.groups)
-        scale = ops.cast(self.gamma, x.dtype) * ops.rsqrt(_group_mean(ops.square(x), self.groups) + self.epsilon)
-        y = x * scale + ops.cast(self.beta, x.dtype)
+        # Not centred first: one pass over the activations fewer (as convert.model.tf_model's).
+        mean = _group_mean(x, self.groups)
+        scale = ops.cast(self.gamma, x.dtype) * ops.rsqrt(_group_mean(ops.square(x - mean), self.groups) + self.epsilon)
+        y = x * scale + (ops.cast(self.beta, x.dtype) - mean * scale)
         return ops.cast(ops.relu(y) if self.relu else y, dtype)
 
     def compute_output_shape(self, input_shape):
