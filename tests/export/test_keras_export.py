@@ -107,9 +107,22 @@ def test_input_range_is_inside_the_model(tiny, parity_inputs):
         assert compare(reference, {"logits": np.asarray(model.predict_on_batch(x))}).passed
 
 
-def _run_child(backend: str, args: list[str], cwd=None) -> subprocess.CompletedProcess:
+#: The fit test's extra environment per backend. jaxlib 0.10's YNNPACK fusions compute this step
+#: 0.9% off (up to 2.6% in a block 1-2 weight) on an AVX-512 Zen 4, where TensorFlow, torch and
+#: XLA without them agree to 2e-5 (on Zen 3, within 1e-4 with them): the test judges the model's
+#: gradient, not that backend defect (docs/keras.md, "Fine-tuning on jax").
+FIT_ENV = {"jax": {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}}
+
+
+def _run_child(backend: str, args: list[str], cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], env=_env(backend), cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, *args],
+        env={**_env(backend), **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -121,7 +134,13 @@ def test_fit_changes_the_backbone_and_trainable_false_freezes_it(tiny_export, tm
     child = str(Path(__file__).parents[1] / "keras_fit_child.py")
     steps = {b: tmp_path / f"{b}.npz" for b in BACKENDS}
     with ThreadPoolExecutor(2) as pool:
-        done = dict(zip(BACKENDS, pool.map(lambda b: _run_child(b, [child, path, str(steps[b])]), BACKENDS), strict=True))
+        done = dict(
+            zip(
+                BACKENDS,
+                pool.map(lambda b: _run_child(b, [child, path, str(steps[b])], env=FIT_ENV.get(b)), BACKENDS),
+                strict=True,
+            )
+        )
     for backend, proc in done.items():
         assert proc.returncode == 0, f"{backend}: {proc.stderr[-2000:]}"
         result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -162,10 +162,12 @@ def test_the_savedmodels_features_are_the_float64_ones(tiny_ckpt, tiny_fn, shape
     x = np.random.default_rng(5).uniform(-1, 1, shape).astype(np.float32)
     want = reference_outputs(tiny_ckpt, x, float32=False).f64["pre_logits"]
     got = trace_features(model, "symmetric")(tf.constant(x)).numpy()
-    # Measured 1.1e-5 and 7.9e-6 (the kernels' side everywhere: 2.4e-6 and 2.1e-6): TINY's synthetic
-    # block-4 kernels have channel means several spreads wide, which the output's side cancels
-    # (convert.model.smaller_side); a wrong window sum or statistic is off by 1e-1 and more.
-    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 3e-5
+    # Measured 1.1e-5 and 7.9e-6 on a Zen 3 (the kernels' side everywhere: 2.4e-6 and 2.1e-6), 3.2e-5
+    # and 2.8e-5 on an AVX-512 Zen 4, whose oneDNN convolutions (brgemm, avx512_core) round otherwise
+    # (1.25e-5 and 7.8e-6 there with TF_ENABLE_ONEDNN_OPTS=0): TINY's synthetic block-4 kernels have
+    # channel means several spreads wide, which the output's side cancels, so it shows each CPU's
+    # rounding (convert.model.smaller_side); a wrong window sum or statistic is off by 1e-1 and more.
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
 
 
 @pytest.mark.parametrize("which", ["live", "savedmodel"])

@@ -152,4 +152,7 @@ def test_a_trace_of_unknown_shape_keeps_the_kernels_side():
     concrete = traced.get_concrete_function(tf.TensorSpec([None, None, None, 16], tf.float32))
     ops = {op.type for op in concrete.graph.get_operations()}
     assert "FusedBatchNormV3" in ops and "AvgPool" not in ops
-    assert np.array_equal(concrete(tf.constant(x)).numpy(), _run(standardized_conv2d, x, kernel, (1, 1), False))
+    # Judged against float64 as the eager calls are: the graph's convolution may run another kernel
+    # than the eager one (on an AVX-512 Zen 4 they were a few float32 ulps apart, not bit-equal).
+    want = _float64_conv(x, kernel, (1, 1))
+    assert np.linalg.norm(concrete(tf.constant(x)).numpy() - want) / np.linalg.norm(want) < 2e-5
