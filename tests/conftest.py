@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from convert.model.architecture import Architecture, parameter_count
+from convert.model.numerics import GN_EPS, GN_GROUPS
 from convert.synthetic import write_synthetic_checkpoint
 
 #: A reduced block layout for fast end-to-end tests (depth 14, width 1).
@@ -20,6 +22,25 @@ TINY = Architecture((1, 1, 1, 1), width=1, classes=10)
 R50X1 = Architecture.from_depth(50, 1, 1000)
 R152X2 = Architecture.from_depth(152, 2, 1000)
 R152X4 = Architecture.from_depth(152, 4, 1000)
+
+
+def group_norm_case(seed: int = 5):
+    """(x, gamma, beta): NHWC activations of 4 channels a group whose group means are 100x their spread."""
+    rng = np.random.default_rng(seed)
+    channels = 4 * GN_GROUPS
+    x = (rng.normal(0.0, 1.0, (2, 9, 7, channels)) + rng.normal(0.0, 1.0, channels) + 100.0).astype(np.float32)
+    return x, rng.normal(1.0, 0.2, channels), rng.normal(0.0, 0.2, channels)
+
+
+def grouped_norm_f64(x, gamma, beta, consecutive: bool = True):
+    """The literal grouped group norm of NHWC ``x`` in float64: groups of consecutive channels (the
+    reference's), or with ``consecutive=False`` every GN_GROUPS-th channel pooled (a wrong grouping)."""
+    n, h, w, c = x.shape
+    view = (n, h, w, GN_GROUPS, c // GN_GROUPS) if consecutive else (n, h, w, c // GN_GROUPS, GN_GROUPS)
+    axes = (1, 2, 4) if consecutive else (1, 2, 3)  # all but N and the group axis
+    g = x.astype(np.float64).reshape(view)
+    g = (g - g.mean(axis=axes, keepdims=True)) / np.sqrt(g.var(axis=axes, keepdims=True) + GN_EPS)
+    return g.reshape(x.shape) * gamma + beta
 
 
 def tiny_registry(path: Path, model_id: str, source: str, code: str = "big_transfer") -> Path:

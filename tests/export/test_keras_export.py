@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import R50X1, R152X2, TINY
+from conftest import R50X1, R152X2, TINY, group_norm_case, grouped_norm_f64
 from deploy_support import MODEL, entries, pool_padding, to_unit
 
 from convert.checkpoint import Checkpoint
@@ -331,23 +331,12 @@ def test_keras_group_norm_is_the_grouped_one_in_float64():
     # x * scale + (beta - mean * scale), against the literal grouped form in float64 on activations
     # whose group means dwarf their spread (this backend's kernels: the same keras.ops run on jax).
     from convert.model.keras_layers import GroupNorm
-    from convert.model.numerics import GN_EPS, GN_GROUPS
 
-    rng = np.random.default_rng(5)
-    channels = 4 * GN_GROUPS
-    x = (rng.normal(0.0, 1.0, (2, 9, 7, channels)) + rng.normal(0.0, 1.0, channels) + 100.0).astype(np.float32)
-    gamma, beta = rng.normal(1.0, 0.2, channels), rng.normal(0.0, 0.2, channels)
+    x, gamma, beta = group_norm_case()
     layer = GroupNorm()
     layer.build(x.shape)
     layer.gamma.assign(gamma.astype(np.float32))
     layer.beta.assign(beta.astype(np.float32))
     out = np.asarray(layer(x))
-
-    def grouped(view):  # (N, H, W, C) seen as ``view``: each group's statistics over all but N and the group axis
-        g = x.astype(np.float64).reshape(view)
-        axes = tuple(i for i in range(1, 5) if view[i] != GN_GROUPS)
-        g = (g - g.mean(axis=axes, keepdims=True)) / np.sqrt(g.var(axis=axes, keepdims=True) + GN_EPS)
-        return g.reshape(x.shape) * gamma + beta
-
-    np.testing.assert_allclose(out, grouped((2, 9, 7, GN_GROUPS, channels // GN_GROUPS)), rtol=0, atol=1e-4)
-    assert np.abs(out - grouped((2, 9, 7, channels // GN_GROUPS, GN_GROUPS))).max() > 0.1
+    np.testing.assert_allclose(out, grouped_norm_f64(x, gamma, beta), rtol=0, atol=1e-4)
+    assert np.abs(out - grouped_norm_f64(x, gamma, beta, consecutive=False)).max() > 0.1

@@ -13,15 +13,13 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import R50X1, R152X2, TINY
+from conftest import R50X1, R152X2, TINY, group_norm_case, grouped_norm_f64
 
 from convert.checkpoint import Checkpoint
 from convert.model.architecture import CONV, Architecture, checkpoint_layout
 from convert.model.flax_model import make_apply, make_unitwise_apply, param_shapes
 from convert.model.mapping import flax_params, mapping_rows
 from convert.model.numerics import (
-    GN_EPS,
-    GN_GROUPS,
     POOL_PAD,
     POOL_STRIDE,
     POOL_WINDOW,
@@ -517,24 +515,15 @@ def test_group_norm_is_the_grouped_one_in_float64():
     # on activations whose group means dwarf their spread, where a one-pass variance
     # (E[x^2] - E[x]^2 in float32) is off by 3e-3 and the two-pass one by 1.8e-5 (9e-6 when the
     # activations are centred before scaling, one pass more).
-    rng = np.random.default_rng(5)
-    channels, prefix = 4 * GN_GROUPS, "resnet/group_norm/"
-    x = (rng.normal(0.0, 1.0, (2, 9, 7, channels)) + rng.normal(0.0, 1.0, channels) + 100.0).astype(np.float32)
-    gamma, beta = rng.normal(1.0, 0.2, channels), rng.normal(0.0, 0.2, channels)
+    x, gamma, beta = group_norm_case()
+    prefix = "resnet/group_norm/"
     net = BiTResNetV2(
         TINY, weights={prefix + "gamma": tf.constant(gamma, tf.float32), prefix + "beta": tf.constant(beta, tf.float32)}
     )
     out = net._group_norm(tf.constant(x), prefix).numpy()
-
-    def grouped(view):  # (N, H, W, C) seen as ``view``: each group's statistics over all but N and the group axis
-        g = x.astype(np.float64).reshape(view)
-        axes = tuple(i for i in range(1, 5) if view[i] != GN_GROUPS)
-        g = (g - g.mean(axis=axes, keepdims=True)) / np.sqrt(g.var(axis=axes, keepdims=True) + GN_EPS)
-        return g.reshape(x.shape) * gamma + beta
-
-    np.testing.assert_allclose(out, grouped((2, 9, 7, GN_GROUPS, channels // GN_GROUPS)), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out, grouped_norm_f64(x, gamma, beta), rtol=0, atol=1e-4)
     # Groups of consecutive channels: the same statistics pooled over every 32nd channel are far off.
-    assert np.abs(out - grouped((2, 9, 7, channels // GN_GROUPS, GN_GROUPS))).max() > 0.1
+    assert np.abs(out - grouped_norm_f64(x, gamma, beta, consecutive=False)).max() > 0.1
 
 
 def test_edge_copies_pool_the_same_values_as_minus_inf_without_an_infinite_constant(tiny_ckpt):
