@@ -38,10 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZE = (64, 48)
 #: The check's scratch directories (under tempfile's directory).
 SCRATCH_PREFIX = "bitconvert-keras-check-"
-#: Relative L2 between two backends' SGD steps (scaled gradients) of the same float32 model: they
-#: agreed to 6e-6 (torch) and 1.4e-5 (tensorflow) of JAX's; a step that missed the gradient through
-#: the weight standardisation or the group norm would be off by order 1.
-STEP_TOLERANCE = 1e-4
+#: Relative L2 between two backends' SGD steps (scaled gradients) of the same float32 model. A step
+#: that missed the gradient through the weight standardisation's statistics is 45% off, through the
+#: group norm's 57% (measured on jax, as gradients of a random linear function of the features).
+#: Agreeing backends are 1e-5-2e-5 apart, unless a unit sits at a ReLU's kink: TINY at 32 px has
+#: some 20,000 pre-activations, the smallest 1e-6-1e-5 of their spread from zero for any input,
+#: which the backends' float32 rounding (1e-7-1e-5) can put on either side. One such unit (on an
+#: AVX-512 Zen 4, jax's compilation put one in block 2 on the other side) moves every earlier
+#: weight's step, 0.89% in all. The bound sits between the two.
+STEP_TOLERANCE = 5e-2
 
 
 def _env(backend: str) -> dict:
@@ -107,22 +112,9 @@ def test_input_range_is_inside_the_model(tiny, parity_inputs):
         assert compare(reference, {"logits": np.asarray(model.predict_on_batch(x))}).passed
 
 
-#: The fit test's extra environment per backend. jaxlib 0.10's YNNPACK fusions compute this step
-#: 0.9% off (up to 2.6% in a block 1-2 weight) on an AVX-512 Zen 4, where TensorFlow, torch and
-#: XLA without them agree to 2e-5 (on Zen 3, within 1e-4 with them): the test judges the model's
-#: gradient, not that backend defect (docs/keras.md, "Fine-tuning on jax").
-FIT_ENV = {"jax": {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}}
-
-
-def _run_child(backend: str, args: list[str], cwd=None, env=None) -> subprocess.CompletedProcess:
+def _run_child(backend: str, args: list[str], cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args],
-        env={**_env(backend), **(env or {})},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        [sys.executable, *args], env=_env(backend), cwd=cwd, capture_output=True, text=True, timeout=300, check=False
     )
 
 
@@ -134,13 +126,7 @@ def test_fit_changes_the_backbone_and_trainable_false_freezes_it(tiny_export, tm
     child = str(Path(__file__).parents[1] / "keras_fit_child.py")
     steps = {b: tmp_path / f"{b}.npz" for b in BACKENDS}
     with ThreadPoolExecutor(2) as pool:
-        done = dict(
-            zip(
-                BACKENDS,
-                pool.map(lambda b: _run_child(b, [child, path, str(steps[b])], env=FIT_ENV.get(b)), BACKENDS),
-                strict=True,
-            )
-        )
+        done = dict(zip(BACKENDS, pool.map(lambda b: _run_child(b, [child, path, str(steps[b])]), BACKENDS), strict=True))
     for backend, proc in done.items():
         assert proc.returncode == 0, f"{backend}: {proc.stderr[-2000:]}"
         result = json.loads(proc.stdout.strip().splitlines()[-1])
