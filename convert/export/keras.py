@@ -34,6 +34,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 
 from ..errors import LocalIOError
+from ..model.xla_options import FAST_COMPILE_OPTIONS, xla_flags
 from .keras_runs import BackendRuns, KerasBackendError, runtime_name
 from .keras_zip import make_reproducible
 from .target import COLLECT_ABOVE_BYTES, INPUT_RANGES, VARIANTS, Artifact, ExportJob, ExportTarget, Run
@@ -44,6 +45,10 @@ BACKENDS = ("jax", "tensorflow", "torch")
 BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 #: How to install a missing backend (setup.cfg extras; jax and TensorFlow are core dependencies).
 INSTALL_HINTS = {"jax": "pip install .", "tensorflow": "pip install .", "torch": "pip install .[keras-torch]"}
+#: How the jax process compiles the models it checks: XLA's fast-compile options, as the float64
+#: reference's (convert.model.xla_options): the same program and library kernels, 3.5 CPU-s less
+#: compilation for R50x1's two models (docs/performance.md, "Session 26").
+CHECK_XLA_FLAGS = xla_flags(FAST_COMPILE_OPTIONS)
 #: Directory of the artifacts inside the export.
 SUBDIR = "keras"
 #: Memory of one checking process: a fixed part (Python, keras, the backend), this many
@@ -209,7 +214,8 @@ class KerasTarget(ExportTarget):
         children = tuple(b for b in backends if b != here)
         if here is not None:
             plan = self.plan(job.arch, images, len(children), memory)
-        return Prepared(BackendRuns(children, parallel=plan.parallel, python=self.python).start(), plan, here)
+        runs = BackendRuns(children, parallel=plan.parallel, python=self.python, xla_flags=CHECK_XLA_FLAGS)
+        return Prepared(runs.start(), plan, here)
 
     def check(
         self, job: ExportJob, artifacts: list[Artifact], images: np.ndarray, prepared: Prepared | None = None
@@ -248,6 +254,7 @@ class KerasTarget(ExportTarget):
                         "load_s": round(m["load_s"], 3),
                         "run_s": round(m["run_s"], 3),
                         "process_cpu_s": round(info.get("cpu_s", 0.0), 3),
+                        "xla_flags": info.get("xla_flags"),
                     }
                     out.append(Run(artifact, runtime_name(backend), result, m["load_s"] + m["run_s"], facts))
             return out

@@ -49,6 +49,7 @@ def main(workdir: str) -> int:
 
         result = {"backend": keras.backend.backend(), "keras": keras.__version__, "import_s": time.perf_counter() - t}
         result["backend_version"] = backend_version(result["backend"])
+        result["xla_flags"] = os.environ.get("XLA_FLAGS") if result["backend"] == "jax" else None
         text = sys.stdin.readline()
         if not text.strip():
             return 0  # abandoned before the models were written

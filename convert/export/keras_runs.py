@@ -27,6 +27,7 @@ import numpy as np
 from .. import interrupts
 from ..errors import ExportError
 from ..fsutil import make_locked_dir, remove_unlocked_dirs
+from ..model.xla_options import with_xla_flags
 from .keras_check import SCRATCH_PREFIX
 
 #: The checking processes run at this lower priority: the export's own steps are the
@@ -57,13 +58,16 @@ class BackendRuns:
     :meth:`wait` returns {backend: (outputs per model, the child's
     result.json)} or raises :class:`KerasBackendError` for the first backend
     (in ``backends`` order) that failed, after stopping the others.
+    ``xla_flags``: prepended to the jax process's ``XLA_FLAGS`` (the user's own come last).
     :meth:`stop` ends every process and removes the scratch directory; the
     caller must call it (or :meth:`wait`) on every path: the threads that
     feed the processes are daemons, and a process whose parent is gone
     reads end-of-file and exits.
     """
 
-    def __init__(self, backends, *, parallel: int, python: str = sys.executable, threads: int | None = None):
+    def __init__(
+        self, backends, *, parallel: int, python: str = sys.executable, threads: int | None = None, xla_flags: str | None = None
+    ):
         from ..resources import usable_cpus
 
         self.backends, self.paths, self.parallel = tuple(backends), [], max(1, min(parallel, len(backends)))
@@ -84,6 +88,7 @@ class BackendRuns:
         self._unregister = interrupts.register(functools.partial(_cleanup, self._procs, self._scratch, None, wait=False))
         self._futures = {b: Future() for b in self.backends}
         self._python = python
+        self._xla_flags = xla_flags  # for the jax process: XLA's compilation options (convert.model.xla_options)
         self._started = False
 
     def start(self) -> BackendRuns:
@@ -131,6 +136,8 @@ class BackendRuns:
         for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             env.setdefault(var, str(self.threads))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
+        if backend == "jax" and self._xla_flags:
+            env["XLA_FLAGS"] = with_xla_flags(self._xla_flags, os.environ.get("XLA_FLAGS"))
         with self._lock:
             if self._stopped:
                 return -1

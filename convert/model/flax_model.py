@@ -54,6 +54,7 @@ from .numerics import (
     WS_AXES,
     WS_EPS,
 )
+from .xla_options import FAST_COMPILE_OPTIONS
 
 PRECISION = lax.Precision.HIGHEST
 
@@ -192,12 +193,6 @@ def param_shapes(arch: Architecture) -> dict:
 
 def _to_dict(tree):
     return {k: _to_dict(v) if hasattr(v, "items") else v for k, v in tree.items()}
-
-
-#: XLA options for work that compiling dominates (``fast_compile``): LLVM optimisation level 0, and
-#: XLA:CPU's older element-wise emitters instead of its MLIR fusion emitters, which compile the
-#: reference's units in less time for the same run time (docs/performance.md).
-FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 @functools.lru_cache(maxsize=8)

@@ -26,9 +26,18 @@ from deploy_support import MODEL, entries, pool_padding, to_unit
 
 from convert.checkpoint import Checkpoint
 from convert.export.cards.common import ParityFigures
-from convert.export.keras import BACKENDS, TARGET, BackendRuns, CheckPlan, KerasBackendError, KerasTarget
+from convert.export.keras import (
+    BACKENDS,
+    CHECK_XLA_FLAGS,
+    TARGET,
+    BackendRuns,
+    CheckPlan,
+    KerasBackendError,
+    KerasTarget,
+)
 from convert.export.target import Artifact, ExportJob
 from convert.model.architecture import checkpoint_layout
+from convert.model.xla_options import with_xla_flags, xla_flags
 from convert.parity import compare, make_inputs, reference_outputs
 from convert.registry import load_registry
 from convert.synthetic import synthetic_arrays
@@ -98,6 +107,18 @@ def test_facts_of_the_written_files_and_of_every_backend(tiny_export):
         for runtime, run in e["parity"].items():
             assert run["facts"]["safe_mode"] and run["facts"]["backend_version"], runtime
             assert runtime == f"keras-{run['facts']['backend']}"
+        # The jax process compiles with the reference's fast-compile options; no other process is told.
+        flags = {runtime: run["facts"]["xla_flags"] for runtime, run in e["parity"].items()}
+        assert flags.pop("keras-jax") == CHECK_XLA_FLAGS
+        assert set(flags.values()) == {None}
+
+
+def test_xla_flags_are_the_options_and_come_before_the_users_own():
+    assert xla_flags({"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}) == (
+        "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    )
+    assert with_xla_flags("--a=0", "--a=1 --b=2") == "--a=0 --a=1 --b=2"
+    assert with_xla_flags("--a=0", None) == "--a=0"
 
 
 def test_input_range_is_inside_the_model(tiny, parity_inputs):
