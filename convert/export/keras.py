@@ -46,8 +46,9 @@ BACKEND_MODULES = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
 #: How to install a missing backend (setup.cfg extras; jax and TensorFlow are core dependencies).
 INSTALL_HINTS = {"jax": "pip install .", "tensorflow": "pip install .", "torch": "pip install .[keras-torch]"}
 #: How the jax process compiles the models it checks: XLA's fast-compile options, as the float64
-#: reference's (convert.model.xla_options): the same program and library kernels, 3.5 CPU-s less
-#: compilation for R50x1's two models (docs/performance.md, "Session 26").
+#: reference's (convert.model.xla_options). The check compiles each model once and runs it once,
+#: so compiling dominates it; the program and its library kernels are the ones users run
+#: (docs/performance.md, "Session 26").
 CHECK_XLA_FLAGS = xla_flags(FAST_COMPILE_OPTIONS)
 #: Directory of the artifacts inside the export.
 SUBDIR = "keras"

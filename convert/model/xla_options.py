@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 #: XLA options for work that compiling dominates: LLVM optimisation level 0, and XLA:CPU's older
-#: element-wise emitters instead of its MLIR fusion emitters. The reference's units compile in less
-#: time for the same run time; the Keras check's jax process compiles both models in 8.3-8.6 CPU-s
-#: instead of 12.0 (docs/performance.md, sessions 10 and 26). Convolutions and matrix products
-#: run the same library kernels (YNNPACK) either way; results are not bit-identical.
+#: element-wise emitters instead of its MLIR fusion emitters. The float64 reference's units and the
+#: Keras check's models compile in less time for about the same run time (docs/performance.md,
+#: sessions 10 and 26). Convolutions and matrix products run the same library kernels (YNNPACK)
+#: either way; results are not bit-identical.
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
