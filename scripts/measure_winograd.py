@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from convert.model.winograd import MIN_CHANNELS  # noqa: E402  (numpy only)
 from convert.testing.bench import print_table, script_arguments  # noqa: E402
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "bench-results" / "winograd" / "R50x1_224.npz"
@@ -34,17 +35,17 @@ def _options(parser) -> None:
     parser.add_argument(
         "--min-channels",
         type=int,
-        default=None,
+        default=MIN_CHANNELS,
         help="the network's Winograd layers: stride-1 3x3 with this many input channels or more (default: the export's)",
     )
 
 
-def _to_litert(fn, channels: int, holder=None) -> bytes:
+def _to_litert(fn, channels: int) -> bytes:
     import tensorflow as tf
 
     spec = tf.TensorSpec([None, None, None, channels], tf.float32)
     concrete = tf.function(fn, input_signature=[spec], autograph=False).get_concrete_function()
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder or tf.Module()).convert()
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], tf.Module()).convert()
 
 
 def _race(models: dict[str, bytes], x, rounds: int) -> dict[str, tuple[list[float], object]]:
@@ -151,12 +152,10 @@ def network(rounds: int, min_channels: int) -> list[tuple]:
     return rows
 
 
-def main(rounds: int, layers_only: bool, min_channels: int | None) -> int:
+def main(rounds: int, layers_only: bool, min_channels: int) -> int:
     from convert.cli.quiet import prepare
-    from convert.model.winograd import MIN_CHANNELS
 
     prepare()
-    min_channels = MIN_CHANNELS if min_channels is None else min_channels
     rows = layers(rounds) + ([] if layers_only else network(rounds, min_channels))
     print(
         f"{os.cpu_count()} threads; best / median of {rounds} calls, seconds; graphs for any input size; "
