@@ -1,6 +1,7 @@
 """Child process of the Keras export check: ``KERAS_BACKEND=<b> python -m convert.export.keras_check WORKDIR``.
 
-Does what a user does, and nothing more: imports keras and
+Does what a user does, and nothing more: imports keras (on torch and TensorFlow without JAX,
+which Keras imports when installed for a callback the check does not use) and
 :mod:`convert.model.keras_layers`, loads each ``.keras`` file with
 ``keras.saving.load_model`` (``safe_mode`` on), runs it on the images and
 saves the outputs. The imports come first; then the process reads its spec, one
@@ -37,12 +38,23 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:400]}"
 
 
+def _import_keras(backend: str | None):
+    """keras, as a user imports it; on torch and TensorFlow without JAX, which only Keras's Orbax callback would use."""
+    if backend in ("tensorflow", "torch"):  # set by the parent (a keras.json could name jax otherwise)
+        from convert.imports import import_without
+
+        return import_without("keras")
+    import keras
+
+    return keras
+
+
 def main(workdir: str) -> int:
     work = Path(workdir)
     step, model_path = "import keras", None
     try:
         t = time.perf_counter()
-        import keras
+        keras = _import_keras(os.environ.get("KERAS_BACKEND"))
         import numpy as np
 
         import convert.model.keras_layers  # noqa: F401  (registers the custom layers)

@@ -32,6 +32,7 @@ from ..checkpoint import load_checkpoint
 from ..fetch import sha256_file
 from ..fetch import source_url as bucket_url
 from ..fsutil import atomic_write
+from ..imports import import_without
 from ..interrupts import pause_point
 from . import judge
 from .formats import get_targets
@@ -125,7 +126,7 @@ def build_graph(state: ExportState, export_dir: Path) -> None:
     where = state.pending.placement.where if state.pending is not None else None
     if where is Where.INLINE:  # computed now, before TensorFlow is even imported
         wait_reference(state)
-    import tensorflow  # noqa: F401
+    import_without("tensorflow")  # JAX, which TensorFlow imports when installed, runs elsewhere or ran already
 
     if where is Where.WORKER_FIRST:  # only the TF import ran beside it: building now would add both peaks
         wait_reference(state)

@@ -6,6 +6,7 @@ import gc
 import time
 from pathlib import Path
 
+from ..imports import import_without
 from .compare import ParityReport, compare
 from .inputs import make_inputs
 from .pending import PendingReference
@@ -78,6 +79,7 @@ def run_parity(
 
 
 def _run_tf(checkpoint, images, info: dict, log, pool_padding: str) -> dict:
+    import_without("tensorflow")  # without JAX: in a worker, or imported later for the reference inline
     from ..model.tf_model import build_tf_model
 
     t = time.perf_counter()

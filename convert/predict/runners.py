@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imports import import_without
+
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
@@ -64,10 +66,9 @@ def load_savedmodel(path: Path):
     whole network's graph again. Traced first with the export's shape-free input spec, every later
     call dispatches to that one trace, at any batch or image size.
     """
-    import tensorflow as tf
-
     from ..export.target import images_spec
 
+    tf = import_without("tensorflow")  # predict never runs JAX
     model = tf.saved_model.load(str(path))
     model.__call__.get_concrete_function(images_spec(), training=True)
     return model
@@ -77,9 +78,9 @@ def savedmodel_runner(path: Path) -> Runner:
     """The SavedModel (:func:`load_savedmodel`), called with ``training=True``: the plain graph in every
     export, also in those written before issue 19, whose ``training=False`` path XLA compiles at each
     new input shape (BiT has no batch norm or dropout, so both compute the same function)."""
+    model = load_savedmodel(path)
     import tensorflow as tf
 
-    model = load_savedmodel(path)
     return lambda batch: model(tf.constant(batch), training=True).numpy()
 
 
