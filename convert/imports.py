@@ -24,7 +24,10 @@ def import_without(module: str, unused: tuple[str, ...] = UNUSED) -> ModuleType:
 
     Only packages not imported yet are hidden (an import of one raises ModuleNotFoundError), and
     only while ``module`` is imported: importing them afterwards works as usual. Modules that
-    ``module`` imported meanwhile keep what they did without them.
+    ``module`` imported meanwhile keep what they did without them. The marker is process-wide:
+    call it where no other thread may import one of ``unused`` meanwhile (in bitconvert's callers
+    no other thread imports JAX: an inline reference runs before or after TensorFlow's import,
+    never beside it, and a worker's in a process of its own).
     """
     if module in sys.modules:
         return sys.modules[module]
