@@ -314,6 +314,21 @@ def speed_verdict(rows, peak: dict, flops: int):
     return judge_speed(best_times, floor_seconds(peak, flops, BATCHES))
 
 
+def time_runtimes(found, ckpt: Path, model_id: str, reps: int) -> tuple[list, list[str]]:
+    """Each (label, kind, path) of ``found`` timed against timm at BATCHES: (rows, the labels that failed)."""
+    rows, failed = [], []
+    for label, kind, path in found:
+        env = {"KERAS_BACKEND": kind.split("-", 1)[1]} if kind.startswith("keras-") else None
+        try:
+            result = alternate(kind, str(path), str(ckpt), model_id, BATCHES, reps, env)
+        except (RuntimeError, OSError, ValueError) as exc:
+            print(f"bench: {label} failed: {exc}", file=sys.stderr)
+            failed.append(label)
+            continue
+        rows.append((label, result, BATCHES))
+    return rows, failed
+
+
 @click.command()
 @click.option("--reps", type=click.IntRange(1), default=7, show_default=True, help="Warm rounds per batch (best is kept).")
 @click.option("--r152x2", is_flag=True, envvar="BENCH_R152X2", help="Also R152x2 at 224, batch 1 (SavedModel and timm).")
@@ -357,17 +372,8 @@ def main(reps, r152x2, export_args, threads, only, reuse, export_dir, checkpoint
         ckpt, export_dir = Path(checkpoint), Path(export_dir)
     else:
         ckpt, export_dir = export(model_id, export_args, reuse)
-    rows, failed = [], []
     found = [*targets(export_dir), ("JAX jit of the Flax reference", "jax", ckpt)]
-    for label, kind, path in [f for f in found if not only or f[1] in only.split(",")]:
-        env = {"KERAS_BACKEND": kind.split("-", 1)[1]} if kind.startswith("keras-") else None
-        try:
-            result = alternate(kind, str(path), str(ckpt), model_id, BATCHES, reps, env)
-        except (RuntimeError, OSError, ValueError) as exc:
-            print(f"bench: {label} failed: {exc}", file=sys.stderr)
-            failed.append(label)
-            continue
-        rows.append((label, result, BATCHES))
+    rows, failed = time_runtimes([f for f in found if not only or f[1] in only.split(",")], ckpt, model_id, reps)
     peak = _call_child(["--floor"]) or {"none": float("nan")}
     flops = model_flops(load_registry().get(model_id).architecture, SIZE)
     text = table(rows, peak, flops, model_id)

@@ -177,6 +177,41 @@ def _verification_text(parity: ParityFigures | None) -> str:
     )
 
 
+def _overview_lines(entry: ModelEntry, variant: str, features: int, source_url: str, sha256: str) -> list[str]:
+    """The card's overview: what the variant computes, and where its weights came from."""
+    arch = f"ResNetV2-{entry.depth}x{entry.width}"
+    return [
+        "## Overview",
+        "",
+        f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
+        + (
+            f"This SavedModel computes the classification logits over {classes_text(entry)}."
+            if variant == "classification"
+            else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
+            "(after the final group norm, ReLU and global average pooling), for transfer learning."
+        ),
+        "",
+        f"Weights: `{source_url}` (sha256 `{sha256}`), converted by bitconvert. "
+        "Architecture: pre-activation ResNetV2 with weight-standardised convolutions and group norm (32 groups); "
+        "no batch norm and no dropout, so training and inference behave the same.",
+        "",
+    ]
+
+
+def _inputs_lines(entry: ModelEntry, input_range: str) -> list[str]:
+    """The card's inputs: the tensor, its range and the resolution the weights were trained at."""
+    res = entry.resolution
+    return [
+        "## Inputs",
+        "",
+        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {range_text(input_range)}. "
+        f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
+        f"resize (or crop) to {res}x{res} for the accuracy of the original model."
+        + (f" On that resolution: {entry.resolution_note}." if entry.resolution_note else ""),
+        "",
+    ]
+
+
 def render_card(
     entry: ModelEntry,
     variant: str,
@@ -199,33 +234,11 @@ def render_card(
     """
     _check_variant(variant)
     range_text(input_range)  # validates
-    res = entry.resolution
-    arch = f"ResNetV2-{entry.depth}x{entry.width}"
     classifier = variant == "classification"
-
     lines = [
         *_header_lines(entry, variant),
-        "## Overview",
-        "",
-        f"Big Transfer (BiT) {arch} ({entry.arch_name}): {entry.description}. "
-        + (
-            f"This SavedModel computes the classification logits over {classes_text(entry)}."
-            if classifier
-            else f"This SavedModel computes the {features}-dimensional pre-logits feature vector "
-            "(after the final group norm, ReLU and global average pooling), for transfer learning."
-        ),
-        "",
-        f"Weights: `{source_url}` (sha256 `{sha256}`), converted by bitconvert. "
-        "Architecture: pre-activation ResNetV2 with weight-standardised convolutions and group norm (32 groups); "
-        "no batch norm and no dropout, so training and inference behave the same.",
-        "",
-        "## Inputs",
-        "",
-        f"A float32 tensor `[batch, height, width, 3]` of RGB images with {range_text(input_range)}. "
-        f"Any batch size, height and width are accepted. The weights were trained at **{res}x{res}**: "
-        f"resize (or crop) to {res}x{res} for the accuracy of the original model."
-        + (f" On that resolution: {entry.resolution_note}." if entry.resolution_note else ""),
-        "",
+        *_overview_lines(entry, variant, features, source_url, sha256),
+        *_inputs_lines(entry, input_range),
         *_outputs_lines(entry, variant, features, labels_embedded),
         *_usage_lines(entry, variant, features, input_range),
         "## Verification",
